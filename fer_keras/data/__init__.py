@@ -1,0 +1,1 @@
+"""SynthFER, the TFRecord schema, the tf.data pipeline and subject-independent splits."""

@@ -1,0 +1,1 @@
+"""Adapters from raw FER datasets to TFRecords; dlib faces; optical flow."""

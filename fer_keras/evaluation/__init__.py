@@ -1,0 +1,1 @@
+"""Metrics, protocols, majority vote, reports and plots."""

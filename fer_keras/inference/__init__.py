@@ -1,0 +1,1 @@
+"""Detect -> align -> model -> labels."""

@@ -1,0 +1,1 @@
+"""Custom Keras layers, one public class per file. Import from the module that holds the class."""

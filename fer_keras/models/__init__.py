@@ -1,0 +1,1 @@
+"""Model builders, registered by name in `fer_keras.models.registry`."""

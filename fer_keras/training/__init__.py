@@ -1,0 +1,1 @@
+"""Losses, optimizers, callbacks and fit loops."""
