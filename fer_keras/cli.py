@@ -1,0 +1,264 @@
+"""`fer-keras`: the command line. It parses options and delegates; no model or data logic here.
+
+A `UserError` (bad input) prints one line and exits 1; any other exception does the same
+unless `--debug` is given, which shows the traceback.
+"""
+
+import os
+import pathlib
+import warnings
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Keras warns that shuffle=True is ignored for tf.data input: our datasets shuffle themselves.
+warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
+# tf.data with a filter has unknown length, so Keras meets its end once per epoch and warns.
+warnings.filterwarnings("ignore", message=".*Your input ran out of data.*")
+
+import click  # noqa: E402
+
+from fer_keras.errors import UserError  # noqa: E402
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            raise click.ClickException(str(e)) from None
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except KeyboardInterrupt:
+            raise click.ClickException("Interrupted.") from None
+        except Exception as e:
+            root = ctx.find_root()
+            if root.params.get("debug"):
+                raise
+            first = (str(e).strip().splitlines() or [""])[0][:300]
+            raise click.ClickException(f"{type(e).__name__}: {first} (run with --debug for the traceback)") from None
+
+
+def _echo(ctx, message):
+    if not ctx.find_root().params.get("quiet"):
+        click.echo(message)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show full tracebacks.")
+@click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries.")
+@click.version_option(package_name="fer-keras")
+def cli(debug, quiet):
+    """Facial-expression recognition: prepare, train, evaluate, export, predict."""
+
+
+# --- models -------------------------------------------------------------------------------
+
+
+@cli.command("models")
+def models_cmd():
+    """List the registered models."""
+    from fer_keras.models.registry import get_spec, list_models
+
+    for name in list_models():
+        spec = get_spec(name)
+        click.echo(f"{name:20s} {spec.kind:6s} {spec.family:12s} sizes: {', '.join(sorted(spec.sizes)):14s} {spec.description}")
+
+
+# --- synth --------------------------------------------------------------------------------
+
+
+@cli.group("synth", cls=_Group)
+def synth_group():
+    """SynthFER, the procedural face generator with exact ground truth."""
+
+
+@synth_group.command("preview")
+@click.option("--out", "out", default="synthfer_preview.png", show_default=True, type=click.Path(dir_okay=False))
+@click.option("--subjects", default=6, show_default=True, type=click.IntRange(1, 20))
+@click.option("--size", default=96, show_default=True, type=click.IntRange(48, 224))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--grey", is_flag=True, help="Grey instead of RGB.")
+@click.pass_context
+def synth_preview(ctx, out, subjects, size, seed, grey):
+    """Draw a subjects x emotions grid and a sequence strip to a PNG."""
+    from fer_keras.data import synth
+
+    path = synth.preview(out, num_subjects=subjects, size=size, seed=seed, grey=grey)
+    _echo(ctx, f"Wrote {path}")
+
+
+@synth_group.command("generate")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for PNG images and labels.csv.")
+@click.option("--subjects", default=4, show_default=True, type=click.IntRange(1, 10000))
+@click.option("--per-emotion", default=1, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--size", default=128, show_default=True, type=click.IntRange(48, 224))
+@click.option("--grey/--rgb", default=False, show_default=True)
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.pass_context
+def synth_generate(ctx, out, subjects, per_emotion, size, grey, seed):
+    """Write SynthFER faces as image files with a labels.csv (ground truth per image)."""
+    from fer_keras.data_prep.synth_images import write_images
+
+    path = write_images(out, subjects=subjects, per_emotion=per_emotion, size=size, grey=grey, seed=seed,
+                        quiet=ctx.find_root().params["quiet"])
+    _echo(ctx, f"Wrote images and {path}")
+
+
+# --- prepare ------------------------------------------------------------------------------
+
+
+@cli.group("prepare", cls=_Group)
+def prepare_group():
+    """Turn a dataset into sharded TFRecords + manifest.json."""
+
+
+@prepare_group.command("synth")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--kind", type=click.Choice(["still", "sequence"]), default="still", show_default=True)
+@click.option("--subjects", default=30, show_default=True, type=click.IntRange(2, 100000))
+@click.option("--samples-per-emotion", default=4, show_default=True, type=click.IntRange(1, 1000))
+@click.option("--sequences-per-emotion", default=1, show_default=True, type=click.IntRange(1, 100))
+@click.option("--size", default=64, show_default=True, type=click.IntRange(48, 224))
+@click.option("--grey/--rgb", default=True, show_default=True)
+@click.option("--label-set", type=click.Choice(["basic7", "ckplus7"]), default="basic7", show_default=True)
+@click.option("--flow", is_flag=True, help="Store optical flow per frame (sequences).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.pass_context
+def prepare_synth_cmd(ctx, out, kind, subjects, samples_per_emotion, sequences_per_emotion, size, grey, label_set, flow, seed):
+    """Generate a SynthFER set straight into TFRecords."""
+    from fer_keras.data_prep.synth import prepare_synth
+
+    manifest = prepare_synth(
+        out, kind=kind, subjects=subjects, samples_per_emotion=samples_per_emotion,
+        sequences_per_emotion=sequences_per_emotion, size=size, grey=grey, label_set=label_set,
+        flow=flow, seed=seed, quiet=ctx.find_root().params["quiet"],
+    )
+    _echo(ctx, f"Prepared {manifest['num_examples']} {kind} records of {subjects} SynthFER subjects in {out}")
+
+
+# --- train / evaluate ---------------------------------------------------------------------
+
+
+@cli.command("train")
+@click.option("--model", "model", default=None, help="Registered model name (see `fer-keras models`).")
+@click.option("--data", default=None, help="Prepared dataset folder, or 'synth' to generate SynthFER into the run.")
+@click.option("--size", "model_size", default=None, help="Named model size (small, paper ...).")
+@click.option("--epochs", default=None, type=int)
+@click.option("--batch-size", default=None, type=int)
+@click.option("--lr", "learning_rate", default=None, type=float)
+@click.option("--folds", default=None, type=int, help="K of the subject k-fold split.")
+@click.option("--fold", default=None, type=int, help="Test fold (0-based).")
+@click.option("--split", default=None, type=click.Choice(["kfold", "official"]))
+@click.option("--image-size", default=None, type=int)
+@click.option("--clip-length", default=None, type=int)
+@click.option("--clip-stride", default=None, type=int)
+@click.option("--streams", default=None, help="rgb or rgb,flow (video models).")
+@click.option("--seed", default=None, type=int)
+@click.option("--synth-subjects", default=None, type=int, help="Subjects to generate with --data synth.")
+@click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False), help="JSON config (CLI options win).")
+@click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
+@click.option("--name", default=None, help="Run folder name (default: <model>-<time>).")
+@click.pass_context
+def train_cmd(ctx, model, data, model_size, epochs, batch_size, learning_rate, folds, fold, split, image_size,
+              clip_length, clip_stride, streams, seed, synth_subjects, config_file, out, name):
+    """Train a model into runs/<name>/."""
+    from fer_keras.training import config as config_lib
+
+    file_config = config_lib.load_config_file(config_file) if config_file else None
+    config = config_lib.resolve(
+        file_config, model=model, data=data, size=model_size, epochs=epochs, batch_size=batch_size,
+        learning_rate=learning_rate, folds=folds, fold=fold, split=split, image_size=image_size,
+        clip_length=clip_length, clip_stride=clip_stride, streams=streams, seed=seed,
+        synth={"subjects": synth_subjects} if synth_subjects else None,
+    )
+    from fer_keras.training.fit import train
+
+    run_dir = train(config, out=out, name=name, quiet=ctx.find_root().params["quiet"])
+    _echo(ctx, f"Trained {config['model']} -> {run_dir}")
+
+
+@cli.command("evaluate")
+@click.argument("run", type=click.Path())
+@click.pass_context
+def evaluate_cmd(ctx, run):
+    """Evaluate a run on its held-out test subjects: metrics.json and confusion_matrix.png."""
+    from fer_keras.evaluation.evaluate import evaluate_run, summary_line
+
+    metrics = evaluate_run(run)
+    _echo(ctx, summary_line(metrics))
+    confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics["largest_confusions"])
+    _echo(ctx, f"Largest confusions: {confusions or 'none'}. Wrote {pathlib.Path(run) / 'metrics.json'}")
+
+
+# --- export / predict ---------------------------------------------------------------------
+
+
+@cli.command("export")
+@click.argument("run", type=click.Path())
+@click.option("--format", "fmt", type=click.Choice(["tflite", "savedmodel"]), default="tflite", show_default=True)
+@click.option("--quantize", type=click.Choice(["none", "float16", "int8"]), default="none", show_default=True)
+@click.option("--out", default="exports", show_default=True, type=click.Path(file_okay=False))
+@click.pass_context
+def export_cmd(ctx, run, fmt, quantize, out):
+    """Export a run to TFLite (builtin ops only, parity-checked) or a SavedModel for TF Serving."""
+    if fmt == "tflite":
+        from fer_keras.exports.tflite import export_tflite
+
+        path, meta = export_tflite(run, out=out, quantize=quantize)
+        p = meta["parity"]
+        _echo(ctx, f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB). Parity on {p['samples']} {p['on']}: "
+                   f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f}, "
+                   f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}")
+    else:
+        if quantize != "none":
+            raise UserError("--quantize applies to --format tflite only.")
+        from fer_keras.exports.savedmodel import export_savedmodel
+
+        path = export_savedmodel(run, out=out)
+        _echo(ctx, f"Wrote SavedModel {path} (signature serving_default)")
+
+
+@cli.command("predict")
+@click.argument("model_path", type=click.Path())
+@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write records to .jsonl or .csv (default: stdout).")
+@click.option("--detect", type=click.Choice(["dlib", "none"]), default="dlib", show_default=True,
+              help="dlib: detect, landmark and align faces; none: each image is an aligned face crop.")
+@click.pass_context
+def predict_cmd(ctx, model_path, inputs, out, detect):
+    """Predict the expression of faces in images or folders, with a run, a SavedModel or a .tflite."""
+    from fer_keras.inference.images import expand_inputs
+    from fer_keras.inference.predictor import Predictor
+    from fer_keras.inference.writer import write_records
+
+    files = expand_inputs(inputs)
+    predictor = Predictor(model_path, detect=detect)
+    records = []
+    quiet = ctx.find_root().params["quiet"]
+    for path in _iter(files, quiet):
+        records.extend(predictor.predict_file(path))
+    write_records(records, out)
+    failed = [r for r in records if r.get("error") and r["error"] != "no face found"]
+    faces = [r for r in records if not r.get("error")]
+    no_face = sum(1 for r in records if r.get("error") == "no face found")
+    if out:
+        _echo(ctx, f"{len(faces)} faces in {len(files)} images ({no_face} without a face) -> {out}")
+    if failed:
+        raise UserError(f"{len(failed)} of {len(files)} inputs could not be read, e.g. {failed[0]['error']}")
+
+
+def _iter(files, quiet):
+    from fer_keras.progress import progress
+
+    bar = progress(total=len(files), desc="predict", unit="image", quiet=quiet or len(files) < 5)
+    for f in files:
+        yield f
+        bar.update(1)
+    bar.close()
+
+
+def main():
+    cli(prog_name="fer-keras")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,203 @@
+"""tf.data pipelines over prepared TFRecords.
+
+interleave shards -> parse -> select (subjects or official split) -> decode -> resize ->
+augment (training only) -> batch -> prefetch.
+
+Images leave the pipeline as float32 pixel values in [0, 255]; each model rescales inside
+itself, so exported models take the same raw pixels an app has.
+
+Sequences are cut into clip windows of `clip_length` frames with `clip_stride` between starts
+(defaults 8 and 2: consecutive clips overlap by 6 frames, paper 001 section 3). A sequence
+shorter than one clip is padded by repeating its last frame. Every clip carries its video id
+so clip predictions can be majority-voted per video.
+"""
+
+import numpy as np
+import tensorflow as tf
+
+from fer_keras.data import records
+
+AUTOTUNE = tf.data.AUTOTUNE
+
+
+def _select_predicate(subjects=None, split_name=None):
+    """A tf predicate on a parsed record: its subject is in `subjects` or its split is `split_name`."""
+    if split_name is not None:
+        name = tf.constant(split_name)
+        return lambda r: tf.equal(r["split"], name)
+    if subjects is None:
+        return None
+    if len(subjects) == 0:
+        raise ValueError("subjects is empty: nothing to select")
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(sorted(subjects)), tf.ones(len(subjects), tf.int64)),
+        default_value=0,
+    )
+    return lambda r: tf.equal(table.lookup(r["subject"]), 1)
+
+
+def _records(manifest, *, shuffle, seed):
+    files = records.shard_paths(manifest)
+    ds = tf.data.Dataset.from_tensor_slices(files)
+    if shuffle:
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    return ds.interleave(
+        tf.data.TFRecordDataset,
+        cycle_length=min(4, len(files)),
+        num_parallel_calls=AUTOTUNE,
+        deterministic=True,
+    )
+
+
+def decode_image(encoded, channels, image_size):
+    """PNG/JPEG bytes -> float32 (S, S, channels) in [0, 255]."""
+    image = tf.io.decode_image(encoded, channels=channels, expand_animations=False)
+    image = tf.image.resize(tf.cast(image, tf.float32), (image_size, image_size), antialias=True)
+    image = tf.clip_by_value(image, 0.0, 255.0)
+    return tf.ensure_shape(image, (image_size, image_size, channels))
+
+
+def augment_image(image, seed):
+    """Light photometric and geometric jitter; `seed` is a (2,) int tensor (stateless ops)."""
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    image = tf.image.stateless_random_flip_left_right(image, seeds[0])
+    image = tf.image.stateless_random_brightness(image, 20.0, seeds[1])
+    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[2])
+    size = tf.shape(image)[0]
+    pad = tf.maximum(size // 16, 1)
+    padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+    image = tf.image.stateless_random_crop(padded, tf.shape(image), seeds[3])
+    return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def still_dataset(
+    manifest,
+    *,
+    image_size,
+    channels,
+    batch_size,
+    subjects=None,
+    split_name=None,
+    training=False,
+    seed=0,
+    with_meta=False,
+):
+    """Batches of (image, label), or (image, label, meta) with `with_meta`.
+
+    Args:
+        manifest: from `records.read_manifest`, kind "still".
+        image_size, channels: output size; grey sources become RGB and back as asked.
+        subjects: keep only these subject ids (or `split_name`: records whose split field equals it).
+        training: shuffle and augment.
+    """
+    keep = _select_predicate(subjects, split_name)
+    ds = _records(manifest, shuffle=training, seed=seed).map(records.parse_still, num_parallel_calls=AUTOTUNE)
+    if keep is not None:
+        ds = ds.filter(keep)
+    if training:
+        ds = ds.shuffle(2048, seed=seed, reshuffle_each_iteration=True)
+
+    def to_example(index, r):
+        image = decode_image(r["image/encoded"], channels, image_size)
+        if training:
+            image = augment_image(image, tf.stack([tf.cast(seed, tf.int64), index]))
+        label = tf.cast(r["label"], tf.int32)
+        if with_meta:
+            return image, label, {"subject": r["subject"], "source": r["source"]}
+        return image, label
+
+    ds = ds.enumerate().map(to_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size, drop_remainder=False).prefetch(AUTOTUNE)
+
+
+def clip_starts(num_frames, clip_length, clip_stride):
+    """Start indices of the clip windows of a sequence (tf); one window when it is too short."""
+    last = tf.maximum(num_frames - clip_length, 0)
+    return tf.range(0, last + 1, clip_stride)
+
+
+def clip_starts_np(num_frames, clip_length, clip_stride):
+    """NumPy twin of `clip_starts`, for reports and tests."""
+    return np.arange(0, max(num_frames - clip_length, 0) + 1, clip_stride)
+
+
+def _decode_frames(encoded, channels, image_size):
+    return tf.map_fn(
+        lambda e: decode_image(e, channels, image_size),
+        encoded,
+        fn_output_signature=tf.TensorSpec((image_size, image_size, channels), tf.float32),
+    )
+
+
+def clip_dataset(
+    manifest,
+    *,
+    image_size,
+    channels,
+    batch_size,
+    clip_length=8,
+    clip_stride=2,
+    subjects=None,
+    split_name=None,
+    training=False,
+    seed=0,
+    with_meta=False,
+    streams=("rgb",),
+):
+    """Batches of clips (B, T, S, S, C) and labels; with `with_meta` also {"video", "subject", "start"}.
+
+    `streams` ("rgb", "flow"): with "flow" the input is a dict {"rgb": clips, "flow": (B, T, S, S, 2)}
+    with the flow dequantised to pixels per frame.
+    """
+    if clip_length < 1 or clip_stride < 1:
+        raise ValueError(f"clip_length and clip_stride must be >= 1. Received: {clip_length}, {clip_stride}")
+    keep = _select_predicate(subjects, split_name)
+    ds = _records(manifest, shuffle=training, seed=seed).map(records.parse_sequence, num_parallel_calls=AUTOTUNE)
+    if keep is not None:
+        ds = ds.filter(keep)
+    use_flow = "flow" in streams
+
+    def to_clips(r):
+        frames = _decode_frames(r["frames/encoded"], channels, image_size)  # (N, S, S, C)
+        n = tf.shape(frames)[0]
+        pad = tf.maximum(clip_length - n, 0)
+        frames = tf.concat([frames, tf.repeat(frames[-1:], pad, axis=0)], axis=0)
+        starts = clip_starts(n, clip_length, clip_stride)
+        windows = tf.map_fn(lambda s: frames[s : s + clip_length], starts, fn_output_signature=tf.float32)
+        inputs = {"rgb": windows}
+        if use_flow:
+            encoded = r["flow/encoded"]
+            tf.debugging.assert_equal(
+                tf.shape(encoded)[0], n, message="this dataset has no optical flow; prepare it with --flow"
+            )
+            flow = tf.map_fn(
+                lambda e: tf.image.resize(tf.cast(tf.io.decode_png(e, channels=2), tf.float32), (image_size, image_size)),
+                encoded,
+                fn_output_signature=tf.TensorSpec((image_size, image_size, 2), tf.float32),
+            )
+            flow = records.dequantize_flow(flow, r["flow_bound"])
+            flow = tf.concat([flow, tf.repeat(flow[-1:], pad, axis=0)], axis=0)
+            inputs["flow"] = tf.map_fn(lambda s: flow[s : s + clip_length], starts, fn_output_signature=tf.float32)
+        count = tf.shape(starts)[0]
+        labels = tf.fill([count], tf.cast(r["label"], tf.int32))
+        meta = {"video": tf.fill([count], r["video"]), "subject": tf.fill([count], r["subject"]), "start": starts}
+        return tf.data.Dataset.from_tensor_slices((inputs, labels, meta))
+
+    ds = ds.flat_map(to_clips)
+    if training:
+        ds = ds.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
+
+    def finish(inputs, label, meta):
+        inputs = {
+            k: tf.ensure_shape(v, (clip_length, image_size, image_size, channels if k == "rgb" else 2))
+            for k, v in inputs.items()
+        }
+        x = inputs if use_flow else inputs["rgb"]
+        return (x, label, meta) if with_meta else (x, label)
+
+    ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
+    return ds.batch(batch_size).prefetch(AUTOTUNE)
+
+
+def subjects_of(manifest):
+    return sorted(manifest["counts_per_subject"])

@@ -1,0 +1,89 @@
+"""dlib face detection (HOG), 68 landmarks, and similarity alignment to a model's input.
+
+The 68-point predictor is the iBUG 300-W model shipped in the `face_recognition_models`
+package (licence: non-commercial research use). It is located with `importlib.util.find_spec`
+rather than imported, because that package imports pkg_resources on import.
+
+Alignment maps the centre of each eye and the mouth centre onto a canonical template (paper 003
+section 4.4: eyes at (25, 35) and (75, 35), mouth at (50, 75) in a 100 x 100 frame, scaled to
+the output size) with a similarity transform (rotation, uniform scale, translation), so faces
+are not sheared.
+"""
+
+import functools
+import importlib.util
+import pathlib
+
+import cv2
+import numpy as np
+
+from fer_keras.errors import UserError
+
+TEMPLATE = np.array([[25.0, 35.0], [75.0, 35.0], [50.0, 75.0]], np.float32) / 100.0  # right eye (image left), left eye, mouth
+
+
+def predictor_path():
+    spec = importlib.util.find_spec("face_recognition_models")
+    if spec is None or not spec.submodule_search_locations:
+        raise UserError("The package face_recognition_models is not installed; it ships dlib's 68-point model.")
+    path = pathlib.Path(list(spec.submodule_search_locations)[0]) / "models" / "shape_predictor_68_face_landmarks.dat"
+    if not path.exists():
+        raise UserError(f"dlib's 68-point model is missing at {path}.")
+    return path
+
+
+@functools.lru_cache(maxsize=1)
+def _dlib_models():
+    import dlib
+
+    return dlib.get_frontal_face_detector(), dlib.shape_predictor(str(predictor_path()))
+
+
+def to_rgb(image):
+    image = np.asarray(image)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == 1:
+        return np.repeat(image, 3, axis=-1)
+    return image[..., :3]
+
+
+def detect_faces(image, upsample=1):
+    """uint8 RGB or grey image -> list of boxes (x0, y0, x1, y1), largest first."""
+    detector, _ = _dlib_models()
+    rects = detector(np.ascontiguousarray(to_rgb(image)), upsample)
+    boxes = [(r.left(), r.top(), r.right(), r.bottom()) for r in rects]
+    return sorted(boxes, key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+
+
+def face_landmarks(image, box):
+    """68 iBUG landmarks (68, 2) float32 (x, y) of the face in `box`."""
+    import dlib
+
+    _, predictor = _dlib_models()
+    shape = predictor(np.ascontiguousarray(to_rgb(image)), dlib.rectangle(*[int(v) for v in box]))
+    return np.array([[p.x, p.y] for p in shape.parts()], np.float32)
+
+
+def anchor_points(landmarks68):
+    """(3, 2): centre of the subject's right eye (36-41), left eye (42-47), mouth (48-59)."""
+    p = np.asarray(landmarks68, np.float32)
+    return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[48:60].mean(0)])
+
+
+def alignment_matrix(landmarks68, size):
+    """2x3 similarity transform from image coordinates to the aligned `size` x `size` crop."""
+    matrix, _ = cv2.estimateAffinePartial2D(anchor_points(landmarks68), TEMPLATE * size, method=cv2.LMEDS)
+    if matrix is None:
+        raise UserError("Cannot align the face: its landmarks are degenerate.")
+    return matrix
+
+
+def align_face(image, landmarks68, size, channels=3):
+    """Aligned uint8 crop (size, size, channels) and the landmarks mapped into it."""
+    matrix = alignment_matrix(landmarks68, size)
+    crop = cv2.warpAffine(to_rgb(image), matrix, (size, size), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    if channels == 1:
+        crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)[..., None]
+    points = np.asarray(landmarks68, np.float32) @ matrix[:, :2].T + matrix[:, 2]
+    return crop, points.astype(np.float32)

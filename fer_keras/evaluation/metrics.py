@@ -1,0 +1,57 @@
+"""Classification metrics and the per-video majority vote of clip predictions (paper 001)."""
+
+import numpy as np
+from sklearn.metrics import confusion_matrix
+
+
+def classification_report(labels, predictions, class_names):
+    """Accuracy, mean class accuracy, per-class accuracy and the confusion matrix (rows: truth)."""
+    labels = np.asarray(labels)
+    predictions = np.asarray(predictions)
+    cm = confusion_matrix(labels, predictions, labels=np.arange(len(class_names)))
+    support = cm.sum(axis=1)
+    per_class = {
+        name: (float(cm[i, i] / support[i]) if support[i] else None) for i, name in enumerate(class_names)
+    }
+    present = [v for v in per_class.values() if v is not None]
+    return {
+        "accuracy": float(np.mean(labels == predictions)) if len(labels) else None,
+        "mean_class_accuracy": float(np.mean(present)) if present else None,
+        "per_class_accuracy": per_class,
+        "support": {name: int(support[i]) for i, name in enumerate(class_names)},
+        "confusion_matrix": cm.tolist(),
+        "num_samples": int(len(labels)),
+    }
+
+
+def largest_confusions(cm, class_names, top=3):
+    """The `top` largest off-diagonal cells as (truth, predicted, count), largest first."""
+    cm = np.asarray(cm)
+    cells = [(cm[i, j], class_names[i], class_names[j]) for i in range(len(cm)) for j in range(len(cm)) if i != j and cm[i, j] > 0]
+    cells.sort(key=lambda c: (-c[0], c[1], c[2]))
+    return [(t, p, int(n)) for n, t, p in cells[:top]]
+
+
+def majority_vote(video_ids, probabilities, labels=None):
+    """One prediction per video: the most frequent clip argmax; ties go to the larger summed probability.
+
+    Returns (videos, predictions, video_labels): videos in first-seen order; video_labels is
+    None when `labels` is None (and must be constant per video otherwise).
+    """
+    video_ids = np.asarray(video_ids)
+    probabilities = np.asarray(probabilities)
+    clip_pred = probabilities.argmax(axis=1)
+    videos = list(dict.fromkeys(video_ids.tolist()))
+    predictions, video_labels = [], []
+    for video in videos:
+        rows = video_ids == video
+        votes = np.bincount(clip_pred[rows], minlength=probabilities.shape[1])
+        tied = np.flatnonzero(votes == votes.max())
+        summed = probabilities[rows].sum(axis=0)
+        predictions.append(int(tied[np.argmax(summed[tied])]))
+        if labels is not None:
+            values = np.unique(np.asarray(labels)[rows])
+            if len(values) != 1:
+                raise ValueError(f"video {video!r} has clips with different labels {values.tolist()}")
+            video_labels.append(int(values[0]))
+    return videos, np.array(predictions), (np.array(video_labels) if labels is not None else None)

@@ -1,0 +1,34 @@
+"""Reading image files for prediction, with one clear error for an unreadable file."""
+
+import pathlib
+
+import cv2
+
+from fer_keras.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+
+
+def expand_inputs(inputs):
+    """Files and folders -> sorted list of image files. Raises UserError for a missing path or an empty folder."""
+    files = []
+    for item in inputs:
+        path = pathlib.Path(item)
+        if path.is_dir():
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            if not found:
+                raise UserError(f"Folder {str(path)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+            files.extend(found)
+        elif path.is_file():
+            files.append(path)
+        else:
+            raise UserError(f"Input {str(path)!r} does not exist.")
+    return files
+
+
+def read_rgb(path):
+    """uint8 RGB (H, W, 3); raises UserError when the file is not a readable image."""
+    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
+    if image is None:
+        raise UserError(f"Cannot read image {str(path)!r}: not an image or corrupt.")
+    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)

@@ -1,0 +1,97 @@
+"""A training run's configuration: defaults, overrides from a file and the CLI, validation.
+
+The resolved configuration is written to ``runs/<name>/config.json`` so a run can be repeated
+exactly with ``fer-keras train --config runs/<name>/config.json``.
+"""
+
+import json
+import pathlib
+
+from fer_keras.errors import UserError
+
+DEFAULTS = {
+    "model": "frame_cnn",
+    "size": "small",
+    "data": "synth",
+    "epochs": 10,
+    "batch_size": 32,
+    "learning_rate": 1e-3,
+    "folds": 5,
+    "fold": 0,
+    "split": "kfold",  # kfold | official
+    "seed": 0,
+    "image_size": None,  # None: the dataset's own size
+    "channels": None,  # None: the dataset's own channels
+    "clip_length": 8,
+    "clip_stride": 2,
+    "streams": "rgb",
+    "augment": True,
+    "model_args": {},
+    # Used when data == "synth": the SynthFER set generated into the run folder.
+    "synth": {
+        "subjects": 30,
+        "samples_per_emotion": 4,
+        "sequences_per_emotion": 1,
+        "size": 64,
+        "grey": True,
+        "label_set": "basic7",
+        "flow": False,
+        "seed": 0,
+    },
+}
+
+
+def load_config_file(path):
+    path = pathlib.Path(path)
+    if not path.exists():
+        raise UserError(f"Config file {str(path)!r} does not exist.")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise UserError(f"Config file {path} is not valid JSON: {e}") from None
+    if not isinstance(config, dict):
+        raise UserError(f"Config file {path} must hold a JSON object. Received: {type(config).__name__}")
+    return config
+
+
+def resolve(file_config=None, **cli):
+    """Defaults <- config file <- CLI options that were given (not None)."""
+    config = json.loads(json.dumps(DEFAULTS))
+    for source in (file_config or {}, {k: v for k, v in cli.items() if v is not None}):
+        for key, value in source.items():
+            if key in ("run_name", "version", "split_subjects", "dataset"):
+                continue  # written by a previous run; harmless when a config.json is reused
+            if key not in config:
+                raise UserError(f"Unknown config key {key!r}. Known keys: {', '.join(sorted(config))}.")
+            if key == "synth":
+                unknown = sorted(set(value) - set(config["synth"]))
+                if unknown:
+                    raise UserError(f"Unknown synth config keys {unknown}. Known: {sorted(config['synth'])}.")
+                config["synth"].update(value)
+            else:
+                config[key] = value
+    _validate(config)
+    return config
+
+
+def _validate(c):
+    positive = ("epochs", "batch_size", "clip_length", "clip_stride", "folds")
+    for key in positive:
+        if not isinstance(c[key], int) or c[key] < 1:
+            raise UserError(f"{key} must be a positive integer. Received: {key}={c[key]!r}")
+    if c["split"] not in ("kfold", "official"):
+        raise UserError(f"split must be 'kfold' or 'official'. Received: split={c['split']!r}")
+    if c["learning_rate"] <= 0:
+        raise UserError(f"learning_rate must be > 0. Received: {c['learning_rate']}")
+    streams = tuple(s.strip() for s in str(c["streams"]).split(","))
+    if not set(streams) <= {"rgb", "flow"} or "rgb" not in streams:
+        raise UserError(f"streams must be 'rgb' or 'rgb,flow'. Received: streams={c['streams']!r}")
+    if c["image_size"] is not None and not 16 <= int(c["image_size"]) <= 512:
+        raise UserError(f"image_size must be in 16..512. Received: {c['image_size']}")
+    if c["channels"] not in (None, 1, 3):
+        raise UserError(f"channels must be 1 or 3. Received: {c['channels']}")
+    s = c["synth"]
+    if s["subjects"] < 2:
+        raise UserError(f"synth.subjects must be at least 2. Received: {s['subjects']}")
+    if not 48 <= s["size"] <= 224:
+        raise UserError(f"synth.size must be in 48..224. Received: {s['size']}")
