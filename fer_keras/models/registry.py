@@ -22,6 +22,7 @@ class ModelSpec:
     sizes: dict
     description: str
     family: str
+    optimizer: str = "adam"
 
 
 _REGISTRY = {}
@@ -29,8 +30,15 @@ _REGISTRY = {}
 _MODULES = ("fer_keras.models.baselines",)
 
 
-def register_model(name, *, kind, sizes, description, family="baseline"):
-    """Registers the decorated builder under `name`."""
+def register_model(name, *, kind, sizes, description, family="baseline", optimizer="adam"):
+    """Registers the decorated builder under `name`.
+
+    `optimizer` ("adam" or "adabelief") is what `fer-keras train` compiles the model with. A
+    built model may define `pretrain(train_ds, epochs, verbose)`, which training runs before
+    `fit` (greedy layer-wise pretraining, frozen-branch stages ...).
+    """
+    if optimizer not in ("adam", "adabelief"):
+        raise ValueError(f"optimizer must be 'adam' or 'adabelief'. Received: {optimizer!r}")
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}. Received: kind={kind!r}")
     if "small" not in sizes:
@@ -39,7 +47,7 @@ def register_model(name, *, kind, sizes, description, family="baseline"):
     def decorate(builder):
         if name in _REGISTRY:
             raise ValueError(f"Model {name!r} is registered twice.")
-        _REGISTRY[name] = ModelSpec(name, builder, kind, dict(sizes), description, family)
+        _REGISTRY[name] = ModelSpec(name, builder, kind, dict(sizes), description, family, optimizer)
         return builder
 
     return decorate

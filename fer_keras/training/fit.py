@@ -125,6 +125,15 @@ def build_model(config, manifest, **overrides):
     )
 
 
+def make_optimizer(config):
+    """The optimizer the model's registration names: Adam, or AdaBelief (paper 003 Table 4)."""
+    if get_spec(config["model"]).optimizer == "adabelief":
+        from fer_keras.training.adabelief import AdaBelief
+
+        return AdaBelief(learning_rate=config["learning_rate"])
+    return keras.optimizers.Adam(config["learning_rate"])
+
+
 def _new_run_dir(out, name):
     run_dir = pathlib.Path(out) / name
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -165,7 +174,7 @@ def _train(config, run_dir, *, quiet):
 
     model = build_model(config, manifest)
     model.compile(
-        optimizer=keras.optimizers.Adam(config["learning_rate"]),
+        optimizer=make_optimizer(config),
         loss=keras.losses.SparseCategoricalCrossentropy(),
         metrics=["accuracy"],
     )
@@ -179,12 +188,16 @@ def _train(config, run_dir, *, quiet):
         keras.callbacks.TensorBoard(run_dir / "logs", write_graph=False, profile_batch=0),
         nan_guard,
     ]
+    verbose = 0 if quiet else (1 if os.isatty(2) else 2)
+    if hasattr(model, "pretrain"):
+        # Staged models (e.g. greedy layer-wise autoencoder pretraining) run their own stage first.
+        model.pretrain(train_ds, epochs=config["epochs"], verbose=verbose)
     history = model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=config["epochs"],
         callbacks=callbacks,
-        verbose=0 if quiet else (1 if os.isatty(2) else 2),
+        verbose=verbose,
     )
     if getattr(nan_guard, "failed_at", None):
         epoch, step = nan_guard.failed_at
