@@ -30,7 +30,8 @@ class FrameWise(keras.layers.Wrapper):
             raise ValueError(f"FrameWise needs (B, T, ...) input with static T and frame shape. Received: {input_shape}")
         self.frame_shape = tuple(input_shape[2:])
         self.num_frames = input_shape[1]
-        self.layer.build((None,) + self.frame_shape)
+        if not self.layer.built:  # a deserialised inner layer arrives built
+            self.layer.build((None,) + self.frame_shape)
         self.built = True
 
     def compute_output_shape(self, input_shape):
