@@ -157,11 +157,24 @@ def prepare_synth_cmd(ctx, out, kind, subjects, samples_per_emotion, sequences_p
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False), help="JSON config (CLI options win).")
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--name", default=None, help="Run folder name (default: <model>-<time>).")
+@click.option("--resume", "resume_run", default=None, type=click.Path(file_okay=False),
+              help="Continue a killed run from its last complete epoch (with --epochs N: extend it).")
 @click.pass_context
 def train_cmd(ctx, model, data, model_size, epochs, batch_size, learning_rate, folds, fold, split, image_size,
-              clip_length, clip_stride, streams, seed, synth_subjects, config_file, out, name):
+              clip_length, clip_stride, streams, seed, synth_subjects, config_file, out, name, resume_run):
     """Train a model into runs/<name>/."""
     from fer_keras.training import config as config_lib
+
+    quiet = ctx.find_root().params["quiet"]
+    if resume_run:
+        given = [k for k, v in ctx.params.items() if v is not None and k not in ("resume_run", "epochs", "out")]
+        if given:
+            raise UserError(f"--resume continues a run with its own configuration; it takes only --epochs. Received also: {', '.join(given)}")
+        from fer_keras.training.fit import resume
+
+        run_dir = resume(resume_run, epochs=epochs, quiet=quiet)
+        _echo(ctx, f"Resumed and finished {run_dir}")
+        return
 
     file_config = config_lib.load_config_file(config_file) if config_file else None
     config = config_lib.resolve(
@@ -172,7 +185,7 @@ def train_cmd(ctx, model, data, model_size, epochs, batch_size, learning_rate, f
     )
     from fer_keras.training.fit import train
 
-    run_dir = train(config, out=out, name=name, quiet=ctx.find_root().params["quiet"])
+    run_dir = train(config, out=out, name=name, quiet=quiet)
     _echo(ctx, f"Trained {config['model']} -> {run_dir}")
 
 

@@ -37,16 +37,37 @@ def _select_predicate(subjects=None, split_name=None):
 
 
 def _records(manifest, *, shuffle, seed):
+    """Interleaved records of all shards; `seed` may be a tensor (one shuffle order per epoch)."""
     files = records.shard_paths(manifest)
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:
-        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+        ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=False)
     return ds.interleave(
         tf.data.TFRecordDataset,
         cycle_length=min(4, len(files)),
         num_parallel_calls=AUTOTUNE,
         deterministic=True,
     )
+
+
+def _epoch_seed(seed, epoch):
+    """One seed per (run seed, epoch): epoch e's order never depends on epochs before it."""
+    return int(seed) * 100003 + int(epoch)
+
+
+def _over_epochs(one_epoch, training, epochs, start_epoch):
+    """Epochs start_epoch..epochs-1 back to back, each built by `one_epoch(epoch)` (batched).
+
+    A resumed run (start_epoch > 0) therefore sees exactly the batches an uninterrupted run
+    sees from that epoch on. Without `epochs` the dataset is one pass (epoch 0's order).
+    """
+    if not training or epochs is None:
+        return one_epoch(0)
+    # Concatenated in Python: tf.data's shuffle takes its seed as a Python int, not a tensor.
+    ds = one_epoch(start_epoch)
+    for epoch in range(start_epoch + 1, epochs):
+        ds = ds.concatenate(one_epoch(epoch))
+    return ds
 
 
 def decode_image(encoded, channels, image_size):
@@ -81,6 +102,8 @@ def still_dataset(
     training=False,
     seed=0,
     with_meta=False,
+    epochs=None,
+    start_epoch=0,
 ):
     """Batches of (image, label), or (image, label, meta) with `with_meta`.
 
@@ -89,25 +112,32 @@ def still_dataset(
         image_size, channels: output size; grey sources become RGB and back as asked.
         subjects: keep only these subject ids (or `split_name`: records whose split field equals it).
         training: shuffle and augment.
+        epochs, start_epoch: with `training`, one stream of epochs start_epoch..epochs-1 whose
+            order and augmentation depend only on (seed, epoch); pass steps_per_epoch to fit.
     """
     keep = _select_predicate(subjects, split_name)
-    ds = _records(manifest, shuffle=training, seed=seed).map(records.parse_still, num_parallel_calls=AUTOTUNE)
-    if keep is not None:
-        ds = ds.filter(keep)
-    if training:
-        ds = ds.shuffle(2048, seed=seed, reshuffle_each_iteration=True)
 
-    def to_example(index, r):
-        image = decode_image(r["image/encoded"], channels, image_size)
+    def one_epoch(epoch):
+        epoch_seed = _epoch_seed(seed, epoch)
+        ds = _records(manifest, shuffle=training, seed=epoch_seed).map(records.parse_still, num_parallel_calls=AUTOTUNE)
+        if keep is not None:
+            ds = ds.filter(keep)
         if training:
-            image = augment_image(image, tf.stack([tf.cast(seed, tf.int64), index]))
-        label = tf.cast(r["label"], tf.int32)
-        if with_meta:
-            return image, label, {"subject": r["subject"], "source": r["source"]}
-        return image, label
+            ds = ds.shuffle(2048, seed=epoch_seed, reshuffle_each_iteration=False)
 
-    ds = ds.enumerate().map(to_example, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size, drop_remainder=False).prefetch(AUTOTUNE)
+        def to_example(index, r):
+            image = decode_image(r["image/encoded"], channels, image_size)
+            if training:
+                image = augment_image(image, tf.stack([tf.constant(epoch_seed, tf.int64), index]))
+            label = tf.cast(r["label"], tf.int32)
+            if with_meta:
+                return image, label, {"subject": r["subject"], "source": r["source"]}
+            return image, label
+
+        ds = ds.enumerate().map(to_example, num_parallel_calls=AUTOTUNE, deterministic=True)
+        return ds.batch(batch_size, drop_remainder=False)
+
+    return _over_epochs(one_epoch, training, epochs, start_epoch).prefetch(AUTOTUNE)
 
 
 def clip_starts(num_frames, clip_length, clip_stride):
@@ -143,6 +173,8 @@ def clip_dataset(
     seed=0,
     with_meta=False,
     streams=("rgb",),
+    epochs=None,
+    start_epoch=0,
 ):
     """Batches of clips (B, T, S, S, C) and labels; with `with_meta` also {"video", "subject", "start"}.
 
@@ -152,9 +184,6 @@ def clip_dataset(
     if clip_length < 1 or clip_stride < 1:
         raise ValueError(f"clip_length and clip_stride must be >= 1. Received: {clip_length}, {clip_stride}")
     keep = _select_predicate(subjects, split_name)
-    ds = _records(manifest, shuffle=training, seed=seed).map(records.parse_sequence, num_parallel_calls=AUTOTUNE)
-    if keep is not None:
-        ds = ds.filter(keep)
     use_flow = "flow" in streams
 
     def to_clips(r):
@@ -183,9 +212,15 @@ def clip_dataset(
         meta = {"video": tf.fill([count], r["video"]), "subject": tf.fill([count], r["subject"]), "start": starts}
         return tf.data.Dataset.from_tensor_slices((inputs, labels, meta))
 
-    ds = ds.flat_map(to_clips)
-    if training:
-        ds = ds.shuffle(1024, seed=seed, reshuffle_each_iteration=True)
+    def one_epoch(epoch):
+        epoch_seed = _epoch_seed(seed, epoch)
+        ds = _records(manifest, shuffle=training, seed=epoch_seed).map(records.parse_sequence, num_parallel_calls=AUTOTUNE)
+        if keep is not None:
+            ds = ds.filter(keep)
+        ds = ds.flat_map(to_clips)
+        if training:
+            ds = ds.shuffle(1024, seed=epoch_seed, reshuffle_each_iteration=False)
+        return ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True).batch(batch_size)
 
     def finish(inputs, label, meta):
         inputs = {
@@ -195,8 +230,23 @@ def clip_dataset(
         x = inputs if use_flow else inputs["rgb"]
         return (x, label, meta) if with_meta else (x, label)
 
-    ds = ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True)
-    return ds.batch(batch_size).prefetch(AUTOTUNE)
+    return _over_epochs(one_epoch, training, epochs, start_epoch).prefetch(AUTOTUNE)
+
+
+def count_examples(manifest, *, subjects=None, split_name=None, clip_length=8, clip_stride=2):
+    """Examples one epoch yields: images for still data, clip windows for sequences."""
+    if manifest["kind"] == "still" and split_name is None:
+        counts = manifest["counts_per_subject"]
+        return sum(counts.get(s, 0) for s in subjects) if subjects is not None else manifest["num_examples"]
+    keep = _select_predicate(subjects, split_name)
+    parse = records.parse_still if manifest["kind"] == "still" else records.parse_sequence
+    ds = _records(manifest, shuffle=False, seed=0).map(parse, num_parallel_calls=AUTOTUNE)
+    if keep is not None:
+        ds = ds.filter(keep)
+    if manifest["kind"] == "still":
+        return int(ds.reduce(tf.constant(0, tf.int64), lambda n, _: n + 1))
+    sizes = ds.map(lambda r: tf.cast(tf.size(clip_starts(tf.cast(r["num_frames"], tf.int32), clip_length, clip_stride)), tf.int64))
+    return int(sizes.reduce(tf.constant(0, tf.int64), lambda n, k: n + k))
 
 
 def subjects_of(manifest):

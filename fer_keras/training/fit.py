@@ -38,6 +38,24 @@ class StopOnNaN(keras.callbacks.Callback):
         self._epoch = epoch
 
 
+class ReseedPerEpoch(keras.callbacks.Callback):
+    """Sets every layer's random-seed state (Dropout, noise ...) from (seed, epoch) at each epoch start.
+
+    Keras keeps those states outside the saved weights, so without this a run resumed at epoch
+    e would draw different dropout masks than an uninterrupted one.
+    """
+
+    def __init__(self, seed):
+        super().__init__()
+        self.seed = int(seed)
+
+    def on_epoch_begin(self, epoch, logs=None):
+        generators = [g for layer in self.model._flatten_layers() for g in getattr(layer, "_seed_generators", [])]
+        for i, generator in enumerate(generators):
+            value = (self.seed * 1_000_003 + epoch * 1_009 + i) % 2_147_483_647
+            generator.state.assign(np.array([value, 0], dtype=generator.state.dtype))
+
+
 def set_seed(seed):
     keras.utils.set_random_seed(seed)
     tf.config.experimental.enable_op_determinism()
@@ -91,8 +109,8 @@ def input_geometry(config, manifest):
     return int(size), int(channels)
 
 
-def make_dataset(config, manifest, split, side, *, training=False, with_meta=False, batch_size=None):
-    """tf.data for one side ("train", "val", "test") of `split`."""
+def make_dataset(config, manifest, split, side, *, training=False, with_meta=False, batch_size=None, epochs=None, start_epoch=0):
+    """tf.data for one side ("train", "val", "test") of `split` (all epochs in one stream with `epochs`)."""
     size, channels = input_geometry(config, manifest)
     if split.official:
         selection = {"split_name": {"train": "train", "val": "val", "test": "test"}[side]}
@@ -101,7 +119,7 @@ def make_dataset(config, manifest, split, side, *, training=False, with_meta=Fal
         if not subjects:
             return None
         selection = {"subjects": subjects}
-    common = dict(image_size=size, channels=channels, batch_size=batch_size or config["batch_size"], training=training, seed=config["seed"], with_meta=with_meta, **selection)
+    common = dict(image_size=size, channels=channels, batch_size=batch_size or config["batch_size"], training=training, seed=config["seed"], with_meta=with_meta, epochs=epochs, start_epoch=start_epoch, **selection)
     if manifest["kind"] == "still":
         return pipeline.still_dataset(manifest, **common)
     streams = tuple(s.strip() for s in config["streams"].split(","))
@@ -151,60 +169,144 @@ def train(config, *, out="runs", name=None, quiet=False):
         return _train(config, run_dir, quiet=quiet)
     except BaseException:
         # Nothing half-written: a run that did not finish one epoch leaves no folder behind.
-        if not (run_dir / "checkpoints" / "last.keras").exists():
+        if latest_checkpoint(run_dir) is None:
             shutil.rmtree(run_dir, ignore_errors=True)
         raise
 
 
-def _train(config, run_dir, *, quiet):
+def resume(run_dir, *, epochs=None, quiet=False):
+    """Continues a killed (or finished, with more `epochs`) run from its last complete epoch."""
+    run_dir = pathlib.Path(run_dir)
+    config_path = run_dir / "config.json"
+    if not config_path.exists():
+        raise UserError(f"{str(run_dir)!r} is not a fer-keras run folder (no config.json).")
+    saved = json.loads(config_path.read_text())
+    if saved.get("version") != __import__("fer_keras").__version__:
+        raise UserError(f"Run {str(run_dir)!r} was made by fer-keras {saved.get('version')}; this is {__import__('fer_keras').__version__}.")
+    from fer_keras.training.config import resolve
+
+    config = resolve(saved, epochs=epochs)
+    checkpoint = latest_checkpoint(run_dir)
+    if checkpoint is None:
+        raise UserError(f"Run {str(run_dir)!r} has no complete epoch to resume from; train it again.")
+    state = json.loads((checkpoint / "state.json").read_text())
+    if state["epoch"] >= config["epochs"]:
+        raise UserError(f"Run {str(run_dir)!r} already finished its {config['epochs']} epochs; pass --epochs N to extend it.")
+    return _train(config, run_dir, quiet=quiet, checkpoint=checkpoint, state=state)
+
+
+def latest_checkpoint(run_dir):
+    """The newest complete `checkpoints/epoch-NNNN` folder, or None."""
+    folders = sorted((pathlib.Path(run_dir) / "checkpoints").glob("epoch-[0-9][0-9][0-9][0-9]"))
+    return folders[-1] if folders else None
+
+
+class EpochCheckpoint(keras.callbacks.Callback):
+    """After each epoch: the full model (weights + optimizer state) and the epoch counter.
+
+    Each epoch is written as ``checkpoints/.epoch-NNNN.tmp`` and renamed to ``epoch-NNNN``: the
+    rename is the commit point, so a kill at any moment leaves either the previous or the new
+    checkpoint, never a torn one. The two newest are kept. ``best.keras`` (by `monitor`) is
+    replaced atomically too.
+    """
+
+    def __init__(self, run_dir, monitor, best=None, keep=2):
+        super().__init__()
+        self.folder = pathlib.Path(run_dir) / "checkpoints"
+        self.monitor = monitor
+        self.best = best
+        self.keep = keep
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.folder.mkdir(parents=True, exist_ok=True)
+        value = (logs or {}).get(self.monitor)
+        if value is not None and math.isfinite(value) and (self.best is None or value > self.best):
+            self.best = float(value)
+            _save_atomic(self.model, self.folder / "best.keras")
+        name = f"epoch-{epoch + 1:04d}"
+        tmp = self.folder / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+        self.model.save(tmp / "model.keras")
+        (tmp / "state.json").write_text(json.dumps({"epoch": epoch + 1, "best": self.best, "monitor": self.monitor}) + "\n")
+        shutil.rmtree(self.folder / name, ignore_errors=True)
+        os.replace(tmp, self.folder / name)
+        for old in sorted(self.folder.glob("epoch-[0-9][0-9][0-9][0-9]"))[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def _save_atomic(model, path):
+    tmp = path.with_name(path.stem + ".tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path)
+
+
+def _truncate_history(path, epochs):
+    """Keeps the header and the first `epochs` rows of history.csv (a resumed run appends)."""
+    if path.exists():
+        lines = path.read_bytes().splitlines(keepends=True)  # bytes: keep CSVLogger's \r\n as written
+        path.write_bytes(b"".join(lines[: 1 + epochs]))
+
+
+def _train(config, run_dir, *, quiet, checkpoint=None, state=None):
     set_seed(config["seed"])
     manifest = load_dataset(config, run_dir, quiet=quiet)
     split = make_split(config, manifest)
-    train_ds = make_dataset(config, manifest, split, "train", training=True)
+    start_epoch = state["epoch"] if state else 0
+    selection = {"split_name": "train"} if split.official else {"subjects": split.train}
+    examples = pipeline.count_examples(manifest, clip_length=config["clip_length"], clip_stride=config["clip_stride"], **selection)
+    if examples == 0:
+        raise UserError(f"The training side of the split ({split.description}) holds no examples.")
+    steps = math.ceil(examples / config["batch_size"])
+    train_ds = make_dataset(config, manifest, split, "train", training=True, epochs=config["epochs"], start_epoch=start_epoch)
     val_ds = make_dataset(config, manifest, split, "val")
-    resolved = dict(
-        config,
-        run_name=run_dir.name,
-        dataset={"dir": os.path.relpath(manifest["_dir"], run_dir) if config["data"] == "synth" else os.path.abspath(manifest["_dir"]),
-                 "name": manifest["dataset"], "kind": manifest["kind"], "label_set": manifest["label_set"], "labels": manifest["labels"]},
-        split_subjects=split.to_dict(),
-        version=__import__("fer_keras").__version__,
-    )
-    (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
-
-    model = build_model(config, manifest)
-    model.compile(
-        optimizer=make_optimizer(config),
-        loss=keras.losses.SparseCategoricalCrossentropy(),
-        metrics=["accuracy"],
-    )
-    (run_dir / "checkpoints").mkdir(exist_ok=True)
+    if checkpoint is None:
+        resolved = dict(
+            config,
+            run_name=run_dir.name,
+            dataset={"dir": os.path.relpath(manifest["_dir"], run_dir) if config["data"] == "synth" else os.path.abspath(manifest["_dir"]),
+                     "name": manifest["dataset"], "kind": manifest["kind"], "label_set": manifest["label_set"], "labels": manifest["labels"]},
+            split_subjects=split.to_dict(),
+            version=__import__("fer_keras").__version__,
+        )
+        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        model = build_model(config, manifest)
+        model.compile(
+            optimizer=make_optimizer(config),
+            loss=keras.losses.SparseCategoricalCrossentropy(),
+            metrics=["accuracy"],
+        )
+    else:
+        _register_custom_objects()
+        model = keras.saving.load_model(checkpoint / "model.keras", compile=True)
+        _truncate_history(run_dir / "history.csv", start_epoch)
     monitor = "val_accuracy" if val_ds is not None else "accuracy"
     nan_guard = StopOnNaN()
     callbacks = [
-        keras.callbacks.ModelCheckpoint(run_dir / "checkpoints" / "best.keras", monitor=monitor, save_best_only=True, mode="max"),
-        keras.callbacks.ModelCheckpoint(run_dir / "checkpoints" / "last.keras"),
-        keras.callbacks.CSVLogger(run_dir / "history.csv"),
+        ReseedPerEpoch(config["seed"]),
+        EpochCheckpoint(run_dir, monitor, best=state["best"] if state else None),
+        keras.callbacks.CSVLogger(run_dir / "history.csv", append=checkpoint is not None),
         keras.callbacks.TensorBoard(run_dir / "logs", write_graph=False, profile_batch=0),
         nan_guard,
     ]
     verbose = 0 if quiet else (1 if os.isatty(2) else 2)
-    if hasattr(model, "pretrain"):
+    if hasattr(model, "pretrain") and checkpoint is None:
         # Staged models (e.g. greedy layer-wise autoencoder pretraining) run their own stage first.
-        model.pretrain(train_ds, epochs=config["epochs"], verbose=verbose)
-    history = model.fit(
+        model.pretrain(make_dataset(config, manifest, split, "train", training=True), epochs=config["epochs"], verbose=verbose)
+    model.fit(
         train_ds,
         validation_data=val_ds,
         epochs=config["epochs"],
+        initial_epoch=start_epoch,
+        steps_per_epoch=steps,
         callbacks=callbacks,
         verbose=verbose,
     )
     if getattr(nan_guard, "failed_at", None):
         epoch, step = nan_guard.failed_at
         raise UserError(f"Training stopped: the loss became NaN/inf at epoch {epoch + 1}, step {step + 1}. Lower --lr or check the data.")
-    if not history.history.get("loss"):
-        raise UserError("The training side of the split produced no batches.")
-    shutil.copyfile(run_dir / "checkpoints" / "best.keras", run_dir / "model.keras.tmp")
+    best = run_dir / "checkpoints" / "best.keras"
+    shutil.copyfile(best if best.exists() else latest_checkpoint(run_dir) / "model.keras", run_dir / "model.keras.tmp")
     os.replace(run_dir / "model.keras.tmp", run_dir / "model.keras")
     return run_dir
 
