@@ -199,12 +199,15 @@ def clip_dataset(
             tf.debugging.assert_equal(
                 tf.shape(encoded)[0], n, message="this dataset has no optical flow; prepare it with --flow"
             )
-            flow = tf.map_fn(
-                lambda e: tf.image.resize(tf.cast(tf.io.decode_png(e, channels=2), tf.float32), (image_size, image_size)),
-                encoded,
-                fn_output_signature=tf.TensorSpec((image_size, image_size, 2), tf.float32),
-            )
-            flow = records.dequantize_flow(flow, r["flow_bound"])
+            def decode_flow(e):
+                # decode_png takes channels 0/1/3/4 only: 0 keeps the stored two (grey + alpha).
+                q = tf.ensure_shape(tf.io.decode_png(e, channels=0), (None, None, 2))
+                flow = records.dequantize_flow(q, r["flow_bound"])
+                # Flow is in pixels of the stored frame: rescale the vectors with the frame.
+                scale = tf.cast(image_size, tf.float32) / tf.cast(tf.shape(q)[1], tf.float32)
+                return tf.image.resize(flow, (image_size, image_size)) * scale
+
+            flow = tf.map_fn(decode_flow, encoded, fn_output_signature=tf.TensorSpec((image_size, image_size, 2), tf.float32))
             flow = tf.concat([flow, tf.repeat(flow[-1:], pad, axis=0)], axis=0)
             inputs["flow"] = tf.map_fn(lambda s: flow[s : s + clip_length], starts, fn_output_signature=tf.float32)
         count = tf.shape(starts)[0]

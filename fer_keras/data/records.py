@@ -357,8 +357,16 @@ def parse_sequence(serialized):
         serialized, context_features=SEQUENCE_CONTEXT_SPEC, sequence_features=SEQUENCE_FRAME_SPEC
     )
     tf.debugging.assert_equal(context["schema/version"], tf.constant(SCHEMA_VERSION, tf.int64), message="schema version mismatch")
+    num_frames = tf.shape(lists["frames/encoded"])[0]
+    points = tf.sparse.to_dense(lists["landmarks/68"])  # (T, 136), or empty when the record has none
+    landmarks = tf.cond(
+        tf.size(points) == num_frames * 136,
+        lambda: tf.reshape(points, (num_frames, 68, 2)),
+        lambda: tf.zeros((num_frames, 68, 2), tf.float32),
+    )
     return {
         "frames/encoded": lists["frames/encoded"],
+        "landmarks": landmarks,
         "flow/encoded": lists["flow/encoded"],
         "flow_bound": context["flow/bound"],
         "channels": context["image/channels"],

@@ -71,12 +71,30 @@ def anchor_points(landmarks68):
     return np.stack([p[36:42].mean(0), p[42:48].mean(0), p[48:60].mean(0)])
 
 
+def similarity_transform(source, target):
+    """Least-squares similarity (rotation, uniform scale, translation) mapping `source` onto `target`.
+
+    Umeyama (1991), closed form; every point counts, so the result does not depend on which
+    points a robust estimator happens to pick. Returns a 2x3 matrix.
+    """
+    source = np.asarray(source, np.float64)
+    target = np.asarray(target, np.float64)
+    mu_s, mu_t = source.mean(0), target.mean(0)
+    s, t = source - mu_s, target - mu_t
+    variance = (s**2).sum() / len(s)
+    if variance < 1e-12:
+        raise UserError("Cannot align the face: its landmarks are degenerate.")
+    u, d, vt = np.linalg.svd(t.T @ s / len(s))
+    sign = np.diag([1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    rotation = u @ sign @ vt
+    scale = np.trace(np.diag(d) @ sign) / variance
+    translation = mu_t - scale * rotation @ mu_s
+    return np.hstack([scale * rotation, translation[:, None]]).astype(np.float32)
+
+
 def alignment_matrix(landmarks68, size):
     """2x3 similarity transform from image coordinates to the aligned `size` x `size` crop."""
-    matrix, _ = cv2.estimateAffinePartial2D(anchor_points(landmarks68), TEMPLATE * size, method=cv2.LMEDS)
-    if matrix is None:
-        raise UserError("Cannot align the face: its landmarks are degenerate.")
-    return matrix
+    return similarity_transform(anchor_points(landmarks68), TEMPLATE * size)
 
 
 def align_face(image, landmarks68, size, channels=3):

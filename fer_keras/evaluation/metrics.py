@@ -6,9 +6,12 @@ from sklearn.metrics import confusion_matrix
 
 def classification_report(labels, predictions, class_names):
     """Accuracy, mean class accuracy, per-class accuracy and the confusion matrix (rows: truth)."""
-    labels = np.asarray(labels)
-    predictions = np.asarray(predictions)
-    cm = confusion_matrix(labels, predictions, labels=np.arange(len(class_names)))
+    labels = np.asarray(labels, dtype=int)
+    predictions = np.asarray(predictions, dtype=int)
+    if len(labels):
+        cm = confusion_matrix(labels, predictions, labels=np.arange(len(class_names)))
+    else:  # sklearn refuses empty input
+        cm = np.zeros((len(class_names), len(class_names)), dtype=int)
     support = cm.sum(axis=1)
     per_class = {
         name: (float(cm[i, i] / support[i]) if support[i] else None) for i, name in enumerate(class_names)

@@ -75,9 +75,15 @@ def resolve(file_config=None, **cli):
 
 
 def _validate(c):
+    numbers = {"learning_rate": (int, float), "image_size": (int, type(None)), "channels": (int, type(None)),
+               "seed": (int,), "fold": (int,), "augment": (bool,), "model_args": (dict,), "synth": (dict,)}
+    for key, types in numbers.items():
+        if not isinstance(c[key], types) or (isinstance(c[key], bool) and bool not in types):
+            expected = " or ".join(t.__name__ for t in types).replace("NoneType", "null")
+            raise UserError(f"{key} must be {expected}. Received: {key}={c[key]!r}")
     positive = ("epochs", "batch_size", "clip_length", "clip_stride", "folds")
     for key in positive:
-        if not isinstance(c[key], int) or c[key] < 1:
+        if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 1:
             raise UserError(f"{key} must be a positive integer. Received: {key}={c[key]!r}")
     if c["split"] not in ("kfold", "official"):
         raise UserError(f"split must be 'kfold' or 'official'. Received: split={c['split']!r}")
