@@ -1,0 +1,120 @@
+"""SavedModel export in TF Serving's layout: versions, signature, and loading in a fresh process."""
+
+import json
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from fer_keras.errors import UserError
+from fer_keras.exports.savedmodel import export_savedmodel, next_version
+from fer_keras.training import fit
+from tests.conftest import MODEL_SIZE
+
+FRESH_PROCESS = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import numpy as np
+    import tensorflow as tf
+
+    path, inputs, outputs = sys.argv[1:4]
+    fn = tf.saved_model.load(path).signatures["serving_default"]
+    (name, spec), = fn.structured_input_signature[1].items()
+    result = fn(**{name: tf.constant(np.load(inputs))})
+    report = {"input_name": name, "input_shape": [-1 if d is None else d for d in spec.shape],
+              "input_dtype": spec.dtype.name,
+              "dtypes": {k: v.dtype.name for k, v in result.items()},
+              "probabilities": result["probabilities"].numpy().tolist(),
+              "label_index": result["label_index"].numpy().tolist(),
+              "label_name": [n.decode() for n in result["label_name"].numpy()]}
+    with open(outputs, "w") as f:
+        json.dump(report, f)
+    assert not any(m == "fer_keras" or m.startswith("fer_keras.") for m in sys.modules), "fer_keras was imported"
+    """
+)
+
+
+def versions_in(base):
+    """Version folders of a TF Serving base path (the TFLite export may share it with a tflite/ folder)."""
+    return sorted(p.name for p in base.iterdir() if p.name.isdigit())
+
+
+def test_versions_count_up_and_are_never_overwritten(still_savedmodels):
+    base = still_savedmodels["base"]
+    assert versions_in(base) == ["1", "2"]
+    assert not [p for p in base.iterdir() if p.name.startswith(".")]  # no .<version>.tmp left beside them
+    for version in still_savedmodels["versions"]:
+        assert (version / "saved_model.pb").is_file()
+        assert (version / "variables").is_dir()
+    assert still_savedmodels["v1_digest_before"] == still_savedmodels["v1_digest_after"]
+    assert next_version(base) == 3
+
+
+def test_export_to_an_existing_version_is_refused(still_run, still_savedmodels):
+    out = still_savedmodels["base"].parent
+    with pytest.raises(UserError, match="already exists"):
+        export_savedmodel(still_run, out=out, version=1)
+    assert versions_in(still_savedmodels["base"]) == ["1", "2"]
+
+
+def test_next_version_ignores_non_numeric_folders(tmp_path):
+    assert next_version(tmp_path / "missing") == 1
+    (tmp_path / "3").mkdir()
+    (tmp_path / ".4.tmp").mkdir()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "7").write_text("a file, not a version")
+    assert next_version(tmp_path) == 4
+
+
+def test_assets_extra_describe_the_model(still_run, still_savedmodels):
+    info = json.loads((still_savedmodels["versions"][0] / "assets.extra" / "fer_keras.json").read_text())
+    labels = json.loads((still_run / "config.json").read_text())["dataset"]["labels"]
+    assert info["labels"] == labels
+    assert info["input"] == "images"
+    assert info["input_shape"] == [None, MODEL_SIZE, MODEL_SIZE, 1]
+    assert info["model"] == "frame_cnn" and info["run"] == still_run.name
+
+
+def test_loads_in_a_fresh_process_without_fer_keras(still_run, still_savedmodels, tmp_path):
+    _, manifest, model = fit.load_run(still_run)
+    x = np.random.default_rng(0).uniform(0, 255, size=(3, MODEL_SIZE, MODEL_SIZE, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "serve.py"
+    script.write_text(FRESH_PROCESS)
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run(
+        [sys.executable, str(script), str(still_savedmodels["versions"][1]), str(tmp_path / "x.npy"), str(tmp_path / "y.json")],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=180,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    y = json.loads((tmp_path / "y.json").read_text())
+    assert y["input_name"] == "images"
+    assert y["input_shape"] == [-1, MODEL_SIZE, MODEL_SIZE, 1]
+    assert y["input_dtype"] == "float32"
+    assert y["dtypes"] == {"probabilities": "float32", "label_index": "int64", "label_name": "string"}
+    probabilities = np.array(y["probabilities"])
+    assert probabilities.shape == (3, 7)
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, atol=1e-5)
+    np.testing.assert_allclose(probabilities, np.asarray(model(x, training=False)), atol=1e-5)
+    assert y["label_index"] == probabilities.argmax(axis=1).tolist()
+    assert y["label_name"] == [manifest["labels"][i] for i in y["label_index"]]
+
+
+def test_clip_model_signature_takes_frames(clip_run, tmp_path):
+    import tensorflow as tf
+
+    path = export_savedmodel(clip_run, out=tmp_path)
+    assert path == tmp_path / clip_run.name / "1"
+    fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+    (name, spec), = fn.structured_input_signature[1].items()
+    assert name == "frames"
+    assert spec.shape.as_list() == [None, 4, MODEL_SIZE, MODEL_SIZE, 1]
+    x = np.random.default_rng(1).uniform(0, 255, size=(2, 4, MODEL_SIZE, MODEL_SIZE, 1)).astype(np.float32)
+    out = fn(frames=tf.constant(x))
+    _, _, model = fit.load_run(clip_run)
+    np.testing.assert_allclose(out["probabilities"].numpy(), np.asarray(model(x, training=False)), atol=1e-5)
+    assert out["label_index"].shape == (2,)

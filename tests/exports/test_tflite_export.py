@@ -1,0 +1,136 @@
+"""TFLite export through the CLI: builtin ops only, parity with Keras in ai_edge_litert, metadata.
+
+The .tflite files are run here with `ai_edge_litert.interpreter.Interpreter` directly (never
+tf.lite.Interpreter, and not through the package's own LiteRTModel), against the run's Keras model
+on held-out test subjects and on random raw-pixel inputs.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from ai_edge_litert.interpreter import Interpreter
+
+from fer_keras.data.splits import Split
+from fer_keras.errors import UserError
+from fer_keras.exports import tflite
+from fer_keras.training import fit
+from tests.conftest import CLIP_LENGTH, MODEL_SIZE, expect_ok, invoke
+
+
+def held_out_inputs(run, limit=24, seed=0):
+    """(keras model, labels, inputs): test-subject samples plus random raw pixels in [0, 255]."""
+    config, manifest, model = fit.load_run(run)
+    split = Split.from_dict(config["split_subjects"])
+    x, _ = tflite.collect(fit.make_dataset(config, manifest, split, "test", batch_size=16), limit)
+    noise = np.random.default_rng(seed).uniform(0, 255, size=(4,) + x.shape[1:]).astype(np.float32)
+    return model, manifest["labels"], np.concatenate([x, noise])
+
+
+def run_litert(path, inputs):
+    """Probabilities from a .tflite, one sample at a time, (de)quantising int8 input/output."""
+    interpreter = Interpreter(model_path=str(path))
+    interpreter.allocate_tensors()
+    inp = interpreter.get_input_details()[0]
+    out = interpreter.get_output_details()[0]
+    results = []
+    for x in inputs:
+        x = x[None].astype(np.float32)
+        if inp["dtype"] == np.int8:
+            scale, zero = inp["quantization"]
+            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        interpreter.set_tensor(inp["index"], x)
+        interpreter.invoke()
+        y = interpreter.get_tensor(out["index"])[0]
+        if out["dtype"] == np.int8:
+            scale, zero = out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        results.append(y)
+    return np.stack(results), interpreter
+
+
+def keras_probabilities(model, inputs):
+    return np.asarray(model(inputs, training=False))
+
+
+@pytest.fixture(scope="module")
+def clip_tflite(clip_run, exports_dir):
+    expect_ok(invoke("--quiet", "export", clip_run, "--format", "tflite", "--quantize", "none", "--out", exports_dir))
+    return exports_dir / clip_run.name / "tflite" / "model_none.tflite"
+
+
+@pytest.mark.parametrize("quantize, tolerance", [("none", 1e-4), ("float16", 1e-2)])
+def test_still_parity_with_keras(still_run, still_tflite, quantize, tolerance):
+    model, _, inputs = held_out_inputs(still_run)
+    expected = keras_probabilities(model, inputs)
+    got, _ = run_litert(still_tflite[quantize], inputs)
+    assert got.shape == expected.shape == (len(inputs), 7)
+    assert np.max(np.abs(got - expected)) <= tolerance
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=1e-3)
+
+
+def test_clip_model_parity_with_keras(clip_run, clip_tflite):
+    """convlstm2d_clip is rebuilt at batch 1 and unrolled, and still matches the dynamic-batch Keras model."""
+    model, _, inputs = held_out_inputs(clip_run, limit=6)
+    assert inputs.shape[1:] == (CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)
+    got, interpreter = run_litert(clip_tflite, inputs)
+    assert np.max(np.abs(got - keras_probabilities(model, inputs))) <= 1e-4
+    assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)
+    meta = json.loads(clip_tflite.with_suffix(".json").read_text())
+    assert meta["input"]["shape"] == [1, CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1]
+    assert meta["input"]["layout"] == "NTHWC"
+    assert meta["clip_length"] == CLIP_LENGTH
+    assert meta["parity"]["max_abs_diff"] <= 1e-4
+
+
+def test_int8_export(still_run, still_tflite):
+    path = still_tflite["int8"]
+    model, _, inputs = held_out_inputs(still_run)
+    got, interpreter = run_litert(path, inputs)
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
+    np.testing.assert_allclose(got.sum(axis=1), 1.0, atol=0.05)
+    assert np.max(np.abs(got - keras_probabilities(model, inputs))) <= 0.1
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["input"]["dtype"] == "int8"
+    scale, zero = meta["input"]["quantization"]
+    assert scale > 0 and -128 <= zero <= 127
+    assert meta["output"]["quantization"] is not None
+
+
+@pytest.mark.parametrize("quantize", ["none", "float16"])
+def test_metadata_beside_the_model(still_run, still_tflite, quantize):
+    path = still_tflite[quantize]
+    meta = json.loads(path.with_suffix(".json").read_text())
+    manifest_labels = json.loads((still_run / "config.json").read_text())["dataset"]["labels"]
+    assert meta["labels"] == manifest_labels and len(meta["labels"]) == 7
+    assert meta["label_set"] == "basic7"
+    assert meta["model"] == "frame_cnn" and meta["run"] == still_run.name
+    assert meta["format"] == "tflite" and meta["quantize"] == quantize
+    assert meta["input"]["shape"] == [1, MODEL_SIZE, MODEL_SIZE, 1]
+    assert meta["input"]["dtype"] == "float32" and meta["input"]["layout"] == "NHWC"
+    assert meta["input"]["quantization"] is None
+    assert meta["clip_length"] is None
+    parity = meta["parity"]
+    assert parity["samples"] > 0
+    assert parity["max_abs_diff"] <= (1e-4 if quantize == "none" else 1e-2)
+    assert 0 <= parity["top1_agreement"] <= 1
+    assert parity["accuracy_drop"] == pytest.approx(parity["keras_accuracy"] - parity["tflite_accuracy"])
+    assert not list(path.parent.glob("*.tmp"))
+
+
+@pytest.mark.parametrize("quantize", ["none", "float16", "int8"])
+def test_builtin_ops_only(still_tflite, quantize):
+    _, interpreter = run_litert(still_tflite[quantize], np.zeros((1, MODEL_SIZE, MODEL_SIZE, 1), np.float32))
+    ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    assert ops and not any(name.startswith("Flex") or name == "CUSTOM" for name in ops), ops
+    assert "READ_VARIABLE" not in ops and "VAR_HANDLE" not in ops  # weights are frozen into constants
+
+
+def test_convert_refuses_unknown_quantisation_and_small_int8_sets(still_run):
+    _, _, model = fit.load_run(still_run)
+    with pytest.raises(UserError, match="--quantize"):
+        tflite.convert(model, quantize="int4")
+    device = tflite.rebuild_for_device(*fit.load_run(still_run))
+    with pytest.raises(UserError, match="at least 100"):
+        tflite.convert(device, quantize="int8", representative=np.zeros((99, MODEL_SIZE, MODEL_SIZE, 1), np.float32))

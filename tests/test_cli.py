@@ -1,0 +1,317 @@
+"""`fer-keras` end to end through click's CliRunner at a tiny size, and its handling of bad input.
+
+The successful commands run once in session fixtures (tests/conftest.py); the tests here check
+what they wrote. Every bad-input test checks the same contract: exit code != 0, exactly one line
+starting "Error:", no traceback, and nothing half-written.
+"""
+
+import csv
+import json
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_keras.data import records
+from fer_keras.labels import get_label_set
+from fer_keras.models.registry import list_models
+from tests.conftest import (
+    DATA_SIZE,
+    MODEL_SIZE,
+    STILL_PER_EMOTION,
+    STILL_SUBJECTS,
+    expect_ok,
+    expect_user_error,
+    invoke,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def listing(folder):
+    """Every path under `folder`, relative, sorted (to compare before/after a failed command)."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*")) if folder.exists() else []
+
+
+def no_partial_left(folder):
+    return [p for p in folder.rglob("*") if p.name.endswith((".partial", ".tmp"))] == []
+
+
+# --- models / prepare -------------------------------------------------------------------
+
+
+def test_models_lists_both_baselines_with_their_kind():
+    result = expect_ok(invoke("models"))
+    lines = {line.split()[0]: line.split() for line in result.output.splitlines() if line.strip()}
+    assert set(list_models()) <= set(lines)
+    assert lines["frame_cnn"][1] == "still"
+    assert lines["convlstm2d_clip"][1] == "clip"
+
+
+def test_prepare_synth_stills_manifest(still_data):
+    manifest = records.read_manifest(still_data, verify=True)
+    per_subject = len(get_label_set("basic7")) * STILL_PER_EMOTION
+    assert manifest["kind"] == "still"
+    assert manifest["num_examples"] == STILL_SUBJECTS * per_subject
+    assert manifest["counts_per_subject"] == {f"synth{k:04d}": per_subject for k in range(STILL_SUBJECTS)}
+    assert manifest["counts_per_class"] == {name: STILL_SUBJECTS * STILL_PER_EMOTION for name in get_label_set("basic7")}
+    assert manifest["image"] == {"size": DATA_SIZE, "channels": 1}
+    assert no_partial_left(still_data.parent)
+    assert not still_data.with_name(still_data.name + ".partial").exists()
+
+
+def test_prepare_synth_sequences_manifest(sequence_data):
+    manifest = records.read_manifest(sequence_data, verify=True)
+    assert manifest["kind"] == "sequence"
+    assert manifest["num_examples"] == 6 * 7
+    assert manifest["flow_bound"] == records.DEFAULT_FLOW_BOUND
+    assert manifest["params"]["flow"] is True
+
+
+def test_prepare_synth_refuses_a_non_empty_folder(still_data):
+    before = listing(still_data)
+    expect_user_error(invoke("prepare", "synth", "--out", still_data, "--subjects", 2, "--size", 48))
+    assert listing(still_data) == before
+    assert not still_data.with_name(still_data.name + ".partial").exists()
+
+
+# --- train ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("run_fixture, model", [("still_run", "frame_cnn"), ("clip_run", "convlstm2d_clip")])
+def test_train_writes_a_complete_run(request, run_fixture, model):
+    run = request.getfixturevalue(run_fixture)
+    for name in ("config.json", "model.keras", "history.csv"):
+        assert (run / name).is_file(), name
+    assert (run / "logs").is_dir() and any((run / "checkpoints").iterdir())
+    assert not [p for p in run.rglob("*") if ".tmp" in p.name]
+    config = json.loads((run / "config.json").read_text())
+    assert config["model"] == model
+    assert config["image_size"] == MODEL_SIZE
+    assert config["run_name"] == run.name
+    split = config["split_subjects"]
+    sides = [set(split["train"]), set(split["val"]), set(split["test"])]
+    assert sides[0] and sides[2] and not sides[1]  # 2 folds: no validation side
+    assert not (sides[0] & sides[2])
+    assert sides[0] | sides[2] == {f"synth{k:04d}" for k in range(6)}
+    with open(run / "history.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == config["epochs"]
+    assert all(np.isfinite(float(r["loss"])) for r in rows)
+
+
+def test_train_keeps_input_shape_of_config(still_run, clip_run):
+    from fer_keras.training import fit
+
+    _, _, still = fit.load_run(still_run)
+    _, _, clip = fit.load_run(clip_run)
+    assert tuple(still.inputs[0].shape[1:]) == (MODEL_SIZE, MODEL_SIZE, 1)
+    assert tuple(clip.inputs[0].shape[1:]) == (4, MODEL_SIZE, MODEL_SIZE, 1)
+
+
+def test_train_refuses_an_existing_run_name(still_run, still_data):
+    before = listing(still_run)
+    expect_user_error(invoke("train", "--model", "frame_cnn", "--data", still_data, "--epochs", 1,
+                             "--out", still_run.parent, "--name", still_run.name))
+    assert listing(still_run) == before
+
+
+# --- evaluate --------------------------------------------------------------------------------
+
+
+def check_report(report, num_classes):
+    cm = np.array(report["confusion_matrix"])
+    assert cm.shape == (num_classes, num_classes)
+    assert cm.sum() == report["num_samples"]
+    assert report["accuracy"] == pytest.approx(np.trace(cm) / cm.sum())
+    assert 0.0 <= report["mean_class_accuracy"] <= 1.0
+
+
+def check_png(path):
+    assert path.read_bytes()[:8] == PNG_SIGNATURE
+    image = cv2.imread(str(path))
+    assert image is not None and image.shape[0] > 50 and image.shape[1] > 50
+
+
+def test_evaluate_still_run(still_run, still_metrics):
+    manifest = records.read_manifest(still_data_dir(still_run))
+    test_subjects = json.loads((still_run / "config.json").read_text())["split_subjects"]["test"]
+    assert still_metrics["model"] == "frame_cnn"
+    assert still_metrics["dataset"] == "SynthFER"
+    assert still_metrics["level"] == "image"
+    assert still_metrics["side"] == "test"
+    assert still_metrics["subjects"] == len(test_subjects)
+    # Exactly the test subjects' images were scored.
+    assert still_metrics["num_samples"] == sum(manifest["counts_per_subject"][s] for s in test_subjects)
+    check_report(still_metrics, 7)
+    for truth, predicted, count in still_metrics["largest_confusions"]:
+        assert truth != predicted and count > 0
+    check_png(still_run / "confusion_matrix.png")
+    assert not (still_run / "metrics.json.tmp").exists()
+
+
+def test_evaluate_clip_run_votes_per_video(clip_run, clip_metrics):
+    test_subjects = json.loads((clip_run / "config.json").read_text())["split_subjects"]["test"]
+    assert clip_metrics["level"] == "clip"
+    check_report(clip_metrics, 7)
+    video = clip_metrics["video"]
+    check_report(video, 7)
+    assert video["num_samples"] == len(test_subjects) * 7  # one sequence per subject and emotion
+    assert clip_metrics["num_samples"] >= video["num_samples"]
+    check_png(clip_run / "confusion_matrix.png")
+    check_png(clip_run / "confusion_matrix_clips.png")
+
+
+def still_data_dir(run):
+    config = json.loads((run / "config.json").read_text())
+    return config["dataset"]["dir"]
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def out_dir(tmp_path):
+    path = tmp_path / "runs"
+    path.mkdir()
+    return path
+
+
+def train_args(data, out_dir, *extra):
+    return ("train", "--model", "frame_cnn", "--data", data, "--epochs", 1, "--image-size", MODEL_SIZE,
+            "--folds", 2, "--out", out_dir, "--name", "bad", *extra)
+
+
+def test_error_unknown_model(still_data, out_dir):
+    line = expect_user_error(invoke("train", "--model", "no_such_model", "--data", still_data, "--out", out_dir, "--name", "bad"))
+    assert "no_such_model" in line and "frame_cnn" in line
+    assert listing(out_dir) == []
+
+
+def test_error_missing_data_folder(tmp_path, out_dir):
+    missing = tmp_path / "nowhere"
+    line = expect_user_error(invoke(*train_args(missing, out_dir)))
+    assert "does not exist" in line
+    assert listing(out_dir) == []
+    assert not missing.exists()
+
+
+def test_error_folder_without_manifest(tmp_path, out_dir):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    line = expect_user_error(invoke(*train_args(empty, out_dir)))
+    assert "manifest.json" in line
+    assert listing(out_dir) == []
+
+
+def test_error_truncated_shard(still_data, tmp_path, out_dir):
+    data = tmp_path / "corrupt"
+    shutil.copytree(still_data, data)
+    shard = data / records.read_manifest(data)["shards"][0]["file"]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    line = expect_user_error(invoke(*train_args(data, out_dir)))
+    assert "corrupt" in line and shard.name in line
+    assert listing(out_dir) == []
+
+
+def test_error_unknown_config_key(still_data, tmp_path, out_dir):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"epochs": 1, "learning_rte": 0.1}))
+    line = expect_user_error(invoke(*train_args(still_data, out_dir, "--config", config)))
+    assert "learning_rte" in line
+    assert listing(out_dir) == []
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("train", "--split", "random"),
+        ("export", "RUN", "--format", "onnx"),
+        ("prepare", "synth", "--out", "OUT", "--size", "20"),
+        ("predict", "RUN", "IMG", "--detect", "haar"),
+    ],
+    ids=["train-split", "export-format", "prepare-size", "predict-detect"],
+)
+def test_error_unknown_option_value_is_a_usage_error(args, tmp_path, out_dir):
+    args = [str(tmp_path / a) if a in ("RUN", "OUT", "IMG") else a for a in args]
+    line = expect_user_error(invoke(*args), exit_code=2)
+    assert "Invalid value" in line
+    assert listing(tmp_path) == ["runs"]
+
+
+def test_error_fold_out_of_range(still_data, out_dir):
+    line = expect_user_error(invoke(*train_args(still_data, out_dir, "--fold", 2)))
+    assert "--fold" in line and "fold=2" in line
+    assert listing(out_dir) == []
+
+
+def test_error_evaluate_a_folder_that_is_not_a_run(still_data):
+    before = listing(still_data)
+    line = expect_user_error(invoke("evaluate", still_data))
+    assert "not a fer-keras run" in line
+    assert listing(still_data) == before
+
+
+def test_error_evaluate_a_missing_folder(tmp_path):
+    expect_user_error(invoke("evaluate", tmp_path / "nowhere"))
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_error_export_savedmodel_with_quantize(still_run, tmp_path):
+    out = tmp_path / "exports"
+    expect_user_error(invoke("export", still_run, "--format", "savedmodel", "--quantize", "int8", "--out", out))
+    assert listing(out) == []
+
+
+def test_error_predict_missing_path(still_run, tmp_path):
+    out = tmp_path / "pred.jsonl"
+    line = expect_user_error(invoke("predict", still_run, tmp_path / "nowhere.png", "--detect", "none", "--out", out))
+    assert "does not exist" in line
+    assert listing(tmp_path) == []
+
+
+def test_error_predict_folder_without_images(still_run, tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("no images here\n")
+    out = tmp_path / "pred.jsonl"
+    line = expect_user_error(invoke("predict", still_run, folder, "--detect", "none", "--out", out))
+    assert "holds no images" in line
+    assert not out.exists()
+
+
+def test_error_predict_corrupt_image_among_good_ones(still_run, face_images, tmp_path):
+    folder = tmp_path / "images"
+    shutil.copytree(face_images, folder)
+    good = sorted(folder.glob("*.png"))
+    bad = folder / "zz_truncated.png"
+    bad.write_bytes(good[0].read_bytes()[:64])  # a PNG cut off inside its header
+    out = tmp_path / "pred.jsonl"
+    line = expect_user_error(invoke("--quiet", "predict", still_run, folder, "--detect", "none", "--out", out))
+    assert "1 of" in line and "zz_truncated.png" in line
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    by_file = {r["file"].rsplit("/", 1)[-1]: r for r in rows}
+    assert set(by_file) == {p.name for p in good} | {bad.name}
+    assert "error" in by_file[bad.name] and by_file[bad.name]["face"] is None
+    assert all("error" not in by_file[p.name] and by_file[p.name]["label"] for p in good)
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_error_predict_with_a_clip_model(clip_run, face_images):
+    line = expect_user_error(invoke("predict", clip_run, face_images, "--detect", "none"))
+    assert "still model" in line
+
+
+def test_error_still_model_on_sequence_data(sequence_data, out_dir):
+    line = expect_user_error(invoke(*train_args(sequence_data, out_dir)))
+    assert "sequence" in line and "frame_cnn" in line
+    assert listing(out_dir) == []
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "savedmodel"])
+def test_error_export_a_folder_that_is_not_a_run(still_data, tmp_path, fmt):
+    out = tmp_path / "exports"
+    line = expect_user_error(invoke("export", still_data, "--format", fmt, "--out", out))
+    assert "not a fer-keras run" in line
+    assert listing(out) == []

@@ -1,0 +1,98 @@
+"""Run configuration: defaults <- config file <- CLI, validation, and repeating a run from its config.json."""
+
+import json
+
+import pytest
+
+from fer_keras.errors import UserError
+from fer_keras.training import config as config_lib
+
+
+def test_defaults_are_valid_and_not_shared():
+    a = config_lib.resolve()
+    assert a == config_lib.DEFAULTS
+    a["synth"]["subjects"] = 99
+    a["model_args"]["x"] = 1
+    assert config_lib.DEFAULTS["synth"]["subjects"] == 30  # resolve returns a deep copy
+    assert config_lib.resolve()["model_args"] == {}
+
+
+def test_cli_wins_over_file_and_file_over_defaults():
+    config = config_lib.resolve({"epochs": 3, "batch_size": 8, "synth": {"subjects": 5}}, epochs=7, fold=None)
+    assert config["epochs"] == 7  # CLI
+    assert config["batch_size"] == 8  # file
+    assert config["fold"] == 0  # CLI None means "not given": default stays
+    assert config["synth"]["subjects"] == 5 and config["synth"]["size"] == 64  # nested: merged, not replaced
+
+
+def test_keys_written_by_a_run_are_ignored():
+    config = config_lib.resolve({"run_name": "x", "version": "0.1.0", "split_subjects": {}, "dataset": {"dir": "d"}})
+    assert config == config_lib.DEFAULTS
+
+
+@pytest.mark.parametrize("file_config, match", [
+    ({"learning_rte": 0.1}, "learning_rte"),
+    ({"synth": {"subject": 3}}, "subject"),
+])
+def test_unknown_keys(file_config, match):
+    with pytest.raises(UserError, match=f"Unknown .*{match}"):
+        config_lib.resolve(file_config)
+
+
+def test_unknown_cli_key():
+    with pytest.raises(UserError, match="colour"):
+        config_lib.resolve(colour="red")
+
+
+@pytest.mark.parametrize("override, match", [
+    ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"batch_size": 2.5}, "batch_size must be a positive integer"),
+    ({"clip_length": -1}, "clip_length"),
+    ({"clip_stride": 0}, "clip_stride"),
+    ({"folds": 0}, "folds"),
+    ({"split": "random"}, "split must be"),
+    ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+    ({"streams": "flow"}, "streams"),
+    ({"streams": "rgb,depth"}, "streams"),
+    ({"image_size": 8}, "image_size must be in 16..512"),
+    ({"channels": 2}, "channels must be 1 or 3"),
+    ({"synth": {"subjects": 1}}, "synth.subjects"),
+    ({"synth": {"size": 32}}, "synth.size"),
+])
+def test_invalid_values(override, match):
+    with pytest.raises(UserError, match=match):
+        config_lib.resolve(override)
+
+
+@pytest.mark.parametrize("override", [{"learning_rate": "0.001"}, {"image_size": "big"}])
+def test_wrongly_typed_values_are_user_errors(override):
+    """A config file with a value of the wrong type must give a UserError that names it, not a TypeError."""
+    key = next(iter(override))
+    with pytest.raises(UserError, match=key):
+        config_lib.resolve(override)
+
+
+def test_valid_overrides():
+    config = config_lib.resolve({"streams": "rgb, flow", "image_size": 16, "channels": 3, "split": "official"})
+    assert config["streams"] == "rgb, flow" and config["image_size"] == 16
+
+
+def test_load_config_file_errors(tmp_path):
+    with pytest.raises(UserError, match="does not exist"):
+        config_lib.load_config_file(tmp_path / "missing.json")
+    bad = tmp_path / "bad.json"
+    bad.write_text("{epochs: 3")
+    with pytest.raises(UserError, match="not valid JSON"):
+        config_lib.load_config_file(bad)
+    listing = tmp_path / "list.json"
+    listing.write_text("[1, 2]")
+    with pytest.raises(UserError, match="JSON object"):
+        config_lib.load_config_file(listing)
+
+
+def test_a_runs_config_json_repeats_the_run(still_run):
+    """`train --config runs/<run>/config.json` resolves to exactly the configuration of that run."""
+    written = json.loads((still_run / "config.json").read_text())
+    again = config_lib.resolve(config_lib.load_config_file(still_run / "config.json"))
+    assert again == {k: v for k, v in written.items() if k not in ("run_name", "version", "split_subjects", "dataset")}
+    assert again["model"] == "frame_cnn" and again["epochs"] == 2 and again["image_size"] == 32 and again["folds"] == 2
