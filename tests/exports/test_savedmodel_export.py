@@ -1,6 +1,7 @@
 """SavedModel export in TF Serving's layout: versions, signature, and loading in a fresh process."""
 
 import json
+import pathlib
 import subprocess
 import sys
 import textwrap
@@ -118,3 +119,16 @@ def test_clip_model_signature_takes_frames(clip_run, tmp_path):
     _, _, model = fit.load_run(clip_run)
     np.testing.assert_allclose(out["probabilities"].numpy(), np.asarray(model(x, training=False)), atol=1e-5)
     assert out["label_index"].shape == (2,)
+
+
+def test_saved_model_cli_lists_the_serving_signature(still_savedmodels):
+    """TF Serving reads the same MetaGraph that `saved_model_cli show --all` prints."""
+    cli = pathlib.Path(sys.executable).with_name("saved_model_cli")
+    done = subprocess.run([str(cli), "show", "--all", "--dir", str(still_savedmodels["versions"][0])],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = done.stdout
+    assert "signature_def['serving_default']" in out
+    for name in ("inputs['images']", "outputs['probabilities']", "outputs['label_index']", "outputs['label_name']"):
+        assert name in out
+    assert "DT_STRING" in out and "DT_INT64" in out
