@@ -27,7 +27,13 @@ class ModelSpec:
 
 _REGISTRY = {}
 # Modules whose import registers models; imported lazily so `fer-keras --help` stays fast.
-_MODULES = ("fer_keras.models.baselines",)
+_MODULES = (
+    "fer_keras.models.baselines",
+    "fer_keras.models.convrnn",  # paper 000
+    "fer_keras.models.ram",  # paper 001
+    "fer_keras.models.sae",  # paper 002
+    "fer_keras.models.arm",  # paper 003
+)
 
 
 def register_model(name, *, kind, sizes, description, family="baseline", optimizer="adam"):

@@ -134,13 +134,14 @@ def model_input_shape(config, manifest):
 
 
 def build_model(config, manifest, **overrides):
-    return get_model(
-        config["model"],
-        model_input_shape(config, manifest),
-        len(manifest["labels"]),
-        size=config["size"],
-        **dict(config["model_args"], **overrides),
-    )
+    import inspect
+
+    args = dict(config["model_args"], **overrides)
+    if "streams" in inspect.signature(get_spec(config["model"]).builder).parameters:
+        args.setdefault("streams", tuple(s.strip() for s in config["streams"].split(",")))
+    elif config["streams"] != "rgb":
+        raise UserError(f"Model {config['model']!r} takes one RGB stream only. Received: --streams {config['streams']}")
+    return get_model(config["model"], model_input_shape(config, manifest), len(manifest["labels"]), size=config["size"], **args)
 
 
 def make_optimizer(config):
