@@ -191,11 +191,24 @@ def train_cmd(ctx, model, data, model_size, epochs, batch_size, learning_rate, f
 
 @cli.command("evaluate")
 @click.argument("run", type=click.Path())
+@click.option("--protocol", type=click.Choice(["holdout", "kfold"]), default="holdout", show_default=True,
+              help="holdout: the run's own test subjects. kfold: train and test the run's configuration on every subject fold.")
+@click.option("--folds", default=None, type=click.IntRange(2, 100), help="K for --protocol kfold (default 10, the CK+ convention).")
+@click.option("--epochs", default=None, type=click.IntRange(1), help="Epochs per fold for --protocol kfold (default: the run's).")
 @click.pass_context
-def evaluate_cmd(ctx, run):
-    """Evaluate a run on its held-out test subjects: metrics.json and confusion_matrix.png."""
+def evaluate_cmd(ctx, run, protocol, folds, epochs):
+    """Evaluate a run on held-out subjects: metrics.json and confusion_matrix.png."""
     from fer_keras.evaluation.evaluate import evaluate_run, summary_line
 
+    if protocol == "kfold":
+        from fer_keras.evaluation.kfold import kfold_line, kfold_protocol
+
+        summary = kfold_protocol(run, folds=folds or 10, epochs=epochs, quiet=ctx.find_root().params["quiet"])
+        _echo(ctx, kfold_line(summary))
+        _echo(ctx, f"Wrote {pathlib.Path(run) / f'kfold-{folds or 10}' / 'metrics.json'}")
+        return
+    if folds or epochs:
+        raise UserError("--folds and --epochs apply to --protocol kfold only.")
     metrics = evaluate_run(run)
     _echo(ctx, summary_line(metrics))
     confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics["largest_confusions"])
