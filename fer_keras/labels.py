@@ -20,6 +20,9 @@ EMOTIONS = (
 LABEL_SETS = {
     # CK+ as used by papers 000 and 001: the seven labelled emotions, no neutral.
     "ckplus7": ("anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"),
+    # CK+ stills (`prepare ckplus --protocol still`): first frame as neutral, last frames as the
+    # labelled emotion; the order of CK+'s own codes 0..7.
+    "ckplus8": ("neutral", "anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"),
     # RAF-DB basic order (its label file codes 1..7), used by paper 003.
     "basic7": ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"),
 }

@@ -1,0 +1,92 @@
+"""MUG Facial Expression Database -> sequence records (neutral -> apex -> neutral), basic7.
+
+Layout of the posed part (``subjects3/`` in the distribution; its parent is accepted too)::
+
+    subjects3/001/anger/take000/img_0001.jpg ... img_0062.jpg
+    subjects3/001/session1/happiness/take001/img_0001.jpg      (subjects recorded twice)
+
+Subject folders are three-digit numbers; an optional ``session<N>`` level; emotion folders
+anger, disgust, fear, happiness, neutral, sadness, surprise; ``take<NNN>`` folders of JPEG
+frames (896 x 896 colour) that start and end neutral. The subject id is the subject folder
+(``001``); a record is one take. MUG's 80-point landmark annotation (for some frames only) is
+not in the 68-point scheme, so faces come from dlib (or ``--no-detect``).
+
+Example (paper 004 uses MUG with CK+):
+    fer-keras prepare mug --root MUG/subjects3 --out data/mug --size 64 --workers 4
+"""
+
+import re
+
+from fer_keras.data_prep import common
+from fer_keras.errors import UserError
+from fer_keras.labels import DATASET_CODES
+
+SUBJECT_PATTERN = re.compile(r"^\d{3}$")
+SESSION_PATTERN = re.compile(r"^session\d+$", re.IGNORECASE)
+TAKE_PATTERN = re.compile(r"^take\d+$", re.IGNORECASE)
+FRAME_PATTERN = re.compile(r"(\d+)\.jpe?g$", re.IGNORECASE)
+
+
+class MUGAdapter(common.DatasetAdapter):
+    """MUG takes -> sequences; subject / [session] / emotion / take / frames."""
+
+    name = "mug"
+    title = "MUG"
+
+    def kind(self, options):
+        return "sequence"
+
+    def _root(self, root):
+        if not any(SUBJECT_PATTERN.match(p.name) for p in root.iterdir() if p.is_dir()) and (root / "subjects3").is_dir():
+            return root / "subjects3"
+        return root
+
+    def list_items(self, root, options):
+        base = self._root(root)
+        subjects = sorted(p for p in base.iterdir() if p.is_dir() and SUBJECT_PATTERN.match(p.name))
+        if not subjects:
+            raise UserError(
+                f"{root} does not look like MUG: expected subject folders named like 001/ (MUG's subjects3/) "
+                "holding <emotion>/take<NNN>/img_NNNN.jpg."
+            )
+        codes = DATASET_CODES["mug"]
+        items, skipped = [], []
+        for subject in subjects:
+            sessions = sorted(p for p in subject.iterdir() if p.is_dir() and SESSION_PATTERN.match(p.name))
+            groups = [("", subject)] + [(s.name, s) for s in sessions]
+            for session, folder in groups:
+                for emotion_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not SESSION_PATTERN.match(p.name)):
+                    rel = common.relative(emotion_dir, root)
+                    if emotion_dir.name.lower() not in codes:
+                        known = " ".join(sorted(codes))
+                        skipped.append((rel, f"unknown MUG emotion folder {emotion_dir.name!r} (known: {known})"))
+                        continue
+                    emotion = codes[emotion_dir.name.lower()]
+                    for take in sorted(p for p in emotion_dir.iterdir() if p.is_dir()):
+                        take_rel = common.relative(take, root)
+                        if not TAKE_PATTERN.match(take.name):
+                            skipped.append((take_rel, "not a take folder (take<NNN>)"))
+                            continue
+                        frames = sorted(
+                            (int(m.group(1)), p) for p in take.iterdir() if p.is_file() and (m := FRAME_PATTERN.search(p.name))
+                        )
+                        if len(frames) < 2:
+                            skipped.append((take_rel, f"{len(frames)} frames; a sequence needs at least 2"))
+                            continue
+                        parts = [subject.name] + ([session] if session else []) + [emotion_dir.name.lower(), take.name]
+                        items.append({
+                            "id": take_rel, "source_path": take_rel, "subject_id": subject.name,
+                            "sequence_id": "_".join(parts), "emotion": emotion, "session": session,
+                            "frames": [str(p) for _, p in frames],
+                        })
+        return items, skipped
+
+    def load(self, item, options):
+        def read_frame(t):
+            try:
+                return common.read_image(item["frames"][t])
+            except common.Skip as e:
+                raise common.Skip(f"frame {t}: {e}") from None
+
+        frames, points = common.face_sequence(read_frame, len(item["frames"]), options)
+        return common.sequence_sample(item, frames, points, options)

@@ -1,0 +1,224 @@
+"""The shared adapter machinery: resumption, workers, manifest, skipped.csv, image reading, faces."""
+
+import json
+import os
+import pathlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from fer_keras.data import records
+from fer_keras.data_prep import common, faces
+from fer_keras.data_prep.adapters import ADAPTERS, prepare_dataset
+from fer_keras.errors import UserError
+from tests.data_prep import synth_trees as trees
+from tests.data_prep.test_jaffe import make_tree
+
+ARGS = dict(size=32, grey=True, detect=False, items_per_shard=2, quiet=True)  # 13 items (1 corrupt) -> 7 shards
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_after(count):
+    def callback(index, total):
+        if index + 1 >= count:
+            raise Interrupt(f"stopped after shard {index} of {total}")
+
+    return callback
+
+
+def shard_state(out):
+    """{file: (sha256, inode, mtime_ns)} of the shards in a folder."""
+    return {p.name: (records.sha256(p), p.stat().st_ino, p.stat().st_mtime_ns) for p in sorted(out.glob("data-*.tfrecord"))}
+
+
+def comparable(manifest):
+    return {k: v for k, v in manifest.items() if k != "_dir"}
+
+
+@pytest.fixture(scope="module")
+def jaffe_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("common_raw")
+    make_tree(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def reference(jaffe_root, tmp_path_factory):
+    """An uninterrupted run."""
+    out = tmp_path_factory.mktemp("reference") / "jaffe"
+    return out, prepare_dataset("jaffe", jaffe_root, out, **ARGS)
+
+
+def test_interrupted_run_resumes_to_the_same_output(jaffe_root, reference, tmp_path):
+    ref_out, ref_manifest = reference
+    out = tmp_path / "jaffe"
+    partial = tmp_path / "jaffe.partial"
+    with pytest.raises(Interrupt):
+        prepare_dataset("jaffe", jaffe_root, out, on_shard_done=stop_after(2), **ARGS)
+    assert not out.exists() and (partial / common.PROGRESS).exists()
+    assert json.loads((partial / common.PROGRESS).read_text())["num_shards"] == 7
+    recorded = sorted(p.name for p in (partial / common.PROGRESS_DIR).iterdir())
+    assert recorded == ["00000.json", "00001.json"]
+    before = shard_state(partial)
+    assert list(before) == ["data-00000.tfrecord", "data-00001.tfrecord"]
+    assert not list(partial.glob("*.tmp"))  # the unfinished shard was removed
+    (partial / "data-00002.tfrecord.tmp").write_bytes(b"half a shard")  # as a killed run leaves it
+
+    finished = []
+    manifest = prepare_dataset("jaffe", jaffe_root, out, on_shard_done=lambda k, n: finished.append(k), **ARGS)
+    assert finished == [2, 3, 4, 5, 6]  # the two recorded shards were not prepared again
+    after = shard_state(out)
+    for name, state in before.items():
+        assert after[name] == state  # same file: not rewritten (inode and mtime kept)
+    assert comparable(manifest) == comparable(ref_manifest)
+    assert {n: s[0] for n, s in after.items()} == {n: s[0] for n, s in shard_state(ref_out).items()}
+    assert (out / common.SKIPPED).read_text() == (ref_out / common.SKIPPED).read_text()
+    assert not partial.exists() and not (out / common.PROGRESS).exists() and not (out / common.PROGRESS_DIR).exists()
+
+
+def test_a_recorded_shard_with_a_wrong_checksum_is_prepared_again(jaffe_root, reference, tmp_path):
+    ref_out, _ = reference
+    out = tmp_path / "jaffe"
+    with pytest.raises(Interrupt):
+        prepare_dataset("jaffe", jaffe_root, out, on_shard_done=stop_after(3), **ARGS)
+    shard = tmp_path / "jaffe.partial" / "data-00001.tfrecord"
+    shard.write_bytes(shard.read_bytes()[:-10])  # truncated on disk
+    finished = []
+    prepare_dataset("jaffe", jaffe_root, out, on_shard_done=lambda k, n: finished.append(k), **ARGS)
+    assert finished == [1, 3, 4, 5, 6]
+    assert {n: s[0] for n, s in shard_state(out).items()} == {n: s[0] for n, s in shard_state(ref_out).items()}
+
+
+def test_other_arguments_discard_a_partial_run(jaffe_root, tmp_path):
+    out = tmp_path / "jaffe"
+    with pytest.raises(Interrupt):
+        prepare_dataset("jaffe", jaffe_root, out, on_shard_done=stop_after(2), **ARGS)
+    finished = []
+    prepare_dataset("jaffe", jaffe_root, out, on_shard_done=lambda k, n: finished.append(k), **dict(ARGS, size=40))
+    assert finished == [0, 1, 2, 3, 4, 5, 6]
+    assert records.read_manifest(out)["image"]["size"] == 40
+
+
+def test_finished_output_is_returned_and_other_arguments_refused(jaffe_root, reference):
+    out, manifest = reference
+    state = shard_state(out)
+    again = prepare_dataset("jaffe", jaffe_root, out, on_shard_done=lambda k, n: pytest.fail("re-prepared"), **ARGS)
+    assert comparable(again) == comparable(manifest) and shard_state(out) == state
+    with pytest.raises(UserError, match="already exists"):
+        prepare_dataset("jaffe", jaffe_root, out, **dict(ARGS, size=40))
+
+
+def test_two_worker_processes_write_the_same_shards(jaffe_root, reference, tmp_path):
+    ref_out, ref_manifest = reference
+    manifest = prepare_dataset("jaffe", jaffe_root, tmp_path / "jaffe", workers=2, **ARGS)
+    assert comparable(manifest) == comparable(ref_manifest)  # workers is not part of the output
+    assert {n: s[0] for n, s in shard_state(tmp_path / "jaffe").items()} == {n: s[0] for n, s in shard_state(ref_out).items()}
+
+
+def test_manifest_has_every_key_the_sharded_writer_writes(reference, tmp_path):
+    _, manifest = reference
+    with records.ShardedWriter(tmp_path, kind="still", dataset="unit", label_set="basic7") as writer:
+        sample = {"image": np.zeros((8, 8, 1), np.uint8), "emotion": "anger", "subject_id": "s"}
+        writer.add(records.make_still_example(sample, label_set="basic7", dataset="unit"), "anger", "s")
+    written = json.loads((tmp_path / records.MANIFEST).read_text())
+    assert set(written) <= set(manifest)
+    for key in ("schema_version", "kind", "label_set", "labels", "num_examples", "counts_per_class", "counts_per_subject"):
+        assert type(manifest[key]) is type(written[key]), key
+    assert set(manifest["shards"][0]) == set(written["shards"][0])
+    assert sum(s["num_examples"] for s in manifest["shards"]) == manifest["num_examples"] == 12
+    assert manifest["num_items"] == manifest["num_examples"] + manifest["num_skipped"]
+
+
+@pytest.mark.parametrize("name", sorted(ADAPTERS))
+def test_an_empty_root_is_a_user_error_naming_the_layout(name, tmp_path):
+    (tmp_path / "raw").mkdir()
+    with pytest.raises(UserError, match="does not look like|is missing|no S###"):
+        prepare_dataset(name, tmp_path / "raw", tmp_path / "out", quiet=True)
+    assert not (tmp_path / "out").exists()
+
+
+def test_option_checks():
+    with pytest.raises(UserError, match="--size"):
+        ADAPTERS["jaffe"].resolve(size=8)
+    with pytest.raises(UserError, match="--landmarks"):
+        ADAPTERS["ckplus"].resolve(landmarks="mediapipe")
+    with pytest.raises(UserError, match="--protocol 'still' does not apply to MUG"):
+        ADAPTERS["mug"].resolve(protocol="still")
+    with pytest.raises(UserError, match="--angles"):
+        ADAPTERS["kdef"].resolve(angles=("S", "UP"))
+    assert ADAPTERS["kdef"].resolve(angles="hl, S").angles == ("S", "HL")
+    assert ADAPTERS["ckplus"].resolve().items_per_shard == 16
+    assert ADAPTERS["ckplus"].resolve(protocol="still").items_per_shard == 512
+    assert ADAPTERS["fer2013"].resolve().detect is False and ADAPTERS["kdef"].resolve().detect is True
+    with pytest.raises(UserError, match="--workers"):
+        common.run(ADAPTERS["jaffe"], ".", "out", ADAPTERS["jaffe"].resolve(), workers=0)
+
+
+def test_read_image_skips_corrupt_files_and_reads_16_bit(tmp_path):
+    image = trees.still(1, "happiness", size=48)["image"]
+    good = trees.save(tmp_path / "a.jpg", image)
+    assert common.read_image(good).shape == (48, 48, 3)
+    for name, keep in (("b.jpg", 0.5), ("c.png", 0.5)):
+        trees.truncate(trees.save(tmp_path / name, image), keep)
+        with pytest.raises(common.Skip, match="corrupt or unreadable"):
+            common.read_image(tmp_path / name)
+    (tmp_path / "d.png").write_bytes(b"\x89PNG not really")
+    with pytest.raises(common.Skip, match="corrupt or unreadable"):
+        common.read_image(tmp_path / "d.png")
+    with pytest.raises(common.Skip, match="missing"):
+        common.read_image(tmp_path / "none.png")
+    Image.fromarray((np.arange(64 * 64, dtype=np.uint16).reshape(64, 64) * 16)).save(tmp_path / "e.png")
+    grey = common.read_image(tmp_path / "e.png")
+    assert grey.shape == (64, 64, 1) and grey.dtype == np.uint8 and grey.max() > 200
+
+
+def test_face_still_with_dataset_landmarks_is_faces_align_face():
+    s = trees.still(2, "surprise", size=96)
+    options = ADAPTERS["ckplus"].resolve(size=48, landmarks="dataset", protocol="still")
+    crop, points = common.face_still(s["image"], options, s["landmarks"])
+    expected, expected_points = faces.align_face(s["image"], s["landmarks"], 48, channels=3)
+    np.testing.assert_array_equal(crop, expected)
+    np.testing.assert_allclose(points, expected_points)
+    no_detect = ADAPTERS["ckplus"].resolve(size=48, landmarks="dataset", detect=False, protocol="still")
+    crop, points = common.face_still(s["image"], no_detect, s["landmarks"])
+    assert crop.shape == (48, 48, 3)
+    np.testing.assert_allclose(points, s["landmarks"] * 0.5, atol=1e-5)
+    degenerate = np.zeros((68, 2), np.float32)
+    with pytest.raises(common.Skip):
+        common.face_still(s["image"], options, degenerate)
+
+
+def test_face_sequence_keeps_one_alignment_for_the_whole_sequence():
+    q = trees.sequence(3, "surprise", size=96, frames=6)
+    options = ADAPTERS["ckplus"].resolve(size=64, landmarks="dataset")
+    frames, points = common.face_sequence(lambda t: q["frames"][t], 6, options, q["landmarks"])
+    assert frames.shape == (6, 64, 64, 3) and points.shape == (6, 68, 2)
+    anchors = faces.anchor_points(points[0])  # a similarity cannot fit all three anchors of every face
+    np.testing.assert_allclose(anchors[:2], faces.TEMPLATE[:2] * 64, atol=0.08 * 64)
+    assert abs(anchors[2, 0] - 32) < 0.08 * 64 and anchors[2, 1] > 40
+    matrix = faces.alignment_matrix(q["landmarks"][0], 64)
+    for t in range(6):
+        np.testing.assert_allclose(points[t], q["landmarks"][t] @ matrix[:, :2].T + matrix[:, 2], atol=1e-3)
+        np.testing.assert_array_equal(frames[t], faces.align_face(q["frames"][t], q["landmarks"][0], 64)[0])
+    # The expression moves the mouth (surprise opens it): not aligned away.
+    assert np.linalg.norm(points[-1][57] - points[0][57]) > 1.0
+
+
+def test_workers_do_not_import_tensorflow():
+    """Workers (and their forkserver) import the adapters' modules; none may pull in TensorFlow."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import fer_keras.data_prep.adapters, fer_keras.data_prep.common, fer_keras.data_prep._dlib_preload; "
+        "assert 'tensorflow' not in sys.modules, sorted(m for m in sys.modules if m.startswith('tensorflow'))[:3]"
+    )
+    import fer_keras
+
+    env = dict(os.environ, PYTHONPATH=str(pathlib.Path(fer_keras.__file__).resolve().parents[1]))
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]

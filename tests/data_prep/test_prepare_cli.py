@@ -1,0 +1,54 @@
+"""`fer-keras prepare DATASET` from the CLI on fake trees in each layout, then `train` on the result."""
+
+import json
+
+import pytest
+
+from tests.conftest import expect_ok, expect_user_error, invoke
+from tests.data_prep.test_ckplus import root as ckplus_root  # noqa: F401  (module fixture, reused)
+from tests.data_prep.test_fer2013 import write_csv
+from tests.data_prep.test_jaffe import make_tree as make_jaffe_tree
+
+TRAIN = ("--quiet", "train", "--epochs", 1, "--batch-size", 8, "--image-size", 32)
+
+
+def _train(data, out, model, *extra):
+    expect_ok(invoke(*TRAIN, "--model", model, "--data", data, "--out", out, "--name", "run", *extra))
+    assert (out / "run" / "model.keras").is_file()
+    return json.loads((out / "run" / "config.json").read_text())
+
+
+def test_jaffe_prepares_and_trains(tmp_path):
+    make_jaffe_tree(tmp_path / "raw")
+    out = tmp_path / "jaffe"
+    result = expect_ok(invoke("prepare", "jaffe", "--root", tmp_path / "raw", "--out", out, "--size", 48, "--grey", "--no-detect"))
+    assert "skipped" in result.output
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["dataset"] == "jaffe" and manifest["num_examples"] == 12
+    assert (out / "skipped.csv").is_file()
+    config = _train(out, tmp_path / "runs", "frame_cnn", "--folds", 2)
+    assert config["dataset"]["name"] == "jaffe"
+
+
+def test_fer2013_trains_on_its_official_split(tmp_path):
+    write_csv(tmp_path / "raw" / "fer2013.csv")
+    out = tmp_path / "fer2013"
+    expect_ok(invoke("--quiet", "prepare", "fer2013", "--root", tmp_path / "raw", "--out", out, "--size", 48, "--grey"))
+    config = _train(out, tmp_path / "runs", "frame_cnn", "--split", "official")
+    assert config["split_subjects"]["official"] is True
+
+
+def test_ckplus_sequences_prepare_and_train_a_clip_model(tmp_path, ckplus_root):  # noqa: F811
+    out = tmp_path / "ckplus"
+    expect_ok(invoke("--quiet", "prepare", "ckplus", "--root", ckplus_root, "--out", out, "--size", 48, "--grey",
+                     "--landmarks", "dataset"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "sequence" and manifest["label_set"] == "ckplus7"
+    _train(out, tmp_path / "runs", "convlstm2d_clip", "--folds", 2, "--clip-length", 4)
+
+
+def test_a_folder_in_the_wrong_layout_is_one_clear_error(tmp_path):
+    (tmp_path / "not_ck").mkdir()
+    line = expect_user_error(invoke("prepare", "ckplus", "--root", tmp_path / "not_ck", "--out", tmp_path / "out"))
+    assert "cohn-kanade-images" in line
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
