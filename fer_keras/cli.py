@@ -135,6 +135,45 @@ def prepare_synth_cmd(ctx, out, kind, subjects, samples_per_emotion, sequences_p
     _echo(ctx, f"Prepared {manifest['num_examples']} {kind} records of {subjects} SynthFER subjects in {out}")
 
 
+def _add_dataset_command(name, help_text):
+    @prepare_group.command(name, help=help_text)
+    @click.option("--root", required=True, type=click.Path(exists=True, file_okay=name == "fer2013"),
+                  help="The unpacked dataset folder (for fer2013 also the csv itself).")
+    @click.option("--out", required=True, type=click.Path(file_okay=False))
+    @click.option("--size", default=112, show_default=True, type=click.IntRange(32, 512), help="Aligned face size in pixels.")
+    @click.option("--grey", is_flag=True, help="Store grey images.")
+    @click.option("--flow", is_flag=True, help="Optical flow between consecutive frames (sequence datasets).")
+    @click.option("--landmarks", type=click.Choice(["dlib", "dataset"]), default="dlib", show_default=True,
+                  help="dlib's 68 points, or the dataset's own landmarks where it has them.")
+    @click.option("--detect/--no-detect", default=None,
+                  help="Detect faces with dlib (default), or take each whole image as the face.")
+    @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+    @click.option("--protocol", type=click.Choice(["sequence", "still"]), default=None,
+                  help="CK+: sequences onset->apex (default) or stills (last 3 frames + first frame as neutral).")
+    @click.option("--angles", default="S", show_default=True, help="KDEF camera angles, e.g. S,HL,HR.")
+    @click.pass_context
+    def command(ctx, root, out, size, grey, flow, landmarks, detect, workers, protocol, angles):
+        from fer_keras.data_prep.adapters import prepare_dataset, summary
+
+        manifest = prepare_dataset(name, root, out, size=size, grey=grey, flow=flow, landmarks=landmarks,
+                                   workers=workers, detect=detect, angles=angles, protocol=protocol,
+                                   quiet=ctx.find_root().params["quiet"])
+        _echo(ctx, summary(manifest))
+
+    return command
+
+
+for _name, _help in (
+    ("ckplus", "CK+ (cohn-kanade-images/, Emotion/, Landmarks/): labelled sequences or the still protocol."),
+    ("rafdb", "RAF-DB basic (Image/aligned, EmoLabel/, Annotation/): official train/test split."),
+    ("mug", "MUG facial expression database: subject/session/emotion/take sequences."),
+    ("jaffe", "JAFFE (KA.AN1.39.tiff file names)."),
+    ("kdef", "KDEF (AF01ANS.JPG file names); frontal by default, --angles to choose."),
+    ("fer2013", "FER2013 (fer2013.csv with its Training/PublicTest/PrivateTest split)."),
+):
+    _add_dataset_command(_name, _help)
+
+
 # --- train / evaluate ---------------------------------------------------------------------
 
 
@@ -213,6 +252,19 @@ def evaluate_cmd(ctx, run, protocol, folds, epochs):
     _echo(ctx, summary_line(metrics))
     confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics["largest_confusions"])
     _echo(ctx, f"Largest confusions: {confusions or 'none'}. Wrote {pathlib.Path(run) / 'metrics.json'}")
+
+
+@cli.command("explain")
+@click.argument("run", type=click.Path())
+@click.option("--out", default=None, type=click.Path(file_okay=False), help="Folder for the PNGs (default RUN/explain).")
+@click.option("--count", default=8, show_default=True, type=click.IntRange(1, 256), help="Test samples to explain.")
+@click.pass_context
+def explain_cmd(ctx, run, out, count):
+    """Overlay what a run's model attends to on test samples: RAM attention maps, or Grad-CAM++."""
+    from fer_keras.evaluation.explain import explain_run
+
+    paths = explain_run(run, out_dir=out, count=count)
+    _echo(ctx, f"Wrote {len(paths)} overlays to {paths[0].parent}")
 
 
 # --- export / predict ---------------------------------------------------------------------
