@@ -250,7 +250,7 @@ def evaluate_cmd(ctx, run, protocol, folds, epochs):
         raise UserError("--folds and --epochs apply to --protocol kfold only.")
     metrics = evaluate_run(run)
     _echo(ctx, summary_line(metrics))
-    confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics["largest_confusions"])
+    confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics.get("largest_confusions", []))
     _echo(ctx, f"Largest confusions: {confusions or 'none'}. Wrote {pathlib.Path(run) / 'metrics.json'}")
 
 

@@ -11,6 +11,7 @@ import pathlib
 from fer_keras.evaluation.metrics import classification_report, largest_confusions, majority_vote
 from fer_keras.evaluation.plots import plot_confusion_matrix
 from fer_keras.data.splits import Split
+from fer_keras.models.registry import get_spec, resolve_hook
 from fer_keras.training import fit
 
 
@@ -18,6 +19,11 @@ def evaluate_run(run_dir, *, side="test"):
     run_dir = pathlib.Path(run_dir)
     config, manifest, model = fit.load_run(run_dir)
     split = Split.from_dict(config["split_subjects"])
+    spec = get_spec(config["model"])
+    if spec.evaluator:
+        metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=config, manifest=manifest, split=split)
+        _write_metrics(run_dir, metrics)
+        return metrics
     dataset = fit.make_dataset(config, manifest, split, side, with_meta=True)
     probabilities, labels, meta = fit.predict_numpy(model, dataset)
     names = manifest["labels"]
@@ -45,14 +51,20 @@ def evaluate_run(run_dir, *, side="test"):
         plot_confusion_matrix(report["confusion_matrix"], names, run_dir / "confusion_matrix_clips.png", title + ", clip level")
     else:
         plot_confusion_matrix(report["confusion_matrix"], names, run_dir / "confusion_matrix.png", title)
+    _write_metrics(run_dir, metrics)
+    return metrics
+
+
+def _write_metrics(run_dir, metrics):
     tmp = run_dir / "metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     os.replace(tmp, run_dir / "metrics.json")
-    return metrics
 
 
 def summary_line(metrics):
     """One human line: accuracy (and video accuracy) with dataset and protocol."""
+    if "summary" in metrics:  # an evaluator hook's own line (e.g. vae_swap's k-means accuracy)
+        return metrics["summary"]
     line = (
         f"{metrics['model']}: {metrics['level']} accuracy {metrics['accuracy']:.3f}, mean class accuracy "
         f"{metrics['mean_class_accuracy']:.3f} on {metrics['num_samples']} {metrics['level']}s of {metrics['dataset']} "

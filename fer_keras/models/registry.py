@@ -23,6 +23,8 @@ class ModelSpec:
     description: str
     family: str
     optimizer: str = "adam"
+    trainer: str = None
+    evaluator: str = None
 
 
 _REGISTRY = {}
@@ -36,12 +38,17 @@ _MODULES = (
 )
 
 
-def register_model(name, *, kind, sizes, description, family="baseline", optimizer="adam"):
+def register_model(name, *, kind, sizes, description, family="baseline", optimizer="adam", trainer=None, evaluator=None):
     """Registers the decorated builder under `name`.
 
     `optimizer` ("adam" or "adabelief") is what `fer-keras train` compiles the model with. A
     built model may define `pretrain(train_ds, epochs, verbose)`, which training runs before
     `fit` (greedy layer-wise pretraining, frozen-branch stages ...).
+
+    Models that are not classifiers trained by one compile + fit (e.g. `vae_swap`'s iterated
+    stages) name their own `trainer` and `evaluator` as "module:function" strings:
+    `trainer(config=, manifest=, split=, run_dir=, quiet=, resume=)` writes ``run_dir/model.keras``;
+    `evaluator(run_dir=, config=, manifest=, split=)` returns the metrics dict for metrics.json.
     """
     if optimizer not in ("adam", "adabelief"):
         raise ValueError(f"optimizer must be 'adam' or 'adabelief'. Received: {optimizer!r}")
@@ -53,7 +60,7 @@ def register_model(name, *, kind, sizes, description, family="baseline", optimiz
     def decorate(builder):
         if name in _REGISTRY:
             raise ValueError(f"Model {name!r} is registered twice.")
-        _REGISTRY[name] = ModelSpec(name, builder, kind, dict(sizes), description, family, optimizer)
+        _REGISTRY[name] = ModelSpec(name, builder, kind, dict(sizes), description, family, optimizer, trainer, evaluator)
         return builder
 
     return decorate
@@ -74,6 +81,12 @@ def get_spec(name):
     if name not in _REGISTRY:
         raise UserError(f"Unknown model {name!r}. Available: {', '.join(sorted(_REGISTRY))}.")
     return _REGISTRY[name]
+
+
+def resolve_hook(path):
+    """"package.module:function" -> the function."""
+    module, _, function = path.partition(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def get_model(name, input_shape, num_classes, size="small", **overrides):

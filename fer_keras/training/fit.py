@@ -261,6 +261,7 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None):
     steps = math.ceil(examples / config["batch_size"])
     train_ds = make_dataset(config, manifest, split, "train", training=True, epochs=config["epochs"], start_epoch=start_epoch)
     val_ds = make_dataset(config, manifest, split, "val")
+    spec = get_spec(config["model"])
     if checkpoint is None:
         resolved = dict(
             config,
@@ -271,6 +272,12 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None):
             version=__import__("fer_keras").__version__,
         )
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+    if spec.trainer:
+        from fer_keras.models.registry import resolve_hook
+
+        resolve_hook(spec.trainer)(config=config, manifest=manifest, split=split, run_dir=run_dir, quiet=quiet, resume=checkpoint is not None)
+        return run_dir
+    if checkpoint is None:
         model = build_model(config, manifest)
         model.compile(
             optimizer=make_optimizer(config),
