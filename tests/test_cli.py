@@ -315,3 +315,10 @@ def test_error_export_a_folder_that_is_not_a_run(still_data, tmp_path, fmt):
     line = expect_user_error(invoke("export", still_data, "--format", fmt, "--out", out))
     assert "not a fer-keras run" in line
     assert listing(out) == []
+
+
+def test_nan_loss_stops_with_the_step_and_leaves_no_run(still_data, tmp_path):
+    line = expect_user_error(invoke("--quiet", "train", "--model", "frame_cnn", "--data", still_data, "--epochs", 2,
+                                    "--batch-size", 8, "--lr", 1e30, "--out", tmp_path, "--name", "nan_run"))
+    assert "NaN/inf at epoch 1, step" in line
+    assert not (tmp_path / "nan_run").exists()

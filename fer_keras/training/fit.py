@@ -219,6 +219,8 @@ class EpochCheckpoint(keras.callbacks.Callback):
         self.keep = keep
 
     def on_epoch_end(self, epoch, logs=None):
+        if not math.isfinite(float((logs or {}).get("loss", 0.0))):
+            return  # never checkpoint weights that a NaN/inf loss has already spoiled
         self.folder.mkdir(parents=True, exist_ok=True)
         value = (logs or {}).get(self.monitor)
         if value is not None and math.isfinite(value) and (self.best is None or value > self.best):
