@@ -4,6 +4,7 @@ A `UserError` (bad input) prints one line and exits 1; any other exception does 
 unless `--debug` is given, which shows the traceback.
 """
 
+import errno
 import os
 import pathlib
 import warnings
@@ -29,6 +30,12 @@ class _Group(click.Group):
             raise
         except KeyboardInterrupt:
             raise click.ClickException("Interrupted.") from None
+        except OSError as e:
+            if e.errno == errno.ENOSPC:
+                raise click.ClickException(f"No space left on device ({e.filename or 'while writing'}).") from None
+            if ctx.find_root().params.get("debug"):
+                raise
+            raise click.ClickException(f"{type(e).__name__}: {e}") from None
         except Exception as e:
             root = ctx.find_root()
             if root.params.get("debug"):

@@ -9,6 +9,7 @@ Signature ``serving_default``: input ``images`` (still models, float32 (N, H, W,
 ``label_index`` (N,) int64 and ``label_name`` (N,) string.
 """
 
+import errno
 import json
 import os
 import pathlib
@@ -61,6 +62,11 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
                         "input_shape": shape, "normalisation": "raw pixel values 0..255"}, indent=2) + "\n"
         )
         os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise UserError(f"No space left on device while exporting to {final}; nothing was written.") from None
+        raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

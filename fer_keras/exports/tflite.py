@@ -10,13 +10,13 @@ beside it: labels, input shape and dtype, normalisation, int8 scales, and the me
 """
 
 import json
-import os
 import pathlib
 import tempfile
 
 import numpy as np
 import tensorflow as tf
 
+from fer_keras import atomic
 from fer_keras.errors import UserError
 
 QUANTIZE = ("none", "float16", "int8")
@@ -178,10 +178,6 @@ def export_tflite(run_dir, *, out="exports", quantize="none"):
         "face_alignment": "similarity transform of eye centres and mouth centre (fer_keras.data_prep.faces.align_face)",
         "parity": check,
     }
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(flatbuffer)
-    os.replace(tmp, path)
-    json_path = path.with_suffix(".json")
-    json_path.with_name(json_path.name + ".tmp").write_text(json.dumps(metadata, indent=2) + "\n")
-    os.replace(json_path.with_name(json_path.name + ".tmp"), json_path)
+    # The model and its metadata land together or not at all.
+    atomic.write_files([(path, flatbuffer), (path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())])
     return path, metadata

@@ -229,19 +229,27 @@ class EpochCheckpoint(keras.callbacks.Callback):
         name = f"epoch-{epoch + 1:04d}"
         tmp = self.folder / f".{name}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-        self.model.save(tmp / "model.keras")
-        (tmp / "state.json").write_text(json.dumps({"epoch": epoch + 1, "best": self.best, "monitor": self.monitor}) + "\n")
-        shutil.rmtree(self.folder / name, ignore_errors=True)
-        os.replace(tmp, self.folder / name)
+        try:
+            tmp.mkdir(parents=True)
+            self.model.save(tmp / "model.keras")
+            (tmp / "state.json").write_text(json.dumps({"epoch": epoch + 1, "best": self.best, "monitor": self.monitor}) + "\n")
+            shutil.rmtree(self.folder / name, ignore_errors=True)
+            os.replace(tmp, self.folder / name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves the previous checkpoint, not a torn one
+            raise
         for old in sorted(self.folder.glob("epoch-[0-9][0-9][0-9][0-9]"))[: -self.keep]:
             shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_atomic(model, path):
     tmp = path.with_name(path.stem + ".tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
+    try:
+        model.save(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
 
 
 def _truncate_history(path, epochs):

@@ -1,0 +1,64 @@
+"""A full disk during export or checkpointing: one clear error, nothing partial left behind."""
+
+import errno
+import os
+
+import keras
+import pytest
+
+from fer_keras import atomic
+from fer_keras.errors import UserError
+from fer_keras.exports import savedmodel, tflite
+from fer_keras.training import fit
+
+
+def _no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def test_atomic_write_removes_its_temporary_file(tmp_path, monkeypatch):
+    target = tmp_path / "model.tflite"
+    target.write_bytes(b"old version")
+    monkeypatch.setattr(atomic.os, "fsync", _no_space)
+    with pytest.raises(UserError, match="No space left on device"):
+        atomic.write_bytes(target, b"new version")
+    assert target.read_bytes() == b"old version"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.tflite"]
+
+
+def test_tflite_export_on_a_full_disk_leaves_no_model_and_no_metadata(still_run, tmp_path, monkeypatch):
+    calls = []
+
+    def fsync_fails_on_second_file(fd):
+        calls.append(fd)
+        if len(calls) == 2:  # the .tflite is written, its .json beside it fails
+            _no_space()
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync_fails_on_second_file)
+    with pytest.raises(UserError, match="No space left on device"):
+        tflite.export_tflite(still_run, out=tmp_path, quantize="none")
+    leftovers = [p for p in tmp_path.rglob("*") if p.is_file()]
+    assert leftovers == []
+
+
+def test_savedmodel_export_on_a_full_disk_leaves_no_version(still_run, tmp_path, monkeypatch):
+    # The SavedModel files are on disk in the temporary folder when writing the metadata beside them fails.
+    monkeypatch.setattr(savedmodel.pathlib.Path, "write_text", _no_space)
+    with pytest.raises(UserError, match="No space left on device"):
+        savedmodel.export_savedmodel(still_run, out=tmp_path)
+    base = tmp_path / still_run.name
+    assert base.is_dir() and list(base.iterdir()) == []
+
+
+def test_a_failed_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    callback = fit.EpochCheckpoint(tmp_path, monitor="loss")
+    callback.set_model(model)
+    callback.on_epoch_end(0, {"loss": 1.0})
+    monkeypatch.setattr(keras.Model, "save", _no_space)
+    with pytest.raises(OSError):
+        callback.on_epoch_end(1, {"loss": 0.5})
+    names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert names == ["best.keras", "epoch-0001"]
+    assert os.path.exists(tmp_path / "checkpoints" / "epoch-0001" / "model.keras")
