@@ -14,6 +14,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
 # tf.data with a filter has unknown length, so Keras meets its end once per epoch and warns.
 warnings.filterwarnings("ignore", message=".*Your input ran out of data.*")
+# The TFLite converter calibrates int8 with its own tf.lite.Interpreter; fer-keras runs models with ai_edge_litert.
+warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated.*")
 
 import click  # noqa: E402
 
@@ -272,6 +274,40 @@ def explain_cmd(ctx, run, out, count):
 
     paths = explain_run(run, out_dir=out, count=count)
     _echo(ctx, f"Wrote {len(paths)} overlays to {paths[0].parent}")
+
+
+# --- generate -----------------------------------------------------------------------------
+
+
+@cli.group("generate", cls=_Group)
+def generate_group():
+    """Images from a vae_swap run: expression swaps and interpolations (paper 004 Figs. 4, 5)."""
+
+
+@generate_group.command("swap")
+@click.argument("run", type=click.Path())
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="PNG path (default RUN/generate/swap.png).")
+@click.pass_context
+def generate_swap_cmd(ctx, run, out):
+    """Grid of expression swaps: rows expression donors, columns identity targets (test subjects)."""
+    from fer_keras.generate import swap_grid
+
+    path = swap_grid(run, out)
+    _echo(ctx, f"Wrote {path}")
+
+
+@generate_group.command("interpolate")
+@click.argument("run", type=click.Path())
+@click.argument("a")
+@click.argument("b")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="PNG path (default RUN/generate/interpolate_A_B.png).")
+@click.pass_context
+def generate_interpolate_cmd(ctx, run, a, b, out):
+    """Strip from expression A to expression B (emotion names or test-image indices)."""
+    from fer_keras.generate import interpolation_strip
+
+    path = interpolation_strip(run, a, b, out)
+    _echo(ctx, f"Wrote {path}")
 
 
 # --- export / predict ---------------------------------------------------------------------

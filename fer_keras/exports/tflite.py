@@ -47,14 +47,24 @@ def convert(model, *, quantize="none", representative=None):
     # function of a Keras 3 model would keep them as resource variables, READ_VARIABLE ops).
     import keras
 
-    spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name="inputs")
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", lambda x: model(x, training=False), input_signature=[spec])
+    names = input_names(model)
+    if len(names) == 1:
+        spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name="inputs")
+        archive.add_endpoint("serving_default", lambda x: model(x, training=False), input_signature=[spec])
+    else:  # several streams (RGB + flow): one named signature input each
+        specs = {name: tf.TensorSpec(t.shape, tf.float32, name=name) for name, t in zip(names, model.inputs)}
+        archive.add_endpoint("serving_default", lambda x: model(x, training=False), input_signature=[specs])
     with tempfile.TemporaryDirectory() as tmp:
         archive.write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
         return _run_converter(converter, quantize, representative)
+
+
+def input_names(model):
+    """The model's input names ("images", "frames", or "rgb" and "flow")."""
+    return [t.name.split(":")[0] for t in model.inputs]
 
 
 def _run_converter(converter, quantize, representative):
@@ -69,7 +79,7 @@ def _run_converter(converter, quantize, representative):
         converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
         converter.inference_input_type = tf.int8
         converter.inference_output_type = tf.int8
-        converter.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in representative)
+        converter.representative_dataset = lambda: (_representative_item(x) for x in representative)
     try:
         return converter.convert()
     except Exception as e:  # the converter raises ConverterError and friends, with long logs
@@ -77,31 +87,54 @@ def _run_converter(converter, quantize, representative):
         raise UserError(f"TFLite conversion with builtin ops only failed: {first.strip()}") from None
 
 
+def _representative_item(x):
+    if isinstance(x, dict):
+        return {name: v[None].astype(np.float32) for name, v in x.items()}
+    return [x[None].astype(np.float32)]
+
+
 class LiteRTModel:
-    """Runs a .tflite model with `ai_edge_litert` on float pixel inputs, (de)quantising int8 I/O."""
+    """Runs a .tflite model with `ai_edge_litert` on float pixel inputs, (de)quantising int8 I/O.
+
+    Inputs go through the model's signature: one array for a one-input model, or a dict
+    {"rgb": ..., "flow": ...} for a two-stream one.
+    """
 
     def __init__(self, path_or_bytes, num_threads=1):
         from ai_edge_litert.interpreter import Interpreter
 
         kwargs = {"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes) else {"model_path": str(path_or_bytes)}
         self.interpreter = Interpreter(num_threads=num_threads, **kwargs)
-        self.interpreter.allocate_tensors()
-        self.input = self.interpreter.get_input_details()[0]
-        self.output = self.interpreter.get_output_details()[0]
+        self.runner = self.interpreter.get_signature_runner()
+        self.inputs = self.runner.get_input_details()
+        self.outputs = self.runner.get_output_details()
+        self.input = next(iter(self.inputs.values()))
+        self.output = next(iter(self.outputs.values()))
 
     @property
     def input_shape(self):
-        return tuple(self.input["shape"])
+        """Shape of the only input, or {name: shape} for several."""
+        if len(self.inputs) == 1:
+            return tuple(int(d) for d in self.input["shape"])
+        return {name: tuple(int(d) for d in d_["shape"]) for name, d_ in self.inputs.items()}
+
+    @staticmethod
+    def _quantise(x, details):
+        x = np.asarray(x, np.float32).reshape(details["shape"])
+        if details["dtype"] == np.int8:
+            scale, zero = details["quantization"]
+            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
+        return x
 
     def __call__(self, x):
-        """x: float (input_shape without batch or with batch 1) -> float probabilities (K,)."""
-        x = np.asarray(x, np.float32).reshape(self.input_shape)
-        if self.input["dtype"] == np.int8:
-            scale, zero = self.input["quantization"]
-            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
-        self.interpreter.set_tensor(self.input["index"], x)
-        self.interpreter.invoke()
-        y = self.interpreter.get_tensor(self.output["index"])[0]
+        """x: float input (with or without the batch axis of 1), or a dict of them -> probabilities (K,)."""
+        if len(self.inputs) == 1:
+            (name, details), = self.inputs.items()
+            feed = {name: self._quantise(x, details)}
+        else:
+            feed = {name: self._quantise(x[name], details) for name, details in self.inputs.items()}
+        (y,) = self.runner(**feed).values() if len(self.outputs) == 1 else [self.runner(**feed)[next(iter(self.outputs))]]
+        y = y[0]
         if self.output["dtype"] == np.int8:
             scale, zero = self.output["quantization"]
             y = (y.astype(np.float32) - zero) * scale
@@ -110,24 +143,35 @@ class LiteRTModel:
 
 def parity(keras_model, lite, samples):
     """Max abs difference of probabilities and top-1 agreement between Keras and LiteRT."""
-    ref = keras_model.predict(np.asarray(samples, np.float32), verbose=0, batch_size=32)
+    ref = keras_model.predict(samples, verbose=0, batch_size=32)
     ref = ref["probabilities"] if isinstance(ref, dict) else ref
-    got = np.stack([lite(x) for x in samples])
+    got = np.stack([lite(x) for x in _unbatch(samples)])
     return {
-        "samples": int(len(samples)),
+        "samples": int(len(got)),
         "max_abs_diff": float(np.max(np.abs(ref - got))),
         "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
     }
 
 
+def _unbatch(samples):
+    """Samples one by one: rows of an array, or dicts of rows for several inputs."""
+    if isinstance(samples, dict):
+        count = len(next(iter(samples.values())))
+        return [{k: v[i] for k, v in samples.items()} for i in range(count)]
+    return list(samples)
+
+
 def collect(dataset, limit):
-    """Up to `limit` inputs and labels from a batched (x, y, ...) dataset, as NumPy."""
+    """Up to `limit` inputs (an array, or a dict of arrays) and labels from a batched (x, y, ...) dataset."""
     xs, ys = [], []
     for batch in dataset:
-        xs.append(batch[0].numpy())
+        x = batch[0]
+        xs.append({k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy())
         ys.append(batch[1].numpy())
-        if sum(len(x) for x in xs) >= limit:
+        if sum(len(y) for y in ys) >= limit:
             break
+    if isinstance(xs[0], dict):
+        return {k: np.concatenate([x[k] for x in xs])[:limit] for k in xs[0]}, np.concatenate(ys)[:limit]
     return np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
 
 
@@ -138,26 +182,32 @@ def export_tflite(run_dir, *, out="exports", quantize="none"):
 
     run_dir = pathlib.Path(run_dir)
     config, manifest, model = fit.load_run(run_dir)
-    if isinstance(model.inputs, dict) or len(model.inputs) != 1:
-        raise UserError(f"Model {config['model']!r} has several inputs; its TFLite export arrives with the export issue.")
     device_model = rebuild_for_device(config, manifest, model)
     split = Split.from_dict(config["split_subjects"])
     representative = None
     if quantize == "int8":
         representative, _ = collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), 200)
+        representative = _unbatch(representative)
     flatbuffer = convert(device_model, quantize=quantize, representative=representative)
 
     test_x, test_y = collect(fit.make_dataset(config, manifest, split, "test", batch_size=64), 200)
     lite = LiteRTModel(flatbuffer)
     check = parity(model, lite, test_x)
     keras_acc = float(np.mean(model.predict(test_x, verbose=0).argmax(1) == test_y))
-    lite_acc = float(np.mean(np.stack([lite(x) for x in test_x]).argmax(1) == test_y))
+    lite_acc = float(np.mean(np.stack([lite(x) for x in _unbatch(test_x)]).argmax(1) == test_y))
     check.update(keras_accuracy=keras_acc, tflite_accuracy=lite_acc, accuracy_drop=keras_acc - lite_acc,
                  on="held-out " + ("SynthFER" if manifest["dataset"] == "synthfer" else manifest["dataset"]) + " test subjects")
 
     folder = pathlib.Path(out) / run_dir.name / "tflite"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"model_{quantize}.tflite"
+    inputs = [
+        {"name": name, "shape": [int(v) for v in d["shape"]], "dtype": str(np.dtype(d["dtype"])),
+         "quantization": [float(v) for v in d["quantization"]] if quantize == "int8" else None,
+         **({"units": "optical flow in pixels per frame, x then y (the model scales it inside)"} if name == "flow" else {})}
+        for name, d in lite.inputs.items()
+    ]
+    rank = len(inputs[0]["shape"])
     metadata = {
         "model": config["model"],
         "run": run_dir.name,
@@ -165,16 +215,12 @@ def export_tflite(run_dir, *, out="exports", quantize="none"):
         "quantize": quantize,
         "labels": manifest["labels"],
         "label_set": manifest["label_set"],
-        "input": {
-            "shape": [int(d) for d in lite.input_shape],
-            "dtype": str(np.dtype(lite.input["dtype"])),
-            "layout": "NTHWC" if len(lite.input_shape) == 5 else "NHWC",
-            "normalisation": "raw pixel values 0..255 (the model rescales inside); grey when channels == 1",
-            "quantization": [float(v) for v in lite.input["quantization"]] if quantize == "int8" else None,
-        },
+        "input": dict(inputs[0], layout="NTHWC" if rank == 5 else "NHWC",
+                      normalisation="raw pixel values 0..255 (the model rescales inside); grey when channels == 1"),
+        "inputs": inputs,
         "output": {"name": "probabilities", "dtype": str(np.dtype(lite.output["dtype"])),
                    "quantization": [float(v) for v in lite.output["quantization"]] if quantize == "int8" else None},
-        "clip_length": config["clip_length"] if len(lite.input_shape) == 5 else None,
+        "clip_length": config["clip_length"] if rank == 5 else None,
         "face_alignment": "similarity transform of eye centres and mouth centre (fer_keras.data_prep.faces.align_face)",
         "parity": check,
     }

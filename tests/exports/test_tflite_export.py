@@ -134,3 +134,17 @@ def test_convert_refuses_unknown_quantisation_and_small_int8_sets(still_run):
     device = tflite.rebuild_for_device(*fit.load_run(still_run))
     with pytest.raises(UserError, match="at least 100"):
         tflite.convert(device, quantize="int8", representative=np.zeros((99, MODEL_SIZE, MODEL_SIZE, 1), np.float32))
+
+
+def test_two_stream_model_exports_with_named_rgb_and_flow_inputs(tmp_path):
+    """A two-input (RGB + optical flow) clip model converts with builtin ops only and matches Keras."""
+    from fer_keras.exports.tflite import LiteRTModel, convert, input_names
+    from fer_keras.models.registry import get_model
+
+    model = get_model("econvlstm", (4, 32, 32, 1), 7, size="small", streams=("rgb", "flow"), unroll=True, batch_size=1)
+    assert sorted(input_names(model)) == ["flow", "rgb"]
+    lite = LiteRTModel(convert(model))
+    assert lite.input_shape == {"rgb": (1, 4, 32, 32, 1), "flow": (1, 4, 32, 32, 2)}
+    rng = np.random.default_rng(0)
+    x = {"rgb": rng.uniform(0, 255, (1, 4, 32, 32, 1)).astype("float32"), "flow": rng.normal(0, 3, (1, 4, 32, 32, 2)).astype("float32")}
+    np.testing.assert_allclose(lite(x), model.predict(x, verbose=0)[0], atol=1e-4)
