@@ -1,0 +1,114 @@
+"""Training speed of the recurrent video layers and models on this CPU (issue 3).
+
+1. One recurrent layer at the same size: our ConvRNN(EnhancedConvLSTMCell) and
+   ConvRNN(ConvLSTMCell) against Keras's ConvLSTM2D (target: Enhanced at most 1.3x ConvLSTM2D).
+2. Training clips/s of `econvlstm_ram` (and `econvlstm`) at the `small` and `paper` sizes.
+
+Median wall time of `train_on_batch` after warm-up (graph mode). Writes
+benchmarks/results/video_speed.json and the "video_speed" section of docs/benchmarks.md.
+
+Usage: python benchmarks/video_speed.py [--steps 20] [--batch 8] [--size 64] [--frames 8]
+"""
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks._report import machine, write_json, write_section  # noqa: E402
+from fer_keras.layers.conv_lstm_cell import ConvLSTMCell  # noqa: E402
+from fer_keras.layers.conv_rnn import ConvRNN  # noqa: E402
+from fer_keras.layers.enhanced_conv_lstm_cell import EnhancedConvLSTMCell  # noqa: E402
+from fer_keras.models.registry import get_model  # noqa: E402
+
+
+def step_time(model, x, y, steps, from_logits=False):
+    model.compile(optimizer=keras.optimizers.Adam(1e-4), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits))
+    for _ in range(3):
+        model.train_on_batch(x, y)
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        model.train_on_batch(x, y)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def layer_model(kind, shape, filters):
+    inputs = keras.Input(shape)
+    if kind == "keras ConvLSTM2D":
+        x = keras.layers.ConvLSTM2D(filters, 3, padding="same")(inputs)
+    elif kind == "ConvRNN(ConvLSTMCell), no peepholes":
+        x = ConvRNN(ConvLSTMCell(filters, 3, peephole=False))(inputs)
+    elif kind == "ConvRNN(ConvLSTMCell), peepholes":
+        x = ConvRNN(ConvLSTMCell(filters, 3, peephole=True))(inputs)
+    else:
+        x = ConvRNN(EnhancedConvLSTMCell(filters, 3, groups=8))(inputs)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(7)(x))
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--frames", type=int, default=8)
+    parser.add_argument("--filters", type=int, default=32)
+    parser.add_argument("--skip-paper", action="store_true", help="Skip the paper-size models (slow on 2 cores).")
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 7, args.batch)
+
+    # 1. One layer, same size: features of (T, 16, 16, 32), as after the stem and pooling at 64 px.
+    layer_shape = (args.frames, args.size // 4, args.size // 4, args.filters)
+    x = rng.normal(size=(args.batch,) + layer_shape).astype("float32")
+    layers = {}
+    for kind in ("keras ConvLSTM2D", "ConvRNN(ConvLSTMCell), no peepholes", "ConvRNN(ConvLSTMCell), peepholes", "ConvRNN(EnhancedConvLSTMCell)"):
+        layers[kind] = step_time(layer_model(kind, layer_shape, args.filters), x, y, args.steps, from_logits=True)
+        print(f"{kind}: {layers[kind] * 1000:.1f} ms/step", flush=True)
+    base = layers["keras ConvLSTM2D"]
+
+    # 2. Whole models, clips/s.
+    clip_shape = (args.frames, args.size, args.size, 1)
+    clips = rng.uniform(0, 255, (args.batch,) + clip_shape).astype("float32")
+    models = {}
+    for name in ("econvlstm", "econvlstm_ram"):
+        for size in ("small",) + (() if args.skip_paper else ("paper",)):
+            model = get_model(name, clip_shape, 7, size=size)
+            seconds = step_time(model, clips, y, max(args.steps // 2, 5))
+            models[f"{name} ({size})"] = {"ms_per_step": seconds * 1000, "clips_per_s": args.batch / seconds,
+                                          "parameters": int(model.count_params())}
+            print(f"{name} {size}: {args.batch / seconds:.1f} clips/s", flush=True)
+
+    write_json("video_speed", {"args": vars(args), "layers_s_per_step": layers, "models": models})
+    rows = "\n".join(f"| {k} | {v * 1000:.1f} | {v / base:.2f}x |" for k, v in layers.items())
+    model_rows = "\n".join(f"| {k} | {v['parameters']:,} | {v['ms_per_step']:.0f} | {v['clips_per_s']:.1f} |" for k, v in models.items())
+    write_section("video_speed", f"""## Recurrent layers and video models: training speed (`benchmarks/video_speed.py`)
+
+{machine()}; random inputs (speed does not depend on the data); batch {args.batch}, T = {args.frames};
+median of {args.steps} `train_on_batch` steps after warm-up, graph mode.
+
+One recurrent layer on (T, {layer_shape[1]}, {layer_shape[2]}, {layer_shape[3]}) features, {args.filters} filters (target: the Enhanced cell at most 1.3x Keras's ConvLSTM2D):
+
+| layer | ms / step | vs ConvLSTM2D |
+|---|---|---|
+{rows}
+
+Whole models on {args.size} px grey clips:
+
+| model (size) | parameters | ms / step | training clips / s |
+|---|---|---|---|
+{model_rows}
+""")
+
+
+if __name__ == "__main__":
+    main()
