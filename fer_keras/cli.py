@@ -10,6 +10,7 @@ import pathlib
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our own one-line error says when a video cannot be read
 # Keras warns that shuffle=True is ignored for tf.data input: our datasets shuffle themselves.
 warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
 # tf.data with a filter has unknown length, so Keras meets its end once per epoch and warns.
@@ -344,25 +345,40 @@ def export_cmd(ctx, run, fmt, quantize, out):
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write records to .jsonl or .csv (default: stdout).")
 @click.option("--detect", type=click.Choice(["dlib", "none"]), default="dlib", show_default=True,
               help="dlib: detect, landmark and align faces; none: each image is an aligned face crop.")
+@click.option("--annotate", default=None, type=click.Path(),
+              help="Draw boxes and labels: a folder (images, and one .mp4 per video), or an .mp4 for a single video.")
+@click.option("--smoothing", default=0.6, show_default=True, type=click.FloatRange(0.0, 0.99),
+              help="Video: weight of the past in the moving average of probabilities.")
 @click.pass_context
-def predict_cmd(ctx, model_path, inputs, out, detect):
-    """Predict the expression of faces in images or folders, with a run, a SavedModel or a .tflite."""
-    from fer_keras.inference.images import expand_inputs
-    from fer_keras.inference.predictor import Predictor
+def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing):
+    """Predict the expression of faces in images, folders or videos, with a run, a SavedModel or a .tflite."""
+    from fer_keras.inference.images import VIDEO_SUFFIXES, expand_inputs
+    from fer_keras.inference.predictor import Predictor, annotate_image
     from fer_keras.inference.writer import write_records
 
     files = expand_inputs(inputs)
     predictor = Predictor(model_path, detect=detect)
     records = []
     quiet = ctx.find_root().params["quiet"]
+    videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
+    single_video_file = annotate and pathlib.Path(annotate).suffix.lower() in (".mp4", ".avi") and len(videos) == 1 and len(files) == 1
     for path in _iter(files, quiet):
-        records.extend(predictor.predict_file(path))
+        if path.suffix.lower() in VIDEO_SUFFIXES:
+            target = None
+            if annotate:
+                target = pathlib.Path(annotate) if single_video_file else pathlib.Path(annotate) / f"{path.stem}.mp4"
+            records.extend(predictor.predict_video(path, annotate=target, smoothing=smoothing))
+        else:
+            found = predictor.predict_file(path)
+            records.extend(found)
+            if annotate and not single_video_file:
+                annotate_image(path, found, pathlib.Path(annotate) / f"{path.stem}.png")
     write_records(records, out)
-    failed = [r for r in records if r.get("error") and r["error"] != "no face found"]
+    failed = [r for r in records if r.get("error") and r["error"] not in ("no face found", "filling the clip window")]
     faces = [r for r in records if not r.get("error")]
     no_face = sum(1 for r in records if r.get("error") == "no face found")
     if out:
-        _echo(ctx, f"{len(faces)} faces in {len(files)} images ({no_face} without a face) -> {out}")
+        _echo(ctx, f"{len(faces)} faces in {len(files)} inputs ({no_face} images or frames without a face) -> {out}")
     if failed:
         raise UserError(f"{len(failed)} of {len(files)} inputs could not be read, e.g. {failed[0]['error']}")
 

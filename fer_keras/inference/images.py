@@ -7,17 +7,18 @@ import cv2
 from fer_keras.errors import UserError
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+VIDEO_SUFFIXES = {".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v"}
 
 
 def expand_inputs(inputs):
-    """Files and folders -> sorted list of image files. Raises UserError for a missing path or an empty folder."""
+    """Files and folders -> sorted list of image and video files. Raises UserError for a missing path or an empty folder."""
     files = []
     for item in inputs:
         path = pathlib.Path(item)
         if path.is_dir():
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES | VIDEO_SUFFIXES)
             if not found:
-                raise UserError(f"Folder {str(path)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+                raise UserError(f"Folder {str(path)!r} holds no images or videos ({', '.join(sorted(IMAGE_SUFFIXES | VIDEO_SUFFIXES))}).")
             files.extend(found)
         elif path.is_file():
             files.append(path)
