@@ -378,7 +378,7 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing):
     faces = [r for r in records if not r.get("error")]
     no_face = sum(1 for r in records if r.get("error") == "no face found")
     if out:
-        _echo(ctx, f"{len(faces)} faces in {len(files)} inputs ({no_face} images or frames without a face) -> {out}")
+        _echo(ctx, f"{len(faces)} faces in {len(files)} {'inputs' if videos else 'images'} ({no_face} images or frames without a face) -> {out}")
     if failed:
         raise UserError(f"{len(failed)} of {len(files)} inputs could not be read, e.g. {failed[0]['error']}")
 

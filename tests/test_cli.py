@@ -300,7 +300,7 @@ def test_error_predict_corrupt_image_among_good_ones(still_run, face_images, tmp
 
 def test_error_predict_with_a_clip_model(clip_run, face_images):
     line = expect_user_error(invoke("predict", clip_run, face_images, "--detect", "none"))
-    assert "still model" in line
+    assert "takes clips of" in line and "give it a video" in line
 
 
 def test_error_still_model_on_sequence_data(sequence_data, out_dir):

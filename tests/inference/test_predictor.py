@@ -131,8 +131,8 @@ def test_predictor_records_an_unreadable_file(still_run, tmp_path):
 def test_predictor_rejects_bad_arguments(still_run, clip_run, tmp_path):
     with pytest.raises(UserError, match="--detect"):
         Predictor(still_run, detect="haar")
-    with pytest.raises(UserError, match="still model"):
-        Predictor(clip_run, detect="none")
+    with pytest.raises(UserError, match="give it a video"):  # a clip model predicts on videos, not on one image
+        Predictor(clip_run, detect="none").predict_image(np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(UserError, match="not a run folder"):
         load_backend(tmp_path)
     (tmp_path / "model.tflite").write_bytes(b"")
