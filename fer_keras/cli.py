@@ -5,6 +5,7 @@ unless `--debug` is given, which shows the traceback.
 """
 
 import errno
+import json
 import os
 import pathlib
 import warnings
@@ -322,6 +323,18 @@ def generate_interpolate_cmd(ctx, run, a, b, out):
 @click.pass_context
 def export_cmd(ctx, run, fmt, quantize, out):
     """Export a run to TFLite (builtin ops only, parity-checked) or a SavedModel for TF Serving."""
+    if _run_family(run) == "vae_swap":
+        from fer_keras.exports import vae_swap as vae_export
+
+        if fmt == "savedmodel":
+            path = vae_export.export_savedmodel(run, out=out)
+            _echo(ctx, f"Wrote SavedModel {path} (signatures encode_expression, encode_identity, decode, swap)")
+        else:
+            if quantize != "none":
+                raise UserError("The vae_swap expression encoder exports as float32 TFLite only (--quantize none).")
+            path, meta = vae_export.export_expression_tflite(run, out=out)
+            _echo(ctx, f"Wrote the expression encoder {path}; {json.dumps(meta.get('parity', {}))}")
+        return
     if fmt == "tflite":
         from fer_keras.exports.tflite import export_tflite
 
@@ -381,6 +394,16 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing):
         _echo(ctx, f"{len(faces)} faces in {len(files)} {'inputs' if videos else 'images'} ({no_face} images or frames without a face) -> {out}")
     if failed:
         raise UserError(f"{len(failed)} of {len(files)} inputs could not be read, e.g. {failed[0]['error']}")
+
+
+def _run_family(run):
+    """The registered family of a run folder's model, or None when RUN is not a run folder."""
+    from fer_keras.models.registry import get_spec
+
+    config = pathlib.Path(run) / "config.json"
+    if not config.exists():
+        return None
+    return get_spec(json.loads(config.read_text())["model"]).family
 
 
 def _iter(files, quiet):

@@ -1,0 +1,109 @@
+"""Export of `vae_swap` runs: a SavedModel with four signatures and a TFLite expression encoder.
+
+SavedModel (TF Serving layout ``exports/<run>/<version>/``, written as ``.<version>.tmp`` and
+renamed), signatures, all float32 and batch-dynamic:
+
+* ``encode_expression``: images (N, S, S, C) raw pixels 0..255 -> z_e (N, D) (encoder mean)
+* ``encode_identity``: images -> z_i (N, D)
+* ``decode``: z_i (N, D), z_e (N, D) -> images (N, S, S, C) in 0..255
+* ``swap``: identity_images, expression_images -> images 0..255 (z_i of the first, z_e of the second)
+
+TFLite: the expression encoder at batch 1, builtin ops only, checked against Keras in
+`ai_edge_litert` (`exports/<run>/tflite/expression_encoder.tflite` + `.json` with the parity).
+
+`fer-keras export` dispatches on the generic classifier path; these functions are the
+`vae_swap` equivalents (call them from Python, or wire them into the CLI's export command).
+"""
+
+import json
+import os
+import pathlib
+import shutil
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from fer_keras import atomic
+from fer_keras.errors import UserError
+from fer_keras.exports.savedmodel import next_version
+
+
+def _load(run_dir):
+    from fer_keras.training import fit
+
+    config, manifest, vae = fit.load_run(run_dir)
+    if not hasattr(vae, "expression_encoder"):
+        raise UserError(f"Run {str(run_dir)!r} is not a vae_swap-family run.")
+    return config, manifest, vae
+
+
+def export_savedmodel(run_dir, *, out="exports", version=None):
+    run_dir = pathlib.Path(run_dir)
+    config, manifest, vae = _load(run_dir)
+    base = pathlib.Path(out) / run_dir.name
+    version = version or next_version(base)
+    final = base / str(version)
+    if final.exists():
+        raise UserError(f"Export version {final} already exists; versions are never overwritten.")
+    size, channels, d = vae.image_size, vae.channels, vae.latent_dim
+    image_spec = tf.TensorSpec([None, size, size, channels], tf.float32)
+    latent_spec = tf.TensorSpec([None, d], tf.float32)
+
+    archive = keras.export.ExportArchive()
+    archive.track(vae)
+    archive.add_endpoint("encode_expression", lambda images: {"z_e": vae.expression_encoder(images, training=False)[0]},
+                         input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="images")])
+    archive.add_endpoint("encode_identity", lambda images: {"z_i": vae.identity_latent(images)},
+                         input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="images")])
+    archive.add_endpoint(
+        "decode", lambda z_i, z_e: {"images": vae.decoder(tf.concat([z_i, z_e], axis=-1), training=False) * 255.0},
+        input_signature=[tf.TensorSpec(latent_spec.shape, tf.float32, name="z_i"), tf.TensorSpec(latent_spec.shape, tf.float32, name="z_e")])
+    archive.add_endpoint(
+        "swap", lambda identity_images, expression_images: {"images": vae.swap(identity_images, expression_images) * 255.0},
+        input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="identity_images"),
+                         tf.TensorSpec(image_spec.shape, tf.float32, name="expression_images")])
+    tmp = base / f".{version}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    base.mkdir(parents=True, exist_ok=True)
+    try:
+        archive.write_out(str(tmp), verbose=False)
+        (tmp / "assets.extra").mkdir(exist_ok=True)
+        (tmp / "assets.extra" / "fer_keras.json").write_text(json.dumps({
+            "model": config["model"], "run": run_dir.name, "signatures": ["encode_expression", "encode_identity", "decode", "swap"],
+            "image_shape": [size, size, channels], "latent_dim": d, "normalisation": "raw pixel values 0..255 in and out"}, indent=2) + "\n")
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def export_expression_tflite(run_dir, *, out="exports", samples=16):
+    """The expression encoder (z_e mean) as TFLite, builtin ops only; returns (path, metadata)."""
+    from fer_keras.data.splits import Split
+    from fer_keras.exports.tflite import LiteRTModel, convert
+    from fer_keras.training import fit
+    from fer_keras.training.vae_swap import load_stills
+
+    run_dir = pathlib.Path(run_dir)
+    config, manifest, vae = _load(run_dir)
+    encoder = vae.expression_encoder
+    images = keras.Input((vae.image_size, vae.image_size, vae.channels), batch_size=1, name="images")
+    device_model = keras.Model(images, encoder(images)[0], name="expression_encoder_device")  # shares the weights
+    flatbuffer = convert(device_model)
+    split = Split.from_dict(config["split_subjects"])
+    size, channels = fit.input_geometry(config, manifest)
+    x = load_stills(manifest, split.test or split.train, size, channels)["images"][:samples]
+    lite = LiteRTModel(flatbuffer)
+    ref = np.asarray(encoder(x, training=False)[0])
+    got = np.stack([lite(xi) for xi in x])
+    parity = {"samples": int(len(x)), "max_abs_diff": float(np.max(np.abs(ref - got)))}
+    folder = pathlib.Path(out) / run_dir.name / "tflite"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / "expression_encoder.tflite"
+    metadata = {"model": config["model"], "run": run_dir.name, "output": "z_e (expression encoder mean)",
+                "input": {"shape": [1, vae.image_size, vae.image_size, vae.channels], "normalisation": "raw pixel values 0..255"},
+                "parity": parity}
+    atomic.write_files([(path, flatbuffer), (path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())])
+    return path, metadata

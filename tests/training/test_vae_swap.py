@@ -1,0 +1,188 @@
+"""vae_swap training (paper 004 eqs. 1-5): loss terms, stage data, frozen encoder, gradients, tiny runs, CLI."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from fer_keras.models.registry import get_model
+from fer_keras.training import vae_swap as T
+from tests.conftest import expect_ok, expect_user_error, invoke
+
+TINY = dict(encoder_filters=(4, 4, 8, 8), decoder_filters=(8, 4, 4, 4), latent_dim=4)
+
+
+def _tiny(**kw):
+    return get_model("vae_swap", (32, 32, 1), 7, **dict(TINY, **kw))
+
+
+def _images(n=12, subjects=3, seed=0):
+    rng = np.random.default_rng(seed)
+    # Each subject a distinct brightness, so identity is learnable; noise on top.
+    base = np.repeat(np.linspace(40, 200, subjects), n // subjects)[:, None, None, None]
+    return (base + rng.normal(0, 20, (n, 32, 32, 1))).clip(0, 255).astype("float32"), np.repeat(np.arange(subjects), n // subjects)
+
+
+def test_kl_against_hand_computed():
+    mu = np.array([[1.0, 0.0], [0.0, 2.0]], "float32")
+    log_var = np.array([[0.0, math.log(4.0)], [0.0, 0.0]], "float32")
+    # Row 1: 0.5 * (1 + 0 - 0) + 0.5 * (4 - 1 - ln 4); row 2: 0.5 * 4.
+    expected = np.mean([0.5 * 1.0 + 0.5 * (4.0 - 1.0 - math.log(4.0)), 0.5 * 4.0])
+    np.testing.assert_allclose(float(T.kl_divergence(mu, log_var)), expected, rtol=1e-6)
+
+
+def test_reconstruction_and_switch_against_hand_computed():
+    target = np.array([[[[1.0]], [[0.0]]]], "float32")  # (1, 2, 1, 1)
+    output = np.array([[[[0.5]], [[0.5]]]], "float32")
+    np.testing.assert_allclose(float(T.reconstruction_error(target, output)), 0.25, rtol=1e-6)
+    z_i, z_i2 = np.array([[1.0, 2.0]], "float32"), np.array([[1.0, 0.0]], "float32")  # MSE = 2
+    z_e, z_e2 = np.array([[0.0, 0.0]], "float32"), np.array([[3.0, 1.0]], "float32")  # MSE = 5
+    np.testing.assert_allclose(float(T.switch_loss(z_i, z_i2, z_e, z_e2)), 7.0, rtol=1e-6)
+
+
+def test_gan_losses_against_hand_computed():
+    real, recon, prior = np.array([[0.0]], "float32"), np.array([[math.log(3.0)]], "float32"), np.array([[0.0]], "float32")
+    # D(x) = 0.5, D(x') = 0.75, D(x_p) = 0.5.
+    d = -(math.log(0.5) + math.log(1 - 0.75) + math.log(1 - 0.5))
+    g = -(math.log(0.75) + math.log(0.5))
+    np.testing.assert_allclose(float(T.discriminator_loss(real, recon, prior)), d, rtol=1e-5)
+    np.testing.assert_allclose(float(T.generator_gan_loss(recon, prior)), g, rtol=1e-5)
+
+
+def test_stage1_target_is_another_image_of_the_same_subject():
+    subjects = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    images = np.arange(9, dtype="float32")[:, None, None, None] * np.ones((1, 4, 4, 1), "float32")
+    ds = T.pair_dataset(images, subjects, batch_size=4, epochs=3, seed=0)
+    seen = 0
+    for x, target in ds:
+        i, j = x.numpy()[:, 0, 0, 0].astype(int), target.numpy()[:, 0, 0, 0].astype(int)
+        assert np.all(i != j) and np.all(subjects[i] == subjects[j])
+        seen += len(i)
+    assert seen == 27
+
+
+def test_switch_donors_are_other_subjects():
+    subjects = tf.constant([0, 0, 1, 1, 1, 2])
+    donor = T._other_subject_index(subjects, 6).numpy()
+    assert np.all(subjects.numpy()[donor] != subjects.numpy())
+
+
+def _step(stage_cls, vae, batch):
+    opts = T.make_optimizers(vae)
+    stage = stage_cls(vae, opts)
+    stage.compile(run_eagerly=True)
+    return stage.train_on_batch(*batch, return_dict=True)
+
+
+def test_identity_encoder_is_frozen_in_stage2_and_others_move():
+    vae = _tiny()
+    x, s = _images()
+    before = {n: [w.copy() for w in getattr(vae, n).get_weights()] for n in ("identity_encoder", "expression_encoder", "decoder", "discriminator")}
+    logs = _step(T.ExpressionStage, vae, (x, s))
+    assert set(logs) >= {"loss", "kl", "rec", "gan_g", "gan_d", "switch"}
+    for name, weights in before.items():
+        after = getattr(vae, name).get_weights()
+        same = all(np.array_equal(a, b) for a, b in zip(weights, after))
+        assert same == (name == "identity_encoder"), name
+
+
+def test_gradients_reach_the_expression_encoder_through_the_switch_loss():
+    vae = _tiny()
+    x, s = _images()
+    stage = T.ExpressionStage(vae, T.make_optimizers(vae))
+    with tf.GradientTape() as tape:
+        mu, _ = vae.expression_encoder(x)
+        loss = stage._switch(tf.constant(x), mu, tf.constant(s))
+    variables = vae.expression_encoder.trainable_variables
+    grads = tape.gradient(loss, variables)
+    # Every weight but the log-variance head (the switch loss reads encoder means) gets a gradient.
+    assert all((g is None) == ("fc_log_var" in v.path) for v, g in zip(variables, grads))
+    grads = [g for g in grads if g is not None]
+    assert sum(float(tf.reduce_sum(tf.abs(g))) for g in grads) > 0
+
+
+@pytest.mark.parametrize("stage", ["identity", "expression"])
+def test_a_tiny_run_of_each_stage_lowers_its_loss(stage):
+    vae = _tiny(gan=False, switch=False)
+    x, s = _images(24, 3)
+    rows = []
+    T.run_stage(vae, stage, (x, s.astype("int32")), epochs=8, optimizers=T.make_optimizers(vae),
+                counts={n: 0 for n in ("identity_encoder", "expression_encoder", "decoder", "discriminator")},
+                rows=rows, batch_size=8)
+    assert rows[-1]["rec"] < rows[0]["rec"]
+    assert rows[-1]["loss"] < rows[0]["loss"]
+
+
+def test_learning_rate_decays_per_epoch():
+    vae = _tiny(gan=False, switch=False)
+    x, s = _images(8, 2)
+    opts = T.make_optimizers(vae)
+    counts = {n: 0 for n in opts}
+    T.run_stage(vae, "identity", (x, s.astype("int32")), epochs=3, optimizers=opts, counts=counts, rows=[], batch_size=8)
+    assert counts["identity_encoder"] == 3 and counts["expression_encoder"] == 0
+    np.testing.assert_allclose(float(opts["decoder"].learning_rate), 5e-4 * 0.95 ** 2, rtol=1e-5)
+
+
+@pytest.fixture(scope="session")
+def vae_run(tmp_path_factory):
+    """`fer-keras train --model vae_swap --data synth`: 6 subjects, 48 px, 1 epoch per stage, 1 round."""
+    out = tmp_path_factory.mktemp("vae_runs")
+    config = out / "config.json"
+    config.write_text(json.dumps({"model_args": dict(TINY, encoder_filters=[4, 4, 8, 8], decoder_filters=[8, 4, 4, 4], rounds=1),
+                                  "synth": {"samples_per_emotion": 1, "size": 48}}))
+    expect_ok(invoke("--quiet", "train", "--model", "vae_swap", "--data", "synth", "--synth-subjects", 6, "--epochs", 1,
+                     "--batch-size", 8, "--folds", 3, "--config", config, "--out", out, "--name", "run"))
+    return out / "run"
+
+
+def test_cli_train_evaluate_generate(vae_run, tmp_path):
+    assert (vae_run / "model.keras").exists()
+    history = (vae_run / "history.csv").read_text().splitlines()
+    assert history[0].startswith("stage") and len(history) == 3  # stage 1 + stage 2, 1 epoch each
+    times = json.loads((vae_run / "stage_times.json").read_text())
+    assert "identity" in times and "expression" in times
+    result = expect_ok(invoke("evaluate", vae_run))
+    assert "k-means++ (k=9, 100 trials)" in result.output
+    metrics = json.loads((vae_run / "metrics.json").read_text())
+    assert 0.0 <= metrics["kmeans_test"]["mean"] <= 1.0 and "swap" in metrics
+    swap_png, strip_png = tmp_path / "swap.png", tmp_path / "strip.png"
+    expect_ok(invoke("--quiet", "generate", "swap", vae_run, "--out", swap_png))
+    expect_ok(invoke("--quiet", "generate", "interpolate", vae_run, "happiness", "sadness", "--out", strip_png))
+    from PIL import Image
+
+    grid = Image.open(swap_png)
+    assert grid.size[0] > 48 * 2 and grid.size[1] > 48 * 7  # header row + 7 donors
+    assert Image.open(strip_png).size[0] > 48 * 9  # A + 8 steps + B
+
+
+def test_generate_rejects_unknown_expression(vae_run):
+    from tests.conftest import expect_user_error
+
+    assert "neither an image index" in expect_user_error(invoke("generate", "interpolate", vae_run, "joy", "happiness"))
+
+
+def test_export_signatures_and_tflite_parity(vae_run, tmp_path):
+    from fer_keras.exports.vae_swap import export_expression_tflite, export_savedmodel
+
+    path = export_savedmodel(vae_run, out=tmp_path)
+    loaded = tf.saved_model.load(str(path))
+    assert {"encode_expression", "encode_identity", "decode", "swap"} <= set(loaded.signatures)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 48, 48, 1)).astype("float32")
+    z_e = loaded.signatures["encode_expression"](images=x)["z_e"]
+    z_i = loaded.signatures["encode_identity"](images=x)["z_i"]
+    decoded = loaded.signatures["decode"](z_i=z_i, z_e=z_e)["images"].numpy()
+    swapped = loaded.signatures["swap"](identity_images=x, expression_images=x)["images"].numpy()
+    np.testing.assert_allclose(decoded, swapped, atol=1e-3)
+    _, meta = export_expression_tflite(vae_run, out=tmp_path, samples=4)
+    assert meta["parity"]["max_abs_diff"] < 1e-4
+
+
+def test_cli_export_dispatches_to_the_vae_swap_exporter(vae_run, tmp_path):
+    result = expect_ok(invoke("export", vae_run, "--format", "savedmodel", "--out", tmp_path))
+    assert "encode_expression" in result.output
+    assert (tmp_path / vae_run.name / "1" / "saved_model.pb").is_file()
+    result = expect_ok(invoke("export", vae_run, "--format", "tflite", "--out", tmp_path))
+    assert list((tmp_path / vae_run.name).rglob("*.tflite"))
+    assert "float32 TFLite only" in expect_user_error(invoke("export", vae_run, "--format", "tflite", "--quantize", "int8", "--out", tmp_path))
