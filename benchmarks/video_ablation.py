@@ -1,0 +1,112 @@
+"""The six video configurations of papers 000/001 under one subject-independent protocol (issue 3).
+
+ConvGRU, ConvLSTM, EConvGRU, EConvLSTM (paper 000) and ConvLSTM+RAM, EConvLSTM+RAM (paper 001),
+each trained and tested on every fold of a subject k-fold split of a SynthFER sequence set
+(ckplus7 labels, onset -> apex like CK+), scored per video by majority vote over 8-frame clips
+overlapping by 6. Written beside the papers' CK+ numbers; the two are different datasets and
+only the orderings can be compared.
+
+Writes benchmarks/results/video_ablation.json and the "video_ablation" section of
+docs/benchmarks.md. Each finished fold is kept under --work, so an interrupted run continues.
+
+Usage: python benchmarks/video_ablation.py [--folds 5] [--epochs 4] [--subjects 20] [--size 48]
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from benchmarks._report import machine, write_json, write_section  # noqa: E402
+
+CONFIGS = [  # (model, paper, paper's CK+ 10-fold video accuracy %)
+    ("convgru", "000", 86.54),
+    ("convlstm", "000", 85.93),
+    ("econvgru", "000", 88.99),
+    ("econvlstm", "000", 90.52),
+    ("convlstm_ram", "001", 92.97),  # paper 001: ConvLSTM 86.85 -> +RAM 92.97
+    ("econvlstm_ram", "001", 95.11),  # paper 001: EConvLSTM 90.21 -> +RAM 95.11
+]
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--folds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--subjects", type=int, default=20)
+    parser.add_argument("--size", type=int, default=48)
+    parser.add_argument("--work", default="runs/video_ablation")
+    parser.add_argument("--models", default=",".join(c[0] for c in CONFIGS))
+    args = parser.parse_args()
+
+    from fer_keras.data import records
+    from fer_keras.data_prep.synth import prepare_synth
+    from fer_keras.evaluation.evaluate import evaluate_run
+    from fer_keras.training.config import resolve
+    from fer_keras.training.fit import train
+
+    work = pathlib.Path(args.work)
+    data = work / "data"
+    if not (data / records.MANIFEST).exists():
+        prepare_synth(data, kind="sequence", subjects=args.subjects, sequences_per_emotion=1, size=args.size,
+                      grey=True, label_set="ckplus7", quiet=True)
+    wanted = args.models.split(",")
+    results = {}
+    for model, paper, paper_acc in CONFIGS:
+        if model not in wanted:
+            continue
+        folds, seconds = [], 0.0
+        for fold in range(args.folds):
+            run = work / model / f"fold-{fold}"
+            if not (run / "metrics.json").exists():
+                start = time.time()
+                if run.exists():
+                    import shutil
+
+                    shutil.rmtree(run)
+                config = resolve(None, model=model, data=str(data), epochs=args.epochs, batch_size=16,
+                                 folds=args.folds, fold=fold, seed=fold)
+                train(config, out=work / model, name=f"fold-{fold}", quiet=True)
+                metrics = evaluate_run(run)
+                metrics["seconds"] = time.time() - start
+                (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
+            metrics = json.loads((run / "metrics.json").read_text())
+            folds.append(metrics)
+            seconds += metrics.get("seconds", 0.0)
+            print(f"{model} fold {fold}: video {metrics['video']['accuracy']:.3f} clip {metrics['accuracy']:.3f}", flush=True)
+        video = [m["video"]["accuracy"] for m in folds]
+        clip = [m["accuracy"] for m in folds]
+        import numpy as np
+
+        results[model] = {"paper": paper, "paper_ckplus_video_accuracy": paper_acc,
+                          "video_mean": float(np.mean(video)), "video_std": float(np.std(video)),
+                          "clip_mean": float(np.mean(clip)), "clip_std": float(np.std(clip)),
+                          "per_fold_video": video, "seconds": seconds}
+
+    write_json("video_ablation", {"args": vars(args), "results": results})
+    rows = "\n".join(
+        f"| {m} | {r['paper']} | {r['paper_ckplus_video_accuracy']:.2f} | {100 * r['video_mean']:.1f} +- {100 * r['video_std']:.1f} "
+        f"| {100 * r['clip_mean']:.1f} +- {100 * r['clip_std']:.1f} | {r['seconds'] / 60:.1f} |"
+        for m, r in results.items()
+    )
+    write_section("video_ablation", f"""## Video models: the six configurations of papers 000/001 (`benchmarks/video_ablation.py`)
+
+SynthFER sequences (onset -> apex, {args.subjects} subjects x 7 ckplus7 emotions, {args.size} px grey), subject
+{args.folds}-fold cross-validation (sorted subject ids, rank mod {args.folds}; {args.folds} rather than the papers' 10
+folds because of CPU time), `small` model size, {args.epochs} epochs, batch 16, clips of 8 frames with stride 2,
+video label by majority vote over its clips. {machine()}. The paper column is CK+ (paper 000 Table / paper 001
+Table 1) and is a different dataset: compare orderings, not values.
+
+| model | paper | paper: CK+ video acc. % | SynthFER video acc. % | SynthFER clip acc. % | minutes |
+|---|---|---|---|---|---|
+{rows}
+""")
+
+
+if __name__ == "__main__":
+    main()
