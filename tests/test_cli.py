@@ -322,3 +322,15 @@ def test_nan_loss_stops_with_the_step_and_leaves_no_run(still_data, tmp_path):
                                     "--batch-size", 8, "--lr", 1e30, "--out", tmp_path, "--name", "nan_run"))
     assert "NaN/inf at epoch 1, step" in line
     assert not (tmp_path / "nan_run").exists()
+
+
+def test_error_run_from_an_incompatible_version(still_run, tmp_path):
+    old = tmp_path / "old_run"
+    shutil.copytree(still_run, old)
+    config = json.loads((old / "config.json").read_text())
+    config["version"] = "0.0.3"
+    (old / "config.json").write_text(json.dumps(config))
+    for args in (("evaluate", old), ("export", old, "--out", tmp_path / "ex"), ("train", "--resume", old)):
+        line = expect_user_error(invoke(*args))
+        assert "made by fer-keras 0.0.3" in line
+    assert not (tmp_path / "ex").exists()

@@ -182,8 +182,7 @@ def resume(run_dir, *, epochs=None, quiet=False):
     if not config_path.exists():
         raise UserError(f"{str(run_dir)!r} is not a fer-keras run folder (no config.json).")
     saved = json.loads(config_path.read_text())
-    if saved.get("version") != __import__("fer_keras").__version__:
-        raise UserError(f"Run {str(run_dir)!r} was made by fer-keras {saved.get('version')}; this is {__import__('fer_keras').__version__}.")
+    check_version(run_dir, saved)
     from fer_keras.training.config import resolve
 
     config = resolve(saved, epochs=epochs)
@@ -336,6 +335,7 @@ def load_run(run_dir):
     if not config_path.exists():
         raise UserError(f"{str(run_dir)!r} is not a fer-keras run folder (no config.json).")
     config = json.loads(config_path.read_text())
+    check_version(run_dir, config)
     model_path = run_dir / "model.keras"
     if not model_path.exists():
         raise UserError(f"Run {str(run_dir)!r} has no model.keras: its training did not finish.")
@@ -345,6 +345,14 @@ def load_run(run_dir):
     manifest = records.read_manifest(data_dir)
     model = load_model(model_path)
     return config, manifest, model
+
+
+def check_version(run_dir, config):
+    """Runs are read by the fer-keras major.minor version that wrote them (configs and layers change between)."""
+    ours = __import__("fer_keras").__version__
+    theirs = str(config.get("version", "unknown"))
+    if theirs.split(".")[:2] != ours.split(".")[:2]:
+        raise UserError(f"Run {str(run_dir)!r} was made by fer-keras {theirs}; this is {ours}. Retrain it, or use fer-keras {theirs}.")
 
 
 def load_model(path):
