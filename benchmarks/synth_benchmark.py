@@ -70,30 +70,16 @@ def make_split(subjects, samples, seed=0, emotions=synth.EMOTIONS):
 
 
 def frame_cnn(num_classes):
-    """A small frame CNN: a strided 5x5 conv, two conv+pool blocks, one more conv, flatten, softmax.
-
-    About 12 M multiply-adds a frame. Flatten (not global pooling) keeps where things are, which
-    is what an expression changes; the strided first conv keeps CPU training short.
-    """
+    """The registered `frame_cnn` baseline (small), with horizontal flips as augmentation."""
     import keras
     from keras import layers
 
+    from fer_keras.models.registry import get_model
+
+    core = get_model("frame_cnn", (SIZE, SIZE, 1), num_classes, size="small")
     inputs = keras.Input((SIZE, SIZE, 1))
     x = layers.RandomFlip("horizontal")(inputs)  # expressions (contempt too) may face either way
-    x = layers.Rescaling(1.0 / 255.0)(x)
-    x = layers.Conv2D(16, 5, strides=2, padding="same", use_bias=False)(x)  # (32, 32, 16)
-    x = layers.BatchNormalization()(x)
-    x = layers.ReLU()(x)
-    for filters in (32, 64):
-        x = layers.Conv2D(filters, 3, padding="same", use_bias=False)(x)
-        x = layers.BatchNormalization()(x)
-        x = layers.ReLU()(x)
-        x = layers.MaxPooling2D()(x)
-    x = layers.Conv2D(64, 3, padding="same", activation="relu")(x)  # (8, 8, 64)
-    x = layers.Flatten()(x)
-    x = layers.Dropout(0.5)(x)
-    outputs = layers.Dense(num_classes, activation="softmax")(x)
-    return keras.Model(inputs, outputs, name="frame_cnn")
+    return keras.Model(inputs, core(x), name="frame_cnn_flip")
 
 
 def difficulty(samples=8, epochs=20, seed=0, verbose=0):
