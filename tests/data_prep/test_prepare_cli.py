@@ -5,7 +5,10 @@ import json
 import pytest
 
 from tests.conftest import expect_ok, expect_user_error, invoke
-from tests.data_prep.test_ckplus import root as ckplus_root  # noqa: F401  (module fixture, reused)
+from tests.data_prep.test_ckplus import root as ckplus_root  # noqa: F401  (module fixtures, reused)
+from tests.data_prep.test_kdef import root as kdef_root  # noqa: F401
+from tests.data_prep.test_mug import tree as mug_tree  # noqa: F401
+from tests.data_prep.test_rafdb import tree as rafdb_tree  # noqa: F401
 from tests.data_prep.test_fer2013 import write_csv
 from tests.data_prep.test_jaffe import make_tree as make_jaffe_tree
 
@@ -45,6 +48,32 @@ def test_ckplus_sequences_prepare_and_train_a_clip_model(tmp_path, ckplus_root):
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["kind"] == "sequence" and manifest["label_set"] == "ckplus7"
     _train(out, tmp_path / "runs", "convlstm2d_clip", "--folds", 2, "--clip-length", 4)
+
+
+def test_rafdb_prepares_with_dataset_landmarks_and_trains_on_its_official_split(tmp_path, rafdb_tree):  # noqa: F811
+    base, _ = rafdb_tree
+    out = tmp_path / "rafdb"
+    expect_ok(invoke("--quiet", "prepare", "rafdb", "--root", base, "--out", out, "--size", 48, "--landmarks", "dataset"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["official_split"] is True and manifest["label_set"] == "basic7"
+    config = _train(out, tmp_path / "runs", "frame_cnn", "--split", "official")
+    assert config["dataset"]["name"] == "rafdb"
+
+
+def test_mug_sequences_with_flow_prepare_and_train_two_streams(tmp_path, mug_tree):  # noqa: F811
+    out = tmp_path / "mug"
+    expect_ok(invoke("--quiet", "prepare", "mug", "--root", mug_tree, "--out", out, "--size", 48, "--grey", "--flow"))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["kind"] == "sequence"
+    _train(out, tmp_path / "runs", "convlstm", "--folds", 2, "--clip-length", 4, "--streams", "rgb,flow")
+
+
+def test_kdef_real_photographs_are_detected_and_train(tmp_path, kdef_root):  # noqa: F811
+    out = tmp_path / "kdef"
+    expect_ok(invoke("--quiet", "prepare", "kdef", "--root", kdef_root, "--out", out, "--size", 48))
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["num_examples"] >= 3 and manifest["num_skipped"] >= 1
+    _train(out, tmp_path / "runs", "frame_cnn", "--folds", 2)
 
 
 def test_a_folder_in_the_wrong_layout_is_one_clear_error(tmp_path):
