@@ -29,7 +29,6 @@ NumPy functions for data preparation; `draw_heatmap_tf` is the TF-graph version 
 """
 
 import numpy as np
-import tensorflow as tf
 
 # Section 4.4 target points in a 100x100 frame: left eye, right eye, mouth centre.
 TARGET_POINTS_100 = np.array([[25.0, 35.0], [75.0, 35.0], [50.0, 75.0]])
@@ -224,6 +223,8 @@ def draw_heatmap_tf(points, size=224, mode="dots", sigma=2.0, radius=1.0):
     Returns:
         `tf.Tensor` float32 `(size, size, 1)`.
     """
+    import tensorflow as tf  # here only: the NumPy functions above serve TF-free worker processes
+
     _check_draw_args(size, mode, sigma, radius)
     points = tf.convert_to_tensor(points, dtype=tf.float32)
     points = tf.reshape(points, (-1, 2))  # (N, 2)

@@ -41,7 +41,6 @@ from fer_keras.labels import DATASET_CODES
 LABEL_FILES = ("list_patition_label.txt", "list_partition_label.txt")  # the distributed name has the typo
 LINE_PATTERN = re.compile(r"^(\S+)\s+(\S+)$")
 NAME_PATTERN = re.compile(r"^(train|test)_\d+$")
-ORIGINAL_FRAME = 100  # the paper's frame: targets (25, 35), (75, 35), (50, 75)
 
 
 class RAFDBAdapter(common.DatasetAdapter):
@@ -127,21 +126,14 @@ class RAFDBAdapter(common.DatasetAdapter):
 
 def section_4_4_matrix(manual5, size):
     """Paper 003 section 4.4: the affine map from original-image coordinates to the aligned
-    image of side `size`, exact on the eyes and mouth centre of the 5 manual points.
+    image of side `size`, exact on the eyes and mouth centre of the 5 manual points
+    (`fer_keras.data.heatmaps.alignment_matrix`)."""
+    from fer_keras.data import heatmaps
 
-    This is `fer_keras.data.heatmaps.alignment_matrix(manual5, size)`; it is restated here
-    (three point pairs, one linear solve) because workers must not import TensorFlow, which that
-    module does. tests/data_prep/test_rafdb.py checks that the two agree.
-    """
-    import numpy as np
-
-    points = np.asarray(manual5, np.float64)
-    src = np.stack([points[0], points[1], (points[3] + points[4]) / 2.0])  # left eye, right eye, mouth centre
-    dst = np.array([[25.0, 35.0], [75.0, 35.0], [50.0, 75.0]]) * (size / ORIGINAL_FRAME)
-    homogeneous = np.concatenate([src, np.ones((3, 1))], axis=1)  # (3, 3), rows [x, y, 1]
-    if abs(np.linalg.det(homogeneous)) < 1e-6:
-        raise common.Skip("manual annotation: the eyes and the mouth centre are collinear")
-    return np.linalg.solve(homogeneous, dst).T  # (2, 3)
+    try:
+        return heatmaps.alignment_matrix(manual5, size)
+    except ValueError:
+        raise common.Skip("manual annotation: the eyes and the mouth centre are collinear") from None
 
 
 def map_points(points, matrix):

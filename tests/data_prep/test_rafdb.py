@@ -105,7 +105,9 @@ def test_points_agree_with_heatmaps_and_with_the_image(tree, prepared):
         auto37 = common.read_points(base / "Annotation" / "auto" / f"{name}_auto_attri.txt", 37)
         expected = heatmaps.align_landmarks(auto37, reference_points=manual5, output_size=SIZE)
         np.testing.assert_allclose(stills[name]["landmarks37"], expected, atol=1e-3)
-        np.testing.assert_allclose(rafdb.section_4_4_matrix(manual5, SIZE), heatmaps.alignment_matrix(manual5, SIZE), atol=1e-9)
+        eyes_mouth = np.stack([manual5[0], manual5[1], (manual5[3] + manual5[4]) / 2])
+        np.testing.assert_allclose(rafdb.map_points(eyes_mouth, rafdb.section_4_4_matrix(manual5, SIZE)),
+                                   np.array([[25, 35], [75, 35], [50, 75]]) * SIZE / 100, atol=1e-3)
         aligned = common.read_image(base / "Image" / "aligned" / f"{name}_aligned.jpg")
         resized = cv2.resize(aligned, (SIZE, SIZE), interpolation=cv2.INTER_LINEAR)
         assert np.abs(stills[name]["image"].astype(int) - resized).mean() < 1.0
