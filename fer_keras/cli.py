@@ -396,6 +396,36 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing):
         raise UserError(f"{len(failed)} of {len(files)} inputs could not be read, e.g. {failed[0]['error']}")
 
 
+@cli.command("serve-request")
+@click.argument("url")
+@click.argument("images", nargs=-1, required=True, type=click.Path(exists=True))
+@click.option("--size", required=True, type=click.IntRange(16, 512), help="The exported model's input size (H = W).")
+@click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
+@click.option("--detect", type=click.Choice(["dlib", "none"]), default="dlib", show_default=True)
+@click.pass_context
+def serve_request_cmd(ctx, url, images, size, channels, detect):
+    """Send faces in IMAGES to a TF Serving REST URL (.../v1/models/NAME:predict); print one record per face."""
+    import numpy as np
+
+    from fer_keras.inference.images import read_rgb
+    from fer_keras.inference.predictor import crop_faces
+    from fer_keras.inference.serving_client import predict_url
+    from fer_keras.inference.writer import write_records
+
+    records = []
+    for path in images:
+        found = crop_faces(read_rgb(path), size, int(channels), detect)
+        if not found:
+            records.append({"file": str(path), "face": None, "error": "no face found"})
+            continue
+        probabilities, names = predict_url(url, np.stack([crop for _, _, crop in found]))
+        for i, ((box, _, _), p) in enumerate(zip(found, probabilities)):
+            k = int(np.argmax(p))
+            records.append({"file": str(path), "face": i, "box": [int(v) for v in box] if box is not None else None,
+                            "label": names[i] if names else k, "score": round(float(p[k]), 4)})
+    write_records(records, None)
+
+
 def _run_family(run):
     """The registered family of a run folder's model, or None when RUN is not a run folder."""
     from fer_keras.models.registry import get_spec

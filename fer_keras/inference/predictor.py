@@ -84,6 +84,26 @@ def load_backend(path):
     )
 
 
+def _prepare(crop, size, channels):
+    """uint8 RGB crop -> float32 (size, size, channels) raw pixels, as every model takes them."""
+    crop = cv2.resize(crop, (size, size), interpolation=cv2.INTER_AREA)
+    if channels == 1 and crop.ndim == 3:
+        crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
+    return crop.reshape(size, size, channels).astype(np.float32)
+
+
+def crop_faces(image, size, channels, detect="dlib"):
+    """[(box, landmarks, crop)] of RGB uint8 `image`: every dlib face aligned, or (detect="none") the whole image."""
+    if detect == "none":
+        return [(None, None, _prepare(faces.to_rgb(image), size, channels))]
+    found = []
+    for box in faces.detect_faces(image):
+        points = faces.face_landmarks(image, box)
+        crop, _ = faces.align_face(image, points, size, channels=3)
+        found.append((box, points, _prepare(crop, size, channels)))
+    return found
+
+
 class Predictor:
     """Predicts the expression of every face in an image.
 
@@ -104,22 +124,9 @@ class Predictor:
         self.size, _, self.channels = shape[-3:]
         self.detect = detect
 
-    def _prepare(self, crop):
-        crop = cv2.resize(crop, (self.size, self.size), interpolation=cv2.INTER_AREA)
-        if self.channels == 1 and crop.ndim == 3:
-            crop = cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY)
-        return crop.reshape(self.size, self.size, self.channels).astype(np.float32)
-
     def _faces(self, image):
         """[(box, landmarks, crop)] of RGB uint8 `image`: every detected face, or the whole image."""
-        if self.detect == "none":
-            return [(None, None, self._prepare(faces.to_rgb(image)))]
-        found = []
-        for box in faces.detect_faces(image):
-            points = faces.face_landmarks(image, box)
-            crop, _ = faces.align_face(image, points, self.size, channels=3)
-            found.append((box, points, self._prepare(crop)))
-        return found
+        return crop_faces(image, self.size, self.channels, self.detect)
 
     def _record(self, name, index, box, points, p, **extra):
         k = int(np.argmax(p))

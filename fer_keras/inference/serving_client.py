@@ -1,0 +1,44 @@
+"""A client for a TF Serving REST endpoint serving a fer-keras SavedModel export.
+
+Faces are detected and aligned here exactly as `fer-keras predict` does it; the request uses
+TF Serving's columnar format::
+
+    POST {url}  {"signature_name": "serving_default", "inputs": {"images": [[[[p], ...]]]}}
+
+and the reply ``{"outputs": {"probabilities": [[...]], "label_index": [...], "label_name": [...]}}``
+is turned back into one record per face.
+"""
+
+import json
+import urllib.error
+import urllib.request
+
+import numpy as np
+
+from fer_keras.errors import UserError
+
+
+def request_body(batch, input_name="images"):
+    """The JSON body for a float batch (N, H, W, C) of raw pixels."""
+    return json.dumps({"signature_name": "serving_default", "inputs": {input_name: np.asarray(batch, np.float32).round(2).tolist()}})
+
+
+def post(url, body, timeout=30.0):
+    request = urllib.request.Request(url, data=body.encode(), headers={"Content-Type": "application/json"}, method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:  # the user's own server
+            return json.loads(response.read().decode())
+    except urllib.error.HTTPError as e:
+        detail = e.read().decode(errors="replace")[:300]
+        raise UserError(f"The server at {url} answered {e.code}: {detail}") from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError) as e:
+        raise UserError(f"Cannot reach the server at {url}: {getattr(e, 'reason', e)}") from None
+
+
+def predict_url(url, crops, input_name="images"):
+    """Probabilities and label names from the server for aligned crops (N, H, W, C)."""
+    reply = post(url, request_body(crops, input_name))
+    outputs = reply.get("outputs")
+    if not isinstance(outputs, dict) or "probabilities" not in outputs:
+        raise UserError(f"The server at {url} did not return a fer-keras signature's outputs: {str(reply)[:200]}")
+    return np.asarray(outputs["probabilities"], np.float32), list(outputs.get("label_name", []))
