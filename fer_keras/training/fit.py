@@ -3,7 +3,7 @@
 runs/<name>/
     config.json          resolved configuration, split subjects, dataset path
     model.keras          the best checkpoint (by validation accuracy when there is a validation side)
-    checkpoints/         best.keras, last.keras
+    checkpoints/         best.keras and epoch-NNNN/ (the two newest epochs: model with optimizer state + state.json)
     history.csv          per-epoch metrics
     logs/                TensorBoard
     data/                the generated SynthFER set when --data synth
