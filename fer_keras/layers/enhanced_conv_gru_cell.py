@@ -1,14 +1,13 @@
 """EnhancedConvGRUCell: ConvGRU with temporal gates on h(t-2), temporal and spatial skips, GroupNorm."""
 
 import keras
-from keras import ops
 
 from fer_keras.layers.conv_gru_cell import ConvGRUCell
-from fer_keras.layers.conv_lstm_cell import _is_positive_int, _pair
+from fer_keras.layers.temporal_gates import TemporalGates
 
 
 @keras.saving.register_keras_serializable(package="fer_keras")
-class EnhancedConvGRUCell(ConvGRUCell):
+class EnhancedConvGRUCell(TemporalGates, ConvGRUCell):
     """One time step of the Enhanced ConvGRU (paper 000): eq. (2)'s additions on a ConvGRU.
 
     Paper 000 improves ConvGRU and ConvLSTM with the same three additions and writes the
@@ -115,18 +114,7 @@ class EnhancedConvGRUCell(ConvGRUCell):
             bias_regularizer=bias_regularizer,
             **kwargs,
         )
-        if not _is_positive_int(groups) or filters % groups:
-            raise ValueError(
-                f"groups must be an int >= 1 that divides filters={filters}. Received: groups={groups!r}"
-            )
-        if not norm_epsilon > 0:
-            raise ValueError(f"norm_epsilon must be > 0. Received: norm_epsilon={norm_epsilon!r}")
-        self.groups = groups
-        self.skip_kernel_size = _pair(skip_kernel_size, "skip_kernel_size")
-        self.norm_epsilon = norm_epsilon
-        self.group_norm = keras.layers.GroupNormalization(
-            groups=groups, epsilon=norm_epsilon, dtype=self.dtype_policy, name="group_norm"
-        )
+        self._init_temporal_gates(filters, groups, skip_kernel_size, norm_epsilon)
 
     @property
     def state_size(self):
@@ -135,55 +123,19 @@ class EnhancedConvGRUCell(ConvGRUCell):
 
     def build(self, inputs_shape, states_shape=None):
         super().build(inputs_shape)
-        f = self.filters
-        self.temporal_kernel = self.add_weight(
-            shape=self.kernel_size + (self.input_dim, 2 * f),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            name="temporal_kernel",
-        )
-        self.temporal_recurrent_kernel = self.add_weight(
-            shape=self.kernel_size + (f, 2 * f),
-            initializer=self.recurrent_initializer,
-            regularizer=self.recurrent_regularizer,
-            name="temporal_recurrent_kernel",
-        )
-        if self.use_bias:
-            self.temporal_bias = self.add_weight(
-                shape=(2 * f,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                name="temporal_bias",
-            )
-        else:
-            self.temporal_bias = None
-        self.skip_kernel = self.add_weight(
-            shape=self.skip_kernel_size + (self.input_dim, f),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            name="skip_kernel",
-        )
-        self.group_norm.build((None,) + self.spatial_dims + (f,))
+        self._build_temporal_gates()
 
     def call(self, inputs, states, training=False):
         h_prev, h_prev2 = states[0], states[1]
         gru_out = self._gru_step(inputs, h_prev)  # (1 - z_t) ∘ h_{t-1} + z_t ∘ h~_t
-        z = self._conv(inputs, self.temporal_kernel, self.temporal_bias) + self._conv(
-            h_prev2, self.temporal_recurrent_kernel
-        )
-        z_mod, z_skip = ops.split(z, 2, axis=-1)  # 2 x (B, H, W, filters)
-        temporal = ops.sigmoid(z_skip) * ops.tanh(z_mod)  # s_t ∘ s~_t
-        spatial = self._conv(inputs, self.skip_kernel)  # W_xp * x_t
-        h = self.group_norm(gru_out + temporal + spatial)
+        h = self._enhance(gru_out, inputs, h_prev2)  # GroupNorm(gru_out + s_t ∘ s~_t + W_x * x_t)
         return h, [h, h_prev]
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "groups": self.groups,
-                "skip_kernel_size": self.skip_kernel_size,
-                "norm_epsilon": self.norm_epsilon,
+                **self._temporal_gates_config(),
             }
         )
         return config

@@ -1,15 +1,15 @@
 """EnhancedConvLSTMCell: ConvLSTM with temporal gates on h(t-2), temporal and spatial skips, GroupNorm."""
 
 import keras
-from keras import ops
 
-from fer_keras.layers.conv_lstm_cell import ConvLSTMCell, _is_positive_int, _pair
+from fer_keras.layers.conv_lstm_cell import ConvLSTMCell
+from fer_keras.layers.temporal_gates import TemporalGates
 
 PEEPHOLE_MODES = ("hadamard", "conv")
 
 
 @keras.saving.register_keras_serializable(package="fer_keras")
-class EnhancedConvLSTMCell(ConvLSTMCell):
+class EnhancedConvLSTMCell(TemporalGates, ConvLSTMCell):
     """One time step of the Enhanced ConvLSTM (Miyoshi et al.), paper 001 eq. (2).
 
     A ConvLSTM (eq. 1, see `ConvLSTMCell`) plus temporal gates that read h_{t-2}, a
@@ -137,23 +137,12 @@ class EnhancedConvLSTMCell(ConvLSTMCell):
             bias_regularizer=bias_regularizer,
             **kwargs,
         )
-        if not _is_positive_int(groups) or filters % groups:
-            raise ValueError(
-                f"groups must be an int >= 1 that divides filters={filters}. Received: groups={groups!r}"
-            )
         if peephole_mode not in PEEPHOLE_MODES:
             raise ValueError(
                 f"peephole_mode must be one of {PEEPHOLE_MODES}. Received: peephole_mode={peephole_mode!r}"
             )
-        if not norm_epsilon > 0:
-            raise ValueError(f"norm_epsilon must be > 0. Received: norm_epsilon={norm_epsilon!r}")
-        self.groups = groups
-        self.skip_kernel_size = _pair(skip_kernel_size, "skip_kernel_size")
         self.peephole_mode = peephole_mode
-        self.norm_epsilon = norm_epsilon
-        self.group_norm = keras.layers.GroupNormalization(
-            groups=groups, epsilon=norm_epsilon, dtype=self.dtype_policy, name="group_norm"
-        )
+        self._init_temporal_gates(filters, groups, skip_kernel_size, norm_epsilon)
 
     @property
     def state_size(self):
@@ -162,35 +151,7 @@ class EnhancedConvLSTMCell(ConvLSTMCell):
 
     def build(self, inputs_shape, states_shape=None):
         super().build(inputs_shape)
-        f = self.filters
-        self.temporal_kernel = self.add_weight(
-            shape=self.kernel_size + (self.input_dim, 2 * f),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            name="temporal_kernel",
-        )
-        self.temporal_recurrent_kernel = self.add_weight(
-            shape=self.kernel_size + (f, 2 * f),
-            initializer=self.recurrent_initializer,
-            regularizer=self.recurrent_regularizer,
-            name="temporal_recurrent_kernel",
-        )
-        if self.use_bias:
-            self.temporal_bias = self.add_weight(
-                shape=(2 * f,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                name="temporal_bias",
-            )
-        else:
-            self.temporal_bias = None
-        self.skip_kernel = self.add_weight(
-            shape=self.skip_kernel_size + (self.input_dim, f),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            name="skip_kernel",
-        )
-        self.group_norm.build((None,) + self.spatial_dims + (f,))
+        self._build_temporal_gates()
 
     def _build_peepholes(self):
         if self.peephole_mode == "hadamard":
@@ -217,23 +178,15 @@ class EnhancedConvLSTMCell(ConvLSTMCell):
     def call(self, inputs, states, training=False):
         h_prev, c_prev, h_prev2 = states[0], states[1], states[2]
         lstm_out, c = self._lstm_step(inputs, h_prev, c_prev)  # o_t ∘ tanh(c_t), c_t
-        z = self._conv(inputs, self.temporal_kernel, self.temporal_bias) + self._conv(
-            h_prev2, self.temporal_recurrent_kernel
-        )
-        z_mod, z_skip = ops.split(z, 2, axis=-1)  # 2 x (B, H, W, filters)
-        temporal = ops.sigmoid(z_skip) * ops.tanh(z_mod)  # s_t ∘ s~_t
-        spatial = self._conv(inputs, self.skip_kernel)  # W_xr * x_t
-        h = self.group_norm(lstm_out + temporal + spatial)
+        h = self._enhance(lstm_out, inputs, h_prev2)  # GroupNorm(lstm_out + s_t ∘ s~_t + W_x * x_t)
         return h, [h, c, h_prev]
 
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "groups": self.groups,
-                "skip_kernel_size": self.skip_kernel_size,
+                **self._temporal_gates_config(),
                 "peephole_mode": self.peephole_mode,
-                "norm_epsilon": self.norm_epsilon,
             }
         )
         return config
