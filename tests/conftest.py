@@ -161,3 +161,23 @@ def face_images(session_dir):
     out = session_dir / "faces"
     expect_ok(invoke("--quiet", "synth", "generate", "--out", out, "--subjects", 1, "--size", DATA_SIZE, "--rgb"))
     return out
+
+
+@pytest.fixture(scope="session")
+def arm_run(still_data, runs_dir):
+    """arm_resnet18 trained 1 epoch at 32 px: the frozen RGB branch of the landmark_arm run."""
+    expect_ok(invoke("--quiet", "train", "--model", "arm_resnet18", "--data", still_data, "--epochs", 1,
+                     "--batch-size", 16, "--image-size", MODEL_SIZE, "--folds", 2, "--fold", 0,
+                     "--out", runs_dir, "--name", "arm_run"))
+    return runs_dir / "arm_run"
+
+
+@pytest.fixture(scope="session")
+def landmark_arm_run(arm_run, still_data, runs_dir, session_dir):
+    """landmark_arm (size small: 128 px heatmaps) trained 1 epoch at 32 px on top of `arm_run`."""
+    config = session_dir / "landmark_arm.json"
+    config.write_text(json.dumps({"model_args": {"rgb_run": str(arm_run)}}))
+    expect_ok(invoke("--quiet", "train", "--model", "landmark_arm", "--config", config, "--data", still_data,
+                     "--epochs", 1, "--batch-size", 16, "--image-size", MODEL_SIZE, "--folds", 2, "--fold", 0,
+                     "--out", runs_dir, "--name", "landmark_arm_run"))
+    return runs_dir / "landmark_arm_run"

@@ -104,6 +104,7 @@ def still_dataset(
     with_meta=False,
     epochs=None,
     start_epoch=0,
+    with_landmarks=False,
 ):
     """Batches of (image, label), or (image, label, meta) with `with_meta`.
 
@@ -112,6 +113,8 @@ def still_dataset(
         image_size, channels: output size; grey sources become RGB and back as asked.
         subjects: keep only these subject ids (or `split_name`: records whose split field equals it).
         training: shuffle and augment.
+        with_landmarks: the image becomes {"images": image, "landmarks": (68, 2) points} (zeros where
+            a record has none); the landmarks are not augmented (landmark_arm aligns them anyway).
         epochs, start_epoch: with `training`, one stream of epochs start_epoch..epochs-1 whose
             order and augmentation depend only on (seed, epoch); pass steps_per_epoch to fit.
     """
@@ -130,6 +133,8 @@ def still_dataset(
             if training:
                 image = augment_image(image, tf.stack([tf.constant(epoch_seed, tf.int64), index]))
             label = tf.cast(r["label"], tf.int32)
+            if with_landmarks:
+                image = {"images": image, "landmarks": r["landmarks"]}
             if with_meta:
                 return image, label, {"subject": r["subject"], "source": r["source"]}
             return image, label

@@ -1,10 +1,20 @@
-"""What a model looks at: RAM attention maps (paper 001 Fig. 4) and Grad-CAM++ for still models.
+"""What a model looks at: RAM attention maps (paper 001 Fig. 4), Grad-CAM++, SAE input saliency.
 
 * RAM models (`model.explain(x)["attention_maps"]`, M_t in [0, 1], one map per frame): each
   clip becomes a strip, frames on the top row and M_t over them on the bottom row.
 * Still models: Grad-CAM++ (Chattopadhay et al., WACV 2018) on the last convolutional feature map
   for the predicted class, with the usual closed form for an exponential of the class score:
   alpha = g^2 / (2 g^2 + sum_ij(A) g^3), w_k = sum_ij alpha * relu(g), cam = relu(sum_k w_k A_k).
+* `landmark_arm` (paper 003): Grad-CAM++ of the fused prediction on both branches, the RGB
+  branch's ResNet-18 stage-4 output over the face and the landmark CNN's 5th convolution over
+  the drawn landmark heatmap: one strip [face | RGB Grad-CAM++ | heatmap | landmark Grad-CAM++].
+* `sae` / `sdae` (paper 002 sec. 3.5, Fig. 6): the input saliency of the first-layer weights,
+  `max_j |W1[i, j]|` per pixel, and the pixels above a threshold (by default the strongest 20%),
+  drawn over the face: [face | strength | thresholded pixels in red].
+
+`explain_run(run)` explains test samples of the run; `explain_run(run, image=PATH)` the faces of
+one image file (dlib detection and alignment as `fer-keras predict`; the whole image when dlib
+finds no face, with dlib's 68 landmarks fitted to the whole image for `landmark_arm`).
 """
 
 import pathlib
@@ -30,10 +40,11 @@ def overlay(image, heat, alpha=0.45):
 
 
 def attention_maps(model, clips):
-    """(B, T, h, w) attention maps of a RAM model for clips (B, T, H, W, C)."""
+    """(B, T, h, w) attention maps of a RAM model for clips (B, T, H, W, C) (or a dict of such streams)."""
     if not hasattr(model, "explain"):
         raise UserError(f"Model {model.name!r} has no attention branch; explain shows attention for the RAM models only.")
-    maps = model.explain(tf.constant(clips, tf.float32), training=False)["attention_maps"]
+    clips = tf.nest.map_structure(lambda a: tf.constant(a, tf.float32), clips)  # an array, or a dict of streams
+    maps = model.explain(clips, training=False)["attention_maps"]
     return np.asarray(maps)[..., 0]
 
 
@@ -52,10 +63,21 @@ def gradcam_plus_plus(model, images, class_index=None):
     x = tf.constant(images, tf.float32)
     with tf.GradientTape() as tape:
         features, probabilities = features_model(x, training=False)
-        classes = tf.argmax(probabilities, axis=-1) if class_index is None else tf.fill([tf.shape(x)[0]], class_index)
-        # The softmax output's log is the class score up to a constant: exp(score) = p * const.
-        score = tf.reduce_sum(tf.math.log(tf.gather(probabilities, classes, batch_dims=1) + 1e-12))
-    grads = tape.gradient(score, features)  # (B, h, w, K)
+        score = _class_score(probabilities, class_index)
+    return _gradcam_map(features, tape.gradient(score, features))
+
+
+def _class_score(probabilities, class_index=None):
+    """Sum over the batch of log p(class): the class score up to a constant (exp(score) = p * const)."""
+    batch = tf.shape(probabilities)[0]
+    classes = tf.argmax(probabilities, axis=-1) if class_index is None else tf.fill([batch], tf.cast(class_index, tf.int64))
+    return tf.reduce_sum(tf.math.log(tf.gather(probabilities, classes, batch_dims=1) + 1e-12))
+
+
+def _gradcam_map(features, grads):
+    """Grad-CAM++ closed form: features and their gradients (B, h, w, K) -> (B, h, w) in [0, 1]."""
+    if grads is None:
+        raise UserError("The explained class score does not depend on this feature map; no Grad-CAM++ map.")
     g2, g3 = grads**2, grads**3
     denominator = 2.0 * g2 + tf.reduce_sum(features, axis=(1, 2), keepdims=True) * g3
     alpha = tf.math.divide_no_nan(g2, denominator)
@@ -106,26 +128,190 @@ def _caption(image, text):
     return np.concatenate([bar, image], axis=0)
 
 
-def explain_run(run_dir, *, out_dir=None, count=8):
-    """Overlays for `count` test samples of a run; returns the written paths."""
+
+def landmark_gradcam(model, inputs, class_index=None):
+    """Grad-CAM++ of a `landmark_arm` model on both branches, for the fused prediction (or `class_index`).
+
+    Args:
+        model: a `LandmarkARMClassifier`.
+        inputs: `{"images": (B, H, W, C), "landmarks": (B, N, 2)}`.
+        class_index: None (each sample's predicted class) or an int.
+
+    Returns:
+        dict: "rgb" `(B, h, w)` on ResNet-18's stage-4 output, "landmark" `(B, h', w')` on the
+        landmark CNN's 5th convolution (both in [0, 1]), "heatmap" `(B, S, S)` the drawn
+        landmark image, "probabilities" `(B, K)`.
+    """
+    x = {k: tf.constant(v, tf.float32) for k, v in inputs.items()}
+    with tf.GradientTape() as tape:
+        outputs = model.explain(x, training=False)
+        score = _class_score(outputs["probabilities"], class_index)
+    rgb_grads, landmark_grads = tape.gradient(score, [outputs["rgb_stage4"], outputs["landmark_conv5"]])
+    return {
+        "rgb": _gradcam_map(outputs["rgb_stage4"], rgb_grads),
+        "landmark": _gradcam_map(outputs["landmark_conv5"], landmark_grads),
+        "heatmap": np.asarray(outputs["heatmap"])[..., 0],
+        "probabilities": np.asarray(outputs["probabilities"]),
+    }
+
+
+def write_landmark_overlays(images, heatmaps, rgb_maps, landmark_maps, names, out_dir, labels=None):
+    """One PNG per face: [face | RGB Grad-CAM++ | landmark heatmap | landmark Grad-CAM++], at the heatmap's size."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (image, heatmap, rgb_map, landmark_map) in enumerate(zip(images, heatmaps, rgb_maps, landmark_maps)):
+        side = heatmap.shape[0]
+        face = np.asarray(image, np.float32)
+        face = cv2.resize(face, (side, side), interpolation=cv2.INTER_LINEAR).reshape(side, side, -1)
+        grey = np.float32(heatmap)[..., None] * 255.0  # (S, S, 1)
+        panels = [np.uint8(np.repeat(face, 3, -1) if face.shape[-1] == 1 else face), overlay(face, rgb_map),
+                  np.uint8(np.repeat(grey, 3, -1)), overlay(grey, landmark_map)]
+        strip = np.concatenate(panels, axis=1)
+        if labels is not None:
+            strip = _caption(strip, labels[i])
+        path = out_dir / f"{names[i]}.png"
+        cv2.imwrite(str(path), strip[..., ::-1])
+        paths.append(path)
+    return paths
+
+
+def sae_saliency(model, quantile=0.8):
+    """(strength (h, w) in [0, 1], mask (h, w) bool) of a `sae`/`sdae` model (paper 002, Fig. 6).
+
+    `strength` is `first_layer_saliency(model)` divided by its maximum; `mask` keeps the pixels
+    whose strength exceeds its `quantile` (the paper thresholds the weights without giving the
+    threshold; by default the strongest 20% of the pixels are kept).
+    """
+    from fer_keras.models.sae import first_layer_saliency
+
+    if not 0.0 <= quantile < 1.0:
+        raise ValueError(f"quantile must be in [0, 1). Received: quantile={quantile}")
+    strength = first_layer_saliency(model)
+    threshold = float(np.quantile(strength, quantile))
+    mask = first_layer_saliency(model, threshold=threshold)
+    peak = float(strength.max())
+    return (strength / peak if peak > 0 else strength), mask
+
+
+def write_saliency_overlays(images, strength, mask, names, out_dir, labels=None):
+    """One PNG per face: [face | W1 strength as a JET overlay | thresholded pixels in red]."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, image in enumerate(images):
+        base = np.uint8(np.repeat(image, 3, -1) if image.shape[-1] == 1 else image)
+        size = base.shape[1], base.shape[0]
+        on = cv2.resize(np.uint8(mask) * 255, size, interpolation=cv2.INTER_NEAREST) > 127
+        marked = base.copy()
+        marked[on] = (0.4 * marked[on] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
+        strip = np.concatenate([base, overlay(image, strength), marked], axis=1)
+        if labels is not None:
+            strip = _caption(strip, labels[i])
+        path = out_dir / f"{names[i]}.png"
+        cv2.imwrite(str(path), strip[..., ::-1])
+        paths.append(path)
+    return paths
+
+
+def image_inputs(path, input_shape, with_landmarks=False):
+    """Model inputs for the faces of one image file: (images (B, H, W, C), landmarks (B, 68, 2) or None, ids).
+
+    Faces are found and aligned as `fer-keras predict` does (dlib); when dlib finds none the whole
+    image is the face, and for `with_landmarks` dlib's 68-point model is fitted to the whole image.
+    The landmarks stay in the photo's coordinates: the sec. 4.4 alignment inside `landmark_arm`
+    does not depend on the frame.
+    """
+    from fer_keras.data_prep import faces
+    from fer_keras.inference.images import read_rgb
+    from fer_keras.inference.predictor import crop_faces
+
+    rgb = read_rgb(path)
+    size, channels = int(input_shape[0]), int(input_shape[-1])
+    found = crop_faces(rgb, size, channels, detect="dlib")
+    if not found:
+        height, width = rgb.shape[:2]
+        found = [((0, 0, width - 1, height - 1), None, crop) for _, _, crop in crop_faces(rgb, size, channels, detect="none")]
+    images = np.stack([crop for _, _, crop in found])
+    landmarks = None
+    if with_landmarks:
+        landmarks = np.stack([points if points is not None else faces.face_landmarks(rgb, box) for box, points, _ in found])
+        landmarks = landmarks.astype(np.float32)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", pathlib.Path(path).stem).strip("_") or "image"
+    ids = [stem if len(found) == 1 else f"{stem}_face{i}" for i in range(len(found))]
+    return images, landmarks, ids
+
+
+def explain_run(run_dir, *, out_dir=None, count=8, image=None):
+    """Overlays for `count` test samples of a run, or for the faces of `image`; returns the written paths.
+
+    RAM models: attention strips. `landmark_arm`: Grad-CAM++ on both branches. `sae`/`sdae`: the
+    first-layer input saliency. Other still models: Grad-CAM++ on the last feature map.
+    """
     from fer_keras.data.splits import Split
+    from fer_keras.models.landmark_arm import LandmarkARMClassifier
     from fer_keras.training import fit
 
     run_dir = pathlib.Path(run_dir)
     config, manifest, model = fit.load_run(run_dir)
     out_dir = pathlib.Path(out_dir or run_dir / "explain")
-    split = Split.from_dict(config["split_subjects"])
-    dataset = fit.make_dataset(config, manifest, split, "test", with_meta=True, batch_size=count)
-    x, y, meta = next(iter(dataset))
-    x, y = x.numpy(), y.numpy()
     names = manifest["labels"]
+    is_landmark = isinstance(model, LandmarkARMClassifier)
+    if image is not None:
+        shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        if len(shape) != 3:
+            raise UserError(f"explain RUN IMAGE takes still-image models; {config['model']!r} takes clips {shape}.")
+        images, landmarks, ids = image_inputs(image, shape, with_landmarks=is_landmark)
+        x = {"images": images, "landmarks": landmarks} if is_landmark else images
+        y = None
+    else:
+        split = Split.from_dict(config["split_subjects"])
+        dataset = fit.make_dataset(config, manifest, split, "test", with_meta=True, batch_size=count)
+        batch = next(iter(dataset), None) if dataset is not None else None
+        if batch is None:
+            raise UserError(f"Run {str(run_dir)!r} has no test samples to explain; pass an IMAGE.")
+        x, y, meta = batch
+        x = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy()
+        y = y.numpy()
+        if _rank(x) != 5:
+            ids = [re.sub(r"[^A-Za-z0-9_.-]+", "_", s.decode().replace("synth://", "")).strip("_") or f"sample{i}"
+                   for i, s in enumerate(meta["source"].numpy())]
+    images = _images_of(x)
     probabilities = np.asarray(model(x, training=False))
-    captions = [f"true {names[t]} / predicted {names[p]}" for t, p in zip(y, probabilities.argmax(1))]
-    if x.ndim == 5:
+    predicted = probabilities.argmax(1)
+    if y is None:
+        captions = [f"predicted {names[p]} ({probabilities[i, p]:.2f})" for i, p in enumerate(predicted)]
+    else:
+        captions = [f"true {names[t]} / predicted {names[p]}" for t, p in zip(y, predicted)]
+    if images.ndim == 5:
         maps = attention_maps(model, x)
         ids = [f"{v.decode()}_t{int(s)}" for v, s in zip(meta["video"].numpy(), meta["start"].numpy())]
-        return write_clip_strips(x, maps, ids, out_dir, captions)
-    maps = gradcam_plus_plus(model, x)
-    ids = [re.sub(r"[^A-Za-z0-9_.-]+", "_", s.decode().replace("synth://", "")).strip("_") or f"sample{i}"
-           for i, s in enumerate(meta["source"].numpy())]
-    return write_image_overlays(x, maps, ids, out_dir, captions)
+        return write_clip_strips(images, maps, ids, out_dir, captions)
+    if is_landmark:
+        maps = landmark_gradcam(model, x)
+        return write_landmark_overlays(images, maps["heatmap"], maps["rgb"], maps["landmark"], ids, out_dir, captions)
+    if hasattr(model, "pixel_shape") and _has_layer(model, "hidden1"):  # sae, sdae
+        strength, mask = sae_saliency(model)
+        return write_saliency_overlays(images, strength, mask, ids, out_dir, captions)
+    maps = gradcam_plus_plus(model, images)
+    return write_image_overlays(images, maps, ids, out_dir, captions)
+
+
+def _images_of(x):
+    """The pixels of a batch of model inputs: the array, or the "images" (landmark_arm) or "rgb" (two-stream) entry."""
+    if isinstance(x, dict):
+        return x["images"] if "images" in x else x["rgb"]
+    return x
+
+
+def _rank(x):
+    """Rank of a batch of model inputs (of its pixels for a dict of inputs)."""
+    return _images_of(x).ndim
+
+
+def _has_layer(model, name):
+    try:
+        model.get_layer(name)
+    except ValueError:
+        return False
+    return True

@@ -5,8 +5,17 @@ evaluated on its test subjects. Folds already evaluated are reused, so an interr
 continues where it stopped. The summary (mean +- std over folds of image/clip accuracy and, for
 clip models, video accuracy by majority vote; per-class accuracy and the confusion matrix summed
 over folds) goes to ``RUN/kfold-K/metrics.json`` and ``confusion_matrix.png``.
+
+Models built on another trained run (``model_args.rgb_run``: `landmark_arm`, whose frozen RGB
+branch is an `arm_resnet18` run) would leak if every fold reused the run's one `rgb_run`: that
+network was trained on subjects that other folds test on. So for such a model each fold first
+trains its own `arm_resnet18` into ``RUN/kfold-K/rgb-fold-k/`` on that fold's training subjects
+(the same split, seed, data and image geometry as the fold; epochs, batch size, learning rate,
+model size, augmentation and model arguments from the original `rgb_run`'s config when it can
+be read, else from the run's), and the fold's model then loads that run as its RGB branch.
 """
 
+import inspect
 import json
 import os
 import pathlib
@@ -34,6 +43,59 @@ def fold_config(run_dir, folds, fold, epochs=None):
     return resolve(saved, data=str(data_dir), split="kfold", folds=folds, fold=fold, epochs=epochs)
 
 
+def uses_rgb_run(config):
+    """True for models whose builder takes a trained `rgb_run` (`landmark_arm`)."""
+    from fer_keras.models.registry import get_spec
+
+    return "rgb_run" in inspect.signature(get_spec(config["model"]).builder).parameters
+
+
+# What the per-fold RGB run takes from the original rgb_run's config; the rest (data, split,
+# seed, image geometry, strategy) comes from the fold's config so both branches see the same split.
+_RGB_HYPERPARAMETERS = ("epochs", "batch_size", "learning_rate", "size", "augment", "model_args", "clip_length", "clip_stride")
+
+
+def rgb_fold_config(run_dir, config, epochs=None):
+    """The `arm_resnet18` configuration of a fold: the fold's split, the original rgb_run's hyperparameters."""
+    from fer_keras.training.config import resolve
+
+    rgb = dict(config, model="arm_resnet18", model_args={})
+    original = pathlib.Path(str(config["model_args"].get("rgb_run") or ""))
+    candidates = [original, pathlib.Path(run_dir) / original] if not original.is_absolute() else [original]
+    for candidate in candidates:
+        folder = candidate if candidate.is_dir() else candidate.parent
+        if str(original) and (folder / "config.json").is_file():
+            saved = json.loads((folder / "config.json").read_text())
+            if saved.get("model") == "arm_resnet18":
+                rgb.update({k: saved[k] for k in _RGB_HYPERPARAMETERS if k in saved})
+            break
+    return resolve(rgb, epochs=epochs)
+
+
+def _fold_rgb_run(run_dir, root, config, fold, epochs, quiet):
+    """Trains (or reuses) the fold's own arm_resnet18 RGB branch; returns its folder."""
+    from fer_keras.training.fit import train
+
+    rgb_dir = root / f"rgb-fold-{fold}"
+    if (rgb_dir / "model.keras").exists():
+        return rgb_dir
+    if rgb_dir.exists() and any(rgb_dir.iterdir()):
+        raise UserError(f"{rgb_dir} holds an unfinished training; resume it with `fer-keras train --resume {rgb_dir}` or remove it.")
+    train(rgb_fold_config(run_dir, config, epochs), out=root, name=rgb_dir.name, quiet=quiet)
+    return rgb_dir
+
+
+def _check_no_leak(fold_dir, rgb_dir):
+    """A fold reused from an earlier call must use its own fold's RGB run (not the run's shared one)."""
+    saved = json.loads((fold_dir / "config.json").read_text())
+    used = pathlib.Path(str(saved.get("model_args", {}).get("rgb_run", "")))
+    if used.resolve() != rgb_dir.resolve():
+        raise UserError(
+            f"{fold_dir} was trained on the RGB run {str(used)!r}, not on its fold's own {str(rgb_dir)!r}: that RGB "
+            "branch may have seen this fold's test subjects. Remove the folder and run the protocol again."
+        )
+
+
 def _summary(values):
     values = [v for v in values if v is not None]
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_fold": values} if values else None
@@ -45,9 +107,17 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
     run_dir = pathlib.Path(run_dir)
     root = run_dir / f"kfold-{folds}"
     per_fold = []
+    rgb_runs = []
     for fold in range(folds):
         config = fold_config(run_dir, folds, fold, epochs)
         fold_dir = root / f"fold-{fold}"
+        if uses_rgb_run(config):
+            # Never the run's own rgb_run: it was trained on subjects that this fold may test on.
+            rgb_dir = _fold_rgb_run(run_dir, root, config, fold, epochs, quiet)
+            config["model_args"] = dict(config["model_args"], rgb_run=str(rgb_dir.resolve()))
+            rgb_runs.append(str(rgb_dir.relative_to(root)))
+            if (fold_dir / "config.json").exists():
+                _check_no_leak(fold_dir, rgb_dir)
         if (fold_dir / "metrics.json").exists():
             per_fold.append(json.loads((fold_dir / "metrics.json").read_text()))
             continue
@@ -69,6 +139,8 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
         "accuracy": _summary([m["accuracy"] for m in per_fold]),
         "mean_class_accuracy": _summary([m["mean_class_accuracy"] for m in per_fold]),
     }
+    if rgb_runs:
+        summary["rgb_runs"] = rgb_runs  # per fold, relative to kfold-K/: each trained on that fold's training subjects
     level_reports = {"": per_fold}
     if "video" in per_fold[0]:
         summary["video_accuracy"] = _summary([m["video"]["accuracy"] for m in per_fold])

@@ -35,6 +35,7 @@ _MODULES = (
     "fer_keras.models.ram",  # paper 001
     "fer_keras.models.sae",  # paper 002
     "fer_keras.models.arm",  # paper 003
+    "fer_keras.models.landmark_arm",  # paper 003
     "fer_keras.models.vae_swap",  # paper 004
 )
 

@@ -50,3 +50,67 @@ def test_overlays_keep_the_image_size(tmp_path):
     assert not np.array_equal(out[0, 0], out[15, 15])  # the hot corner is coloured differently
     (path,) = write_image_overlays(image[None], heat[None], ["x"], tmp_path)
     assert cv2.imread(str(path)).shape == (16, 32, 3)
+
+
+def test_landmark_gradcam_maps_both_branches():
+    from fer_keras.data import synth
+    from fer_keras.evaluation.explain import landmark_gradcam, write_landmark_overlays
+
+    model = get_model("landmark_arm", (32, 32, 1), 7, size="small")
+    rng = np.random.default_rng(2)
+    landmarks = np.stack([synth.face_landmarks(synth.make_subject(i)) for i in range(2)]).astype("float32") / 2
+    x = {"images": rng.uniform(0, 255, (2, 32, 32, 1)).astype("float32"), "landmarks": landmarks}
+    maps = landmark_gradcam(model, x)
+    assert maps["rgb"].shape == (2, 1, 1)  # ResNet-18 stage 4 of a 32 px face
+    assert maps["landmark"].shape == (2, 4, 4)  # the landmark CNN's 5th conv on a 128 px heatmap
+    assert maps["heatmap"].shape == (2, 128, 128) and maps["heatmap"].max() == 1.0
+    for key in ("rgb", "landmark"):
+        assert maps[key].min() >= 0.0 and maps[key].max() <= 1.0 + 1e-6
+        np.testing.assert_allclose(maps[key].reshape(2, -1).max(axis=1), 1.0, rtol=1e-5)  # normalised, not all zero
+    np.testing.assert_allclose(maps["probabilities"], np.asarray(model(x)), atol=1e-6)
+
+
+def test_gradcam_closed_form_lights_the_one_cell_with_gradient():
+    """alpha = g^2 / (2 g^2 + sum(A) g^3) is nonzero only where g is: one cell -> a one-hot map."""
+    from fer_keras.evaluation.explain import _gradcam_map
+
+    features = np.zeros((1, 4, 4, 2), "float32")
+    features[0, 1, 2] = [1.0, 2.0]
+    grads = np.zeros_like(features)
+    grads[0, 1, 2] = [0.5, 0.5]
+    cam = _gradcam_map(features, grads)
+    assert cam.shape == (1, 4, 4) and cam[0, 1, 2] == 1.0 and cam.sum() == 1.0
+
+
+def test_sae_saliency_thresholds_the_first_layer_weights(tmp_path):
+    from fer_keras.evaluation.explain import sae_saliency, write_saliency_overlays
+    from fer_keras.models.sae import first_layer_saliency
+
+    model = get_model("sae", (16, 16, 1), 7, size="small")
+    kernel = np.zeros((256, 256), "float32")
+    kernel[[5, 17, 200], 3] = [-2.0, 1.0, 0.5]  # three pixels feed hidden unit 3
+    model.get_layer("hidden1").kernel.assign(kernel)
+    strength, mask = sae_saliency(model, quantile=0.99)
+    np.testing.assert_allclose(strength.reshape(-1)[[5, 17, 200]], [1.0, 0.5, 0.25])  # |W1| / max
+    assert sorted(np.flatnonzero(mask.reshape(-1))) == [5, 17, 200]  # row-major, as the flattening
+    np.testing.assert_array_equal(first_layer_saliency(model, threshold=0.0), mask)
+    faces = np.full((2, 16, 16, 1), 100.0, "float32")
+    paths = write_saliency_overlays(faces, strength, mask, ["a", "b"], tmp_path)
+    strip = cv2.imread(str(paths[0]))[..., ::-1]  # RGB
+    assert strip.shape == (16, 48, 3)
+    assert tuple(strip[0, 32 + 5]) != (100, 100, 100) and tuple(strip[0, 32 + 6]) == (100, 100, 100)  # pixel 5 in red
+
+
+def test_cli_explain_writes_sae_saliency_and_explains_an_image(still_data, runs_dir, face_images):
+    from tests.conftest import expect_ok, invoke
+
+    expect_ok(invoke("--quiet", "train", "--model", "sdae", "--data", still_data, "--epochs", 1, "--batch-size", 16,
+                     "--image-size", 32, "--folds", 2, "--fold", 0, "--out", runs_dir, "--name", "sdae_explain_run"))
+    run = runs_dir / "sdae_explain_run"
+    result = expect_ok(invoke("explain", run, "--count", 3))
+    assert "Wrote 3 overlays" in result.output
+    image = sorted(face_images.glob("*.png"))[0]
+    expect_ok(invoke("--quiet", "explain", run, image, "--out", run / "one"))
+    (png,) = sorted((run / "one").glob("*.png"))
+    strip = cv2.imread(str(png))
+    assert strip.shape[1] == 3 * 32 or strip.shape[1] == 3 * 32 * max(strip.shape[0] // 48, 1)

@@ -46,3 +46,50 @@ def test_a_second_call_reuses_finished_folds(kfold, clip_run):
 
 def test_folds_without_kfold_is_a_user_error(still_run):
     expect_user_error(invoke("evaluate", still_run, "--folds", 3))
+
+
+@pytest.fixture(scope="module")
+def landmark_kfold(landmark_arm_run):
+    expect_ok(invoke("--quiet", "evaluate", landmark_arm_run, "--protocol", "kfold", "--folds", 2, "--epochs", 1))
+    return landmark_arm_run / "kfold-2"
+
+
+def test_landmark_arm_kfold_trains_an_rgb_branch_per_fold_without_its_test_subjects(landmark_kfold, arm_run):
+    import pathlib
+
+    rgb_runs = []
+    for fold in range(2):
+        config = json.loads((landmark_kfold / f"fold-{fold}" / "config.json").read_text())
+        test = set(config["split_subjects"]["test"])
+        assert config["model"] == "landmark_arm" and test
+        rgb_run = pathlib.Path(config["model_args"]["rgb_run"])
+        # Not the run's own rgb_run (trained on fold 0's training subjects = fold 1's test subjects).
+        assert rgb_run.resolve() != arm_run.resolve()
+        assert rgb_run.resolve() == (landmark_kfold / f"rgb-fold-{fold}").resolve()
+        rgb_config = json.loads((rgb_run / "config.json").read_text())
+        assert rgb_config["model"] == "arm_resnet18" and (rgb_run / "model.keras").exists()
+        rgb_split = rgb_config["split_subjects"]
+        assert not test & (set(rgb_split["train"]) | set(rgb_split["val"]))
+        assert set(rgb_split["test"]) == test
+        assert rgb_split["train"] == config["split_subjects"]["train"]
+        rgb_runs.append(rgb_run.resolve())
+    assert rgb_runs[0] != rgb_runs[1]
+    summary = json.loads((landmark_kfold / "metrics.json").read_text())
+    assert summary["rgb_runs"] == ["rgb-fold-0", "rgb-fold-1"]
+    # The shared arm_run's training subjects are tested on in some fold: the leak this protocol avoids.
+    shared = set(json.loads((arm_run / "config.json").read_text())["split_subjects"]["train"])
+    tested = set().union(*(json.loads((landmark_kfold / f"fold-{k}" / "config.json").read_text())["split_subjects"]["test"] for k in range(2)))
+    assert shared & tested
+
+
+def test_a_reused_fold_trained_on_the_shared_rgb_run_is_refused(landmark_kfold, landmark_arm_run, arm_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "landmark_arm_copy"
+    shutil.copytree(landmark_arm_run, copy)
+    path = copy / "kfold-2" / "fold-0" / "config.json"
+    config = json.loads(path.read_text())
+    config["model_args"]["rgb_run"] = str(arm_run)  # as the leaking protocol wrote it
+    path.write_text(json.dumps(config))
+    error = expect_user_error(invoke("--quiet", "evaluate", copy, "--protocol", "kfold", "--folds", 2, "--epochs", 1))
+    assert "fold-0" in error and "test subjects" in error
