@@ -28,6 +28,8 @@ Choices where the paper is silent (the layer counts are its only numbers):
   (at 64 px, T=8: about 0.1 s per clip and training step on 2 CPU cores, after ~1 min of tracing).
 """
 
+import threading
+
 import keras
 from keras import layers
 
@@ -109,7 +111,9 @@ class RAMClassifier(keras.Model):
         self.network = network
         self.attention_loss_weight = float(attention_loss_weight)
         self.attention_loss_tracker = keras.metrics.Mean(name="attention_loss")
-        self._attention_logits = None
+        # Per thread: MirroredStrategy runs each replica's step in its own thread on this one
+        # object, and a shared attribute let one replica's loss read another's logits.
+        self._forward = threading.local()
         self.built = True  # the network is built
 
     @property
@@ -120,7 +124,7 @@ class RAMClassifier(keras.Model):
     def call(self, inputs, training=None):
         outputs = self.network(inputs, training=training)
         # Kept for compute_loss, which train_step/test_step call on this same forward pass.
-        self._attention_logits = outputs["attention_logits"]
+        self._forward.attention_logits = outputs["attention_logits"]
         return outputs["probabilities"]
 
     def explain(self, inputs, training=False):
@@ -139,14 +143,19 @@ class RAMClassifier(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         """The compiled loss on the perception branch (plus regularisers) + weighted attention CE."""
         loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
-        if self._attention_logits is None:
+        attention_logits = getattr(self._forward, "attention_logits", None)
+        if attention_logits is None:
             raise ValueError(
                 "RAMClassifier.compute_loss needs the attention logits of the forward pass that made y_pred: "
                 "call the model on x first. Received: no forward pass"
             )
-        attention = self.attention_loss(y, self._attention_logits, sample_weight)
-        self._attention_logits = None
-        self.attention_loss_tracker.update_state(attention)
+        # Under tf.distribute both terms come already divided by num_replicas_in_sync: a
+        # keras.losses.Loss reduced over the batch scales itself (keras/src/losses/loss.py,
+        # reduce_values), as the compiled loss does, and the optimizer all-reduces with SUM.
+        # So no extra scaling here; only the reported metric is multiplied back.
+        attention = self.attention_loss(y, attention_logits, sample_weight)
+        self._forward.attention_logits = None
+        self.attention_loss_tracker.update_state(attention * _replicas_in_sync())
         return loss + self.attention_loss_weight * keras.ops.cast(attention, loss.dtype)
 
     def get_config(self):
@@ -164,6 +173,15 @@ class RAMClassifier(keras.Model):
         config = dict(config)
         network = keras.saving.deserialize_keras_object(config.pop("network"), custom_objects=custom_objects)
         return cls(network=network, **config)
+
+
+def _replicas_in_sync():
+    """Replicas of the current tf.distribute strategy (1 outside one, and on other backends)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    return tf.distribute.get_strategy().num_replicas_in_sync
 
 
 def build_ram_classifier(input_shape, num_classes, *, cell, name, streams=("rgb",), conv_filters=8,

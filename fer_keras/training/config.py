@@ -27,6 +27,8 @@ DEFAULTS = {
     "streams": "rgb",
     "augment": True,
     "model_args": {},
+    # default | mirrored (this machine's GPUs) | multiworker (TF_CONFIG); batch_size is the global batch.
+    "strategy": "default",
     # Used when data == "synth": the SynthFER set generated into the run folder.
     "synth": {
         "subjects": 30,
@@ -85,6 +87,8 @@ def _validate(c):
     for key in positive:
         if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 1:
             raise UserError(f"{key} must be a positive integer. Received: {key}={c[key]!r}")
+    if c["strategy"] not in ("default", "mirrored", "multiworker"):
+        raise UserError(f"strategy must be 'default', 'mirrored' or 'multiworker'. Received: strategy={c['strategy']!r}")
     if c["split"] not in ("kfold", "official"):
         raise UserError(f"split must be 'kfold' or 'official'. Received: split={c['split']!r}")
     if c["learning_rate"] <= 0:

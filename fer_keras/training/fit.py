@@ -121,7 +121,11 @@ def make_dataset(config, manifest, split, side, *, training=False, with_meta=Fal
         selection = {"subjects": subjects}
     common = dict(image_size=size, channels=channels, batch_size=batch_size or config["batch_size"], training=training, seed=config["seed"], with_meta=with_meta, epochs=epochs, start_epoch=start_epoch, **selection)
     if manifest["kind"] == "still":
-        return pipeline.still_dataset(manifest, **common)
+        import inspect
+
+        # Models that draw landmark heatmaps (landmark_arm) take dict(images=, landmarks=) batches.
+        with_landmarks = "num_landmarks" in inspect.signature(get_spec(config["model"]).builder).parameters
+        return pipeline.still_dataset(manifest, with_landmarks=with_landmarks, **common)
     streams = tuple(s.strip() for s in config["streams"].split(","))
     return pipeline.clip_dataset(manifest, clip_length=config["clip_length"], clip_stride=config["clip_stride"], streams=streams, **common)
 
@@ -141,6 +145,11 @@ def build_model(config, manifest, **overrides):
         args.setdefault("streams", tuple(s.strip() for s in config["streams"].split(",")))
     elif config["streams"] != "rgb":
         raise UserError(f"Model {config['model']!r} takes one RGB stream only. Received: --streams {config['streams']}")
+    if "rgb_run" in inspect.signature(get_spec(config["model"]).builder).parameters and not args.get("rgb_run"):
+        raise UserError(
+            f"{config['model']} needs rgb_run=<arm_resnet18 run folder> for its frozen RGB branch (paper 003): train "
+            'arm_resnet18 first, then pass --config with {"model_args": {"rgb_run": "runs/<that run>"}}.'
+        )
     return get_model(config["model"], model_input_shape(config, manifest), len(manifest["labels"]), size=config["size"], **args)
 
 
@@ -162,21 +171,37 @@ def _new_run_dir(out, name):
 
 
 def train(config, *, out="runs", name=None, quiet=False):
-    """Trains per `config` (see `training.config.resolve`) and returns the run folder."""
+    """Trains per `config` (see `training.config.resolve`) and returns the run folder.
+
+    Under `--strategy multiworker` every worker runs this; only the chief writes `out/name`
+    (see `training.distribute.worker_run_dir`).
+    """
+    from fer_keras.training import distribute
+
     get_spec(config["model"])  # unknown model: fail before creating anything
+    strategy = distribute.make_strategy(config["strategy"])  # a bad TF_CONFIG fails before any folder exists
     name = name or f"{config['model']}-{time.strftime('%Y%m%d-%H%M%S')}"
-    run_dir = _new_run_dir(out, name)
+    write_dir, throw_away = distribute.worker_run_dir(pathlib.Path(out) / name, strategy)
+    run_dir = _new_run_dir(out, name) if distribute.is_chief(strategy) else pathlib.Path(out) / name
     try:
-        return _train(config, run_dir, quiet=quiet)
+        _train(config, write_dir, quiet=quiet, strategy=strategy)
+        return run_dir
     except BaseException:
         # Nothing half-written: a run that did not finish one epoch leaves no folder behind.
-        if latest_checkpoint(run_dir) is None:
-            shutil.rmtree(run_dir, ignore_errors=True)
+        if latest_checkpoint(write_dir) is None and distribute.is_chief(strategy):
+            shutil.rmtree(write_dir, ignore_errors=True)
         raise
+    finally:
+        if throw_away:
+            distribute.remove_worker_dir(write_dir)
 
 
-def resume(run_dir, *, epochs=None, quiet=False):
-    """Continues a killed (or finished, with more `epochs`) run from its last complete epoch."""
+def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
+    """Continues a killed (or finished, with more `epochs`) run from its last complete epoch.
+
+    `strategy` (default: the run's own) may differ from the one the run began with: a step's
+    update does not depend on how the global batch is split.
+    """
     run_dir = pathlib.Path(run_dir)
     config_path = run_dir / "config.json"
     if not config_path.exists():
@@ -185,14 +210,29 @@ def resume(run_dir, *, epochs=None, quiet=False):
     check_version(run_dir, saved)
     from fer_keras.training.config import resolve
 
-    config = resolve(saved, epochs=epochs)
+    from fer_keras.training import distribute
+
+    config = resolve(saved, epochs=epochs, strategy=strategy)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
         raise UserError(f"Run {str(run_dir)!r} has no complete epoch to resume from; train it again.")
     state = json.loads((checkpoint / "state.json").read_text())
-    if state["epoch"] >= config["epochs"]:
+    # Staged trainers (vae_swap) count epochs over all their stages and write that total.
+    total = state.get("total_epochs", config["epochs"])
+    if get_spec(config["model"]).trainer and epochs is not None and epochs != saved.get("epochs"):
+        raise UserError(f"{config['model']} runs resume with their own epochs per stage ({saved.get('epochs')}); --epochs cannot extend them.")
+    # A run killed after its last checkpoint but before model.keras just finishes.
+    if state["epoch"] >= total and (run_dir / "model.keras").exists():
         raise UserError(f"Run {str(run_dir)!r} already finished its {config['epochs']} epochs; pass --epochs N to extend it.")
-    return _train(config, run_dir, quiet=quiet, checkpoint=checkpoint, state=state)
+    strategy = distribute.make_strategy(config["strategy"])
+    # Every worker reads the chief's checkpoint (a shared folder, or a copy at the same path).
+    write_dir, throw_away = distribute.worker_run_dir(run_dir, strategy)
+    try:
+        _train(config, write_dir, quiet=quiet, checkpoint=checkpoint, state=state, strategy=strategy)
+    finally:
+        if throw_away:
+            distribute.remove_worker_dir(write_dir)
+    return run_dir
 
 
 def latest_checkpoint(run_dir):
@@ -258,7 +298,10 @@ def _truncate_history(path, epochs):
         path.write_bytes(b"".join(lines[: 1 + epochs]))
 
 
-def _train(config, run_dir, *, quiet, checkpoint=None, state=None):
+def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None):
+    from fer_keras.training import distribute
+
+    strategy = strategy or tf.distribute.get_strategy()
     set_seed(config["seed"])
     manifest = load_dataset(config, run_dir, quiet=quiet)
     split = make_split(config, manifest)
@@ -270,6 +313,7 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None):
     steps = math.ceil(examples / config["batch_size"])
     train_ds = make_dataset(config, manifest, split, "train", training=True, epochs=config["epochs"], start_epoch=start_epoch)
     val_ds = make_dataset(config, manifest, split, "val")
+    train_ds, val_ds = distribute.distribute_dataset(train_ds, strategy), distribute.distribute_dataset(val_ds, strategy)
     spec = get_spec(config["model"])
     if checkpoint is None:
         resolved = dict(
@@ -284,19 +328,24 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None):
     if spec.trainer:
         from fer_keras.models.registry import resolve_hook
 
-        resolve_hook(spec.trainer)(config=config, manifest=manifest, split=split, run_dir=run_dir, quiet=quiet, resume=checkpoint is not None)
+        # The hook builds its networks and optimizers inside the scope; `resume` is the checkpoint folder.
+        with strategy.scope():
+            resolve_hook(spec.trainer)(config=config, manifest=manifest, split=split, run_dir=run_dir, quiet=quiet, resume=checkpoint)
         return run_dir
-    if checkpoint is None:
-        model = build_model(config, manifest)
-        model.compile(
-            optimizer=make_optimizer(config),
-            loss=keras.losses.SparseCategoricalCrossentropy(),
-            metrics=["accuracy"],
-        )
-    else:
-        _register_custom_objects()
-        model = keras.saving.load_model(checkpoint / "model.keras", compile=True)
-        _truncate_history(run_dir / "history.csv", start_epoch)
+    with strategy.scope():  # variables, optimizer slots and metrics are created distributed
+        if checkpoint is None:
+            model = build_model(config, manifest)
+            model.compile(
+                optimizer=make_optimizer(config),
+                loss=keras.losses.SparseCategoricalCrossentropy(),
+                metrics=["accuracy"],
+            )
+        else:
+            _register_custom_objects()
+            model = keras.saving.load_model(checkpoint / "model.keras", compile=True)
+            _truncate_history(run_dir / "history.csv", start_epoch)
+        if config["strategy"] != "default" and distribute.sync_batch_norm_requested():
+            distribute.synchronize_batch_norm(model)
     monitor = "val_accuracy" if val_ds is not None else "accuracy"
     nan_guard = StopOnNaN()
     callbacks = [
@@ -309,7 +358,9 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None):
     verbose = 0 if quiet else (1 if os.isatty(2) else 2)
     if hasattr(model, "pretrain") and checkpoint is None:
         # Staged models (e.g. greedy layer-wise autoencoder pretraining) run their own stage first.
-        model.pretrain(make_dataset(config, manifest, split, "train", training=True), epochs=config["epochs"], verbose=verbose)
+        with strategy.scope():
+            pretrain_ds = distribute.distribute_dataset(make_dataset(config, manifest, split, "train", training=True), strategy)
+            model.pretrain(pretrain_ds, epochs=config["epochs"], verbose=verbose)
     model.fit(
         train_ds,
         validation_data=val_ds,

@@ -16,8 +16,18 @@ Loss conventions (the paper gives none; the alpha weights only make sense with a
 * switch (eq. 4): MSE(z_i, z_i') + MSE(z_e^d, z_e^d') on encoder means, MSE = mean over dims and batch.
 
 One Adam per network (lr 5e-4, betas 0.9/0.999, eps 1e-8), kept across stages and rounds; each
-network's lr is multiplied by 0.95 per epoch it has trained. Under `tf.distribute` every step
-scales its loss by 1 / num_replicas_in_sync itself (the optimizers all-reduce with SUM).
+network's lr is multiplied by 0.95 per epoch it has trained.
+
+Under `tf.distribute` (`fer-keras train --strategy`, docs/scaling.md) every step scales its loss
+by 1 / num_replicas_in_sync itself: the losses here are `ops.mean`s, not `keras.losses.Loss`
+objects, so Keras does not, and the optimizers all-reduce gradients with SUM. Each replica takes
+its own slice of one noise draw (`_normal`), so replicas do not share noise; the switch loss's
+donor is picked within each replica's share of the batch.
+
+Checkpoints (`checkpoints/epoch-NNNN/`, NNNN counting epochs over all stages and rounds) hold
+every network's weights, the four optimizers' states, the stages' random-seed states, the
+epochs each network has trained and the history so far: `fer-keras train --resume RUN`
+continues from the last one in the same stage, round and epoch.
 """
 
 import csv
@@ -37,10 +47,29 @@ from fer_keras.errors import UserError
 # ---------------------------------------------------------------------------------------- losses
 
 
+def _normal(shape, seed=None):
+    """N(0, I) noise of `shape`; under tf.distribute each replica takes its own slice of one draw.
+
+    Replicas read the same seed-generator state, so without the slice every replica would
+    draw the same noise for its share of the batch.
+    """
+    context = tf.distribute.get_replica_context()
+    replicas = tf.distribute.get_strategy().num_replicas_in_sync
+    if context is None or replicas == 1:
+        return keras.random.normal(shape, seed=seed)
+    draws = keras.random.normal([replicas] + list(shape), seed=seed)  # (R, *shape)
+    return ops.take(draws, context.replica_id_in_sync_group, axis=0)
+
+
 def reparameterize(mu, log_var, seed=None):
     """z = mu + sigma * eps, eps ~ N(0, I) (Kingma & Welling 2014)."""
-    eps = keras.random.normal(ops.shape(mu), seed=seed)
+    eps = _normal(ops.shape(mu), seed=seed)
     return mu + ops.exp(0.5 * log_var) * eps
+
+
+def sample_prior(shape, seed=None):
+    """x_p's latent code z ~ N(0, I) (eq. 3)."""
+    return _normal(shape, seed=seed)
 
 
 def kl_divergence(mu, log_var):
@@ -95,6 +124,9 @@ class _Stage(keras.Model):
         self.nets = optimizers  # {network name: optimizer}
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.trackers = {t: keras.metrics.Mean(name=t) for t in self.terms}
+        # The networks are built; under a tf.distribute strategy Keras would otherwise try to
+        # build this call-less model symbolically before fit.
+        self.built = True
 
     @property
     def metrics(self):
@@ -162,7 +194,7 @@ class ExpressionStage(_Stage):
             loss = vae.alpha_kl * kl + vae.alpha_rec * rec
             gan_g = gan_d = sw = ops.zeros(())
             if vae.gan:
-                prior = keras.random.normal((batch, 2 * vae.latent_dim), seed=self.seed_generator)
+                prior = sample_prior((batch, 2 * vae.latent_dim), seed=self.seed_generator)
                 x_p = vae.decoder(prior, training=True)
                 d_real = vae.discriminator(real, training=True)
                 d_recon, d_prior = vae.discriminator(recon, training=True), vae.discriminator(x_p, training=True)
@@ -281,10 +313,19 @@ def same_subject_partners(subject_index, rng):
     return partner
 
 
-def pair_dataset(images, subject_index, *, batch_size, epochs, seed):
-    """Stage 1 data: (image, another image of the same subject), reshuffled and re-paired each epoch."""
+def _distributed(ds):
+    from fer_keras.training import distribute
+
+    return distribute.distribute_dataset(ds)
+
+
+def pair_dataset(images, subject_index, *, batch_size, epochs, seed, start_epoch=0):
+    """Stage 1 data: (image, another image of the same subject), reshuffled and re-paired each epoch.
+
+    Epoch e's order depends only on (seed, e): a resumed stage starts at `start_epoch`.
+    """
     order, partners = [], []
-    for epoch in range(epochs):
+    for epoch in range(start_epoch, epochs):
         rng = np.random.default_rng([seed, epoch, 1])
         perm = rng.permutation(len(images))
         order.append(perm)
@@ -292,15 +333,16 @@ def pair_dataset(images, subject_index, *, batch_size, epochs, seed):
     table = tf.constant(images)
     ds = tf.data.Dataset.from_tensor_slices((np.concatenate(order), np.concatenate(partners)))
     ds = ds.batch(batch_size).map(lambda i, j: (tf.gather(table, i), tf.gather(table, j)))
-    return ds.prefetch(tf.data.AUTOTUNE)
+    return _distributed(ds.prefetch(tf.data.AUTOTUNE))
 
 
-def image_dataset(images, subject_index, *, batch_size, epochs, seed):
-    """Stage 2 data: (image, subject index), reshuffled each epoch."""
-    order = np.concatenate([np.random.default_rng([seed, epoch, 2]).permutation(len(images)) for epoch in range(epochs)])
+def image_dataset(images, subject_index, *, batch_size, epochs, seed, start_epoch=0):
+    """Stage 2 data: (image, subject index), reshuffled each epoch (epoch e's order from (seed, e))."""
+    order = np.concatenate([np.random.default_rng([seed, epoch, 2]).permutation(len(images))
+                            for epoch in range(start_epoch, epochs)])
     table, subjects = tf.constant(images), tf.constant(subject_index)
     ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
-    return ds.map(lambda i: (tf.gather(table, i), tf.gather(subjects, i))).prefetch(tf.data.AUTOTUNE)
+    return _distributed(ds.map(lambda i: (tf.gather(table, i), tf.gather(subjects, i))).prefetch(tf.data.AUTOTUNE))
 
 
 # ---------------------------------------------------------------------------------------- loops
@@ -323,48 +365,160 @@ def make_optimizers(vae):
 
 
 def run_stage(vae, stage, data, *, epochs, optimizers, counts, rows, round_index=0, batch_size=32, seed=0, verbose=0,
-              stages=None):
+              stages=None, start_epoch=0, callbacks=()):
     """Fits one stage ("identity" or "expression") for `epochs`; returns its Keras History.
 
     `stages`: a dict that keeps the stage models between rounds, so each step is traced once.
+    `start_epoch`: a resumed stage continues at this epoch (its data is that of epochs
+    start_epoch.. of an uninterrupted stage). `callbacks` run after the stage's own.
     """
     images, subject_index = data
     steps = math.ceil(len(images) / batch_size)
     stages = {} if stages is None else stages
-    if stage not in stages and stage in ("identity", "expression"):
+    if stage not in ("identity", "expression"):
+        raise ValueError(f"stage must be 'identity' or 'expression'. Received: {stage!r}")
+    model = stage_model(vae, stage, optimizers, stages, seed=seed)
+    make = pair_dataset if stage == "identity" else image_dataset
+    ds = make(images, subject_index, batch_size=batch_size, epochs=epochs, seed=seed + 1000 * round_index, start_epoch=start_epoch)
+    if stage == "identity":
+        active = ("identity_encoder", "decoder")
+        vae.identity_encoder.trainable = True
+    else:
+        active = ("expression_encoder", "decoder") + (("discriminator",) if vae.gan else ())
+        vae.identity_encoder.trainable = False  # frozen: stage 2 never updates it
+    callbacks = [_LearningRates(vae, optimizers, active, counts), _History(rows, stage, round_index), *callbacks]
+    try:
+        return model.fit(ds, epochs=epochs, initial_epoch=start_epoch, steps_per_epoch=steps, callbacks=callbacks,
+                         verbose=verbose)
+    finally:
+        vae.identity_encoder.trainable = True
+
+
+def stage_model(vae, stage, optimizers, stages, seed=0):
+    """The (cached) Keras model whose train_step is `stage`'s."""
+    if stage not in stages:
         stages[stage] = (IdentityStage if stage == "identity" else ExpressionStage)(vae, optimizers, seed=seed)
         stages[stage].compile()
-    if stage == "identity":
-        model, active = stages[stage], ("identity_encoder", "decoder")
-        ds = pair_dataset(images, subject_index, batch_size=batch_size, epochs=epochs, seed=seed + 1000 * round_index)
-        vae.identity_encoder.trainable = True
-    elif stage == "expression":
-        model = stages[stage]
-        active = ("expression_encoder", "decoder") + (("discriminator",) if vae.gan else ())
-        ds = image_dataset(images, subject_index, batch_size=batch_size, epochs=epochs, seed=seed + 1000 * round_index)
-        vae.identity_encoder.trainable = False  # frozen: stage 2 never updates it
-    else:
-        raise ValueError(f"stage must be 'identity' or 'expression'. Received: {stage!r}")
-    callbacks = [_LearningRates(vae, optimizers, active, counts), _History(rows, stage, round_index)]
-    history = model.fit(ds, epochs=epochs, steps_per_epoch=steps, callbacks=callbacks, verbose=verbose)
-    vae.identity_encoder.trainable = True
-    return history
+    return stages[stage]
 
 
-def train_vae(vae, images, subject_index, *, epochs, batch_size=32, seed=0, verbose=0, rows=None):
-    """All stages of `vae`: `rounds` x (stage 1, stage 2), or stage 2 only for the plain/conditional VAE."""
+def stage_plan(vae):
+    """[(round, stage), ...] in training order: `rounds` x (stage 1 if the model has it, stage 2)."""
+    plan = []
+    for r in range(vae.rounds):
+        if vae.identity:
+            plan.append((r, "identity"))
+        plan.append((r, "expression"))
+    return plan
+
+
+def train_vae(vae, images, subject_index, *, epochs, batch_size=32, seed=0, verbose=0, rows=None,
+              checkpoint_dir=None, resume_from=None):
+    """All stages of `vae`: `rounds` x (stage 1, stage 2), or stage 2 only for the plain/conditional VAE.
+
+    With `checkpoint_dir`, a checkpoint is committed after every epoch of every stage
+    (`StageCheckpoint`); `resume_from` (such a checkpoint folder) continues from it.
+    """
     optimizers = make_optimizers(vae)
     counts = {name: 0 for name in optimizers}
     rows = [] if rows is None else rows
     data = (np.asarray(images, np.float32), np.asarray(subject_index, np.int32))
     stages = {}
-    for r in range(vae.rounds):
-        if vae.identity:
-            run_stage(vae, "identity", data, epochs=epochs, optimizers=optimizers, counts=counts, rows=rows,
-                      round_index=r, batch_size=batch_size, seed=seed, verbose=verbose, stages=stages)
-        run_stage(vae, "expression", data, epochs=epochs, optimizers=optimizers, counts=counts, rows=rows,
-                  round_index=r, batch_size=batch_size, seed=seed, verbose=verbose, stages=stages)
+    plan = stage_plan(vae)
+    done = 0  # epochs completed over all stages
+    if resume_from is not None:
+        done = restore_checkpoint(resume_from, vae, optimizers, stages, counts, rows, seed=seed)
+    saver = None
+    if checkpoint_dir is not None:
+        saver = StageCheckpoint(checkpoint_dir, vae, optimizers, stages, counts, rows, total_epochs=len(plan) * epochs)
+    for k, (r, stage) in enumerate(plan):
+        if done >= (k + 1) * epochs:
+            continue
+        start = max(done - k * epochs, 0)
+        extra = [saver.at(k * epochs, r, stage)] if saver else []
+        run_stage(vae, stage, data, epochs=epochs, optimizers=optimizers, counts=counts, rows=rows, round_index=r,
+                  batch_size=batch_size, seed=seed, verbose=verbose, stages=stages, start_epoch=start, callbacks=extra)
     return rows
+
+
+# ---------------------------------------------------------------------------------------- checkpoints
+
+
+class StageCheckpoint(keras.callbacks.Callback):
+    """After every epoch of every stage: ``checkpoints/epoch-NNNN/`` (state.npz + state.json).
+
+    NNNN counts epochs over all stages and rounds. state.npz holds every VAE variable (by its
+    path), each optimizer's variables (in order) and each stage model's seed-generator state;
+    state.json the position (round, stage, epoch in the stage), the epochs each network has
+    trained (its lr decay) and the history rows. Variables are keyed by position in
+    `vae.variables` (creation order, which freezing a network does not change; paths repeat
+    across the encoders); restore checks their number and shapes. Written as ``.epoch-NNNN.tmp`` and renamed
+    (the commit point); the two newest are kept.
+    """
+
+    def __init__(self, folder, vae, optimizers, stages, counts, rows, total_epochs, keep=2):
+        super().__init__()
+        self.folder = pathlib.Path(folder)
+        self.vae, self.optimizers, self.stages, self.counts, self.rows = vae, optimizers, stages, counts, rows
+        self.total_epochs, self.keep = total_epochs, keep
+        self.offset, self.round, self.stage = 0, 0, None
+
+    def at(self, offset, round_index, stage):
+        """This callback for the stage whose first epoch is global epoch `offset` + 1."""
+        self.offset, self.round, self.stage = offset, round_index, stage
+        return self
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not all(math.isfinite(float(v)) for v in (logs or {}).values()):
+            return  # never checkpoint weights that a NaN/inf loss has spoiled
+        import shutil
+
+        number = self.offset + epoch + 1
+        name = f"epoch-{number:04d}"
+        self.folder.mkdir(parents=True, exist_ok=True)
+        tmp = self.folder / f".{name}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            tmp.mkdir(parents=True)
+            arrays = {f"vae/{i}": ops.convert_to_numpy(v) for i, v in enumerate(self.vae.variables)}
+            for net, optimizer in self.optimizers.items():
+                for i, v in enumerate(optimizer.variables):
+                    arrays[f"opt/{net}/{i}"] = ops.convert_to_numpy(v)
+            for stage, model in self.stages.items():
+                arrays[f"seed/{stage}"] = ops.convert_to_numpy(model.seed_generator.state)
+            with open(tmp / "state.npz", "wb") as f:
+                np.savez(f, **arrays)
+            state = {"epoch": number, "total_epochs": self.total_epochs, "round": self.round, "stage": self.stage,
+                     "stage_epoch": epoch + 1, "counts": self.counts, "rows": self.rows}
+            (tmp / "state.json").write_text(json.dumps(state) + "\n")
+            shutil.rmtree(self.folder / name, ignore_errors=True)
+            os.replace(tmp, self.folder / name)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves the previous checkpoint, not a torn one
+            raise
+        for old in sorted(self.folder.glob("epoch-[0-9][0-9][0-9][0-9]"))[: -self.keep]:
+            shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_checkpoint(folder, vae, optimizers, stages, counts, rows, seed=0):
+    """Loads a `StageCheckpoint` into the (built) vae, optimizers and stage models; returns the epochs done."""
+    folder = pathlib.Path(folder)
+    state = json.loads((folder / "state.json").read_text())
+    with np.load(folder / "state.npz") as arrays:
+        saved = [arrays[f"vae/{i}"].shape for i in range(sum(k.startswith("vae/") for k in arrays.files))]
+        if saved != [tuple(v.shape) for v in vae.variables]:
+            raise UserError(f"Checkpoint {str(folder)!r} does not match this model's variables; was the run's config changed?")
+        for i, v in enumerate(vae.variables):
+            v.assign(arrays[f"vae/{i}"])
+        for net, optimizer in optimizers.items():
+            for i, v in enumerate(optimizer.variables):
+                v.assign(arrays[f"opt/{net}/{i}"])
+        for stage in ("identity", "expression"):
+            if f"seed/{stage}" in arrays:
+                stage_model(vae, stage, optimizers, stages, seed=seed).seed_generator.state.assign(arrays[f"seed/{stage}"])
+    counts.update(state["counts"])
+    rows[:] = state["rows"]
+    return int(state["epoch"])
 
 
 def encode(vae, images, batch_size=64, subjects=None):
@@ -395,12 +549,14 @@ def train(*, config, manifest, split, run_dir, quiet=False, resume=False):
     """The `vae_swap` trainer hook of `fer-keras train`: all stages, then ``run_dir/model.keras``.
 
     `config["epochs"]` is epochs *per stage* (the paper: 100, or 50 per stage when iterating).
-    Writes history.csv (stage, round, epoch, seconds, each loss term) and stage_times.json.
+    Writes history.csv (stage, round, epoch, seconds, each loss term), stage_times.json and a
+    checkpoint after every epoch of every stage. `resume`: the checkpoint folder to continue
+    from (True: the run's newest). Called inside the run's tf.distribute strategy scope.
     """
     from fer_keras.training import fit
 
-    if resume:
-        raise UserError("vae_swap runs cannot be resumed yet (its stages keep no per-epoch checkpoints); train it again.")
+    if resume is True:
+        resume = fit.latest_checkpoint(run_dir)
     if split.official:
         raise UserError("vae_swap trains on subject splits (--split kfold): stage 1 pairs images by subject.")
     run_dir = pathlib.Path(run_dir)
@@ -411,7 +567,8 @@ def train(*, config, manifest, split, run_dir, quiet=False, resume=False):
     vae = fit.build_model(config, manifest, **overrides)
     verbose = 0 if quiet else (1 if os.isatty(2) else 2)
     rows = train_vae(vae, data["images"], index, epochs=config["epochs"], batch_size=config["batch_size"],
-                     seed=config["seed"], verbose=verbose)
+                     seed=config["seed"], verbose=verbose, checkpoint_dir=run_dir / "checkpoints",
+                     resume_from=resume or None)
     if any(not math.isfinite(v) for row in rows for k, v in row.items() if isinstance(v, float)):
         raise UserError("Training stopped: a loss became NaN/inf. Lower the alpha weights or check the data.")
     set_centroids(vae, data["images"], data["labels"])

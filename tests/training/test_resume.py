@@ -1,15 +1,17 @@
 """Resume after SIGKILL mid-epoch, and same-seed determinism, through the real CLI in subprocesses."""
 
 import csv
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
-import keras
 import numpy as np
 import pytest
+
+from fer_keras.training.fit import load_model
 
 CLI = [sys.executable, "-m", "fer_keras.cli", "-q"]
 TRAIN = ["train", "--model", "frame_cnn", "--epochs", "3", "--batch-size", "8", "--seed", "3"]
@@ -29,7 +31,7 @@ def workdir(tmp_path_factory):
 
 
 def _weights(path):
-    return keras.saving.load_model(path, compile=False).get_weights()
+    return load_model(path).get_weights()  # registers fer_keras's classes (VAESwap, RAMClassifier ...)
 
 
 def _history(run):
@@ -86,3 +88,77 @@ def test_resume_takes_no_other_options(workdir, uninterrupted):
     done = _run(["train", "--resume", str(uninterrupted), "--model", "convlstm2d_clip"], workdir)
     assert done.returncode == 1
     assert "it takes only --epochs" in done.stderr
+
+
+def _kill_after_first_checkpoint(args, cwd, run, last):
+    """Starts `fer-keras ARGS`, SIGKILLs it once checkpoints/epoch-0001 is committed; checks it was cut short."""
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(CLI + args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "epoch-0001").exists():
+        assert process.poll() is None, "training ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGKILL)
+    assert process.wait() == -signal.SIGKILL
+    assert not (run / "checkpoints" / last).exists(), "the run finished before it was killed"
+    assert not (run / "model.keras").exists()
+
+
+# vae_swap: 2 rounds x (stage 1, stage 2) x 1 epoch = 4 checkpointed epochs; the kill lands in
+# stage 2 of round 0 (its first epoch traces the expression step, seconds on this CPU).
+VAE_TRAIN = ["train", "--model", "vae_swap", "--epochs", "1", "--batch-size", "8", "--folds", "3", "--seed", "4"]
+VAE_CONFIG = {"model_args": {"encoder_filters": [4, 4, 8, 8], "decoder_filters": [8, 4, 4, 4], "latent_dim": 4, "rounds": 2}}
+
+
+@pytest.mark.slow  # three CLI runs that each trace two custom steps: minutes on 2 shared cores
+def test_vae_swap_resume_after_sigkill_matches_uninterrupted_run(workdir):
+    (workdir / "vae.json").write_text(json.dumps(VAE_CONFIG))
+    args = VAE_TRAIN + ["--data", "data", "--config", "vae.json"]
+    done = _run(args + ["--name", "V"], workdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = workdir / "runs" / "VK"
+    _kill_after_first_checkpoint(args + ["--name", "VK"], workdir, run, "epoch-0004")
+    state = json.loads((sorted((run / "checkpoints").glob("epoch-*"))[-1] / "state.json").read_text())
+    assert state["total_epochs"] == 4 and state["stage"] in ("identity", "expression")
+
+    done = _run(["train", "--resume", str(run)], workdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    whole = workdir / "runs" / "V"
+    # Bit-identical: op determinism is on and every state (weights, 4 Adams, seed generators,
+    # lr-decay counts, data order from (seed, round, epoch)) is restored.
+    for a, b in zip(_weights(whole / "model.keras"), _weights(run / "model.keras")):
+        np.testing.assert_array_equal(a, b)
+    drop_seconds = lambda rows: [[c for i, c in enumerate(r) if rows[0][i] != "seconds"] for r in rows]  # noqa: E731
+    assert drop_seconds(_history(run)) == drop_seconds(_history(whole))
+    finished = _run(["train", "--resume", str(run)], workdir)
+    assert finished.returncode == 1 and "already finished" in finished.stderr
+
+
+@pytest.fixture(scope="module")
+def clip_workdir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("resume_clips")
+    done = _run(["prepare", "synth", "--out", "data", "--kind", "sequence", "--subjects", "4",
+                 "--sequences-per-emotion", "1", "--size", "48"], root)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return root
+
+
+# RAM (two losses through RAMClassifier.compute_loss) resumes through the ordinary fit path.
+RAM_TRAIN = ["train", "--model", "econvlstm_ram", "--epochs", "3", "--batch-size", "8", "--image-size", "32",
+             "--clip-length", "4", "--clip-stride", "4", "--folds", "2", "--seed", "2", "--data", "data"]
+
+
+@pytest.mark.slow  # three CLI runs that each trace the RAM model (about a minute each here)
+def test_ram_two_loss_resume_after_sigkill_matches_uninterrupted_run(clip_workdir):
+    done = _run(RAM_TRAIN + ["--name", "R"], clip_workdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = clip_workdir / "runs" / "RK"
+    _kill_after_first_checkpoint(RAM_TRAIN + ["--name", "RK"], clip_workdir, run, "epoch-0003")
+    done = _run(["train", "--resume", str(run)], clip_workdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    whole = clip_workdir / "runs" / "R"
+    assert _history(run) == _history(whole)  # includes attention_loss, the second loss
+    assert "attention_loss" in _history(whole)[0]
+    for a, b in zip(_weights(whole / "model.keras"), _weights(run / "model.keras")):
+        np.testing.assert_array_equal(a, b)
