@@ -123,7 +123,11 @@ def main():
     p.add_argument("--rows", default=",".join(ROWS))
     p.add_argument("--alpha-check", action="store_true")
     p.add_argument("--data", default=None, help="Folder for the generated SynthFER set (default: a temp folder).")
+    p.add_argument("--report-only", action="store_true", help="Rewrite the docs section from benchmarks/results/vae_swap.json.")
     args = p.parse_args()
+    if args.report_only:
+        write_report(_previous())
+        return
     manifest, train, test = load(args)
     setup = (f"SynthFER stills, {args.subjects - args.test_subjects} training / {args.test_subjects} test subjects, "
              f"{args.per_emotion} per emotion ({len(train['images'])} / {len(test['images'])} images), {args.size} px grey, "
@@ -140,22 +144,80 @@ def main():
         result["rows"][name] = {"model": model_name, "overrides": overrides, "train_seconds": seconds,
                                 "epoch_seconds_after_first": times, **metrics}
         print(name, pct(metrics["kmeans_train"]), pct(metrics.get("kmeans_test")), f"{seconds:.0f}s", flush=True)
+    previous = _previous()
+    if "alpha_check" not in result and previous.get("alpha_check"):
+        result["alpha_check"] = previous["alpha_check"]  # kept from the run that measured it
+        result["alpha_check_setup"] = previous.get("alpha_check_setup", previous.get("setup"))
+    elif "alpha_check" in result:
+        result["alpha_check_setup"] = setup
     write_json("vae_swap", result)
+    write_report(result)
+
+
+def _previous():
+    import json
+
+    path = pathlib.Path(__file__).resolve().parent / "results" / "vae_swap.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+# Paper 004 Table 3's orderings (better, worse), on MUG + CK+ test subjects.
+PAPER_ORDERINGS = [
+    ("row2_gan", "row1_two_stage"), ("row3_gan_switch", "row2_gan"), ("row4_iterated", "row3_gan_switch"),
+    ("row1_two_stage", "row6_vae"), ("row8_cvae", "row6_vae"), ("row4_iterated", "row8_cvae"),
+]
+
+
+def _ordering_lines(rows):
+    lines = []
+    for better, worse in PAPER_ORDERINGS:
+        if better not in rows or worse not in rows:
+            continue
+        side = "kmeans_test" if rows[better].get("kmeans_test") and rows[worse].get("kmeans_test") else "kmeans_train"
+        a, b = rows[better][side], rows[worse][side]
+        diff, noise = a["mean"] - b["mean"], 2 * max(a["std"], b["std"])
+        status = "holds" if diff > noise else "reversed" if diff < -noise else "not resolved (within 2 std of the k-means trials)"
+        lines.append(f"- {better} > {worse} ({side.split('_')[1]} subjects): {status}, {100 * diff:+.1f} points")
+    return lines
+
+
+def write_report(result):
+    """The `vae_swap` section of docs/benchmarks.md from a result dict (see main)."""
+    rows = result["rows"]
+    judge = next((r["swap"]["judge_accuracy_on_real_test_images"] for r in rows.values() if r.get("swap")), None)
+    chance = 1 / 7
     lines = [
         "## vae_swap: paper 004 Table 3 on SynthFER (`benchmarks/vae_swap_table3.py`)", "",
-        setup + ".", "",
+        result["setup"] + ".", "",
         "k-means++ accuracy (%) of z_e, mean ± std over trials. Paper columns: MUG + CK+ (195 train / 7 test subjects,",
-        "100 epochs per stage, 50 when iterating). SynthFER numbers are numbers on SynthFER, at a tiny CPU budget.", "",
-        "| row | SynthFER train | SynthFER test | paper train | paper test | s/epoch stage 1 | s/epoch stage 2 |",
-        "|---|---|---|---|---|---|---|",
+        "100 epochs per stage, 50 when iterating). SynthFER numbers are numbers on SynthFER, at a CPU budget far below",
+        "the paper's. Disentanglement columns (SynthFER's exact ground truth, test subjects): *swap -> donor* is the share",
+        "of swapped images (donor's z_e, target's z_i) that an independent frame classifier labels with the donor's",
+        "expression; *identity kept* is the share whose nearest identity (identity-encoder embedding) is the target;",
+        "*AU R²* is the held-out R² of a linear regression from z_e to the true action-unit vector."
+        + (f" The judge classifier scores {100 * judge:.1f} % on real test images, which bounds the swap column." if judge else ""), "",
+        "| row | SynthFER train | SynthFER test | paper train | paper test | swap -> donor | identity kept | AU R² (z_e) | s/epoch stage 1 | s/epoch stage 2 |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in result["rows"].items():
+    for name, r in rows.items():
         t = r["epoch_seconds_after_first"]
+        swap = r.get("swap") or {}
+        donor = f"{100 * swap['swap_matches_donor_expression']:.1f}" if swap else "-"
+        kept = f"{100 * swap['identity_retention']:.1f}" if swap else "-"
+        r2 = f"{r['au_r2_from_z_e']:.3f}" if r.get("au_r2_from_z_e") is not None else "-"
         lines.append(f"| {name} | {pct(r['kmeans_train'])} | {pct(r.get('kmeans_test'))} | {PAPER[name][0]} | {PAPER[name][1]} | "
-                     f"{t['identity']:.1f} | {t['expression']:.1f} |".replace("nan", "-"))
-    lines.append(f"| row5_iterated_128 | not run (CPU budget) | | {PAPER['row5_iterated_128'][0]} | {PAPER['row5_iterated_128'][1]} | | |")
+                     f"{donor} | {kept} | {r2} | {t['identity']:.1f} | {t['expression']:.1f} |".replace("nan", "-"))
+    lines.append(f"| row5_iterated_128 | not run (CPU budget) | | {PAPER['row5_iterated_128'][0]} | {PAPER['row5_iterated_128'][1]} | | | | | |")
+    best = max(max(r["kmeans_train"]["mean"], (r.get("kmeans_test") or {"mean": 0})["mean"]) for r in rows.values())
+    lines += ["", "Orderings of paper 004 Table 3 on SynthFER:", ""] + _ordering_lines(rows)
+    if best < chance + 0.10:
+        lines += ["", f"**Every row is within 10 points of chance ({100 * chance:.1f} % for 7 classes) and the AU R² of z_e is about 0: "
+                  "at this budget no model's z_e encodes the expression, so none of the paper's orderings is confirmed or "
+                  "refuted by these numbers.** The expression is a small pixel change beside SynthFER's per-image pose and "
+                  "lighting, which z_e (everything that is not identity) must also carry; the paper trains on 57x more images "
+                  "for 8x more epochs."]
     if "alpha_check" in result:
-        lines += ["", "Alpha reading check (two-stage model, 1 round):", ""]
+        lines += ["", f"Alpha reading check (two-stage model, 1 round; {result.get('alpha_check_setup', result['setup'])}):", ""]
         for name, a in result["alpha_check"].items():
             lines.append(f"- {name}: stage-2 reconstruction MSE {a['stage2_rec_first_last'][0]:.4f} -> {a['stage2_rec_first_last'][1]:.4f}, "
                          f"KL {a['stage2_kl_last']:.3g}, active units (z_e, z_i) {a['active_units_z_e_z_i']}, "
