@@ -207,22 +207,25 @@ for _name, _help in (
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False), help="JSON config (CLI options win).")
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
 @click.option("--name", default=None, help="Run folder name (default: <model>-<time>).")
+@click.option("--strategy", default=None, type=click.Choice(["default", "mirrored", "multiworker"]),
+              help="tf.distribute: one device, this machine's GPUs, or the workers in TF_CONFIG (docs/scaling.md). "
+                   "--batch-size is the global batch.")
 @click.option("--resume", "resume_run", default=None, type=click.Path(file_okay=False),
               help="Continue a killed run from its last complete epoch (with --epochs N: extend it).")
 @click.pass_context
 def train_cmd(ctx, model, data, model_size, epochs, batch_size, learning_rate, folds, fold, split, image_size,
-              clip_length, clip_stride, streams, seed, synth_subjects, config_file, out, name, resume_run):
+              clip_length, clip_stride, streams, seed, synth_subjects, config_file, out, name, strategy, resume_run):
     """Train a model into runs/<name>/."""
     from fer_keras.training import config as config_lib
 
     quiet = ctx.find_root().params["quiet"]
     if resume_run:
-        given = [k for k, v in ctx.params.items() if v is not None and k not in ("resume_run", "epochs", "out")]
+        given = [k for k, v in ctx.params.items() if v is not None and k not in ("resume_run", "epochs", "out", "strategy")]
         if given:
-            raise UserError(f"--resume continues a run with its own configuration; it takes only --epochs. Received also: {', '.join(given)}")
+            raise UserError(f"--resume continues a run with its own configuration; it takes only --epochs and --strategy. Received also: {', '.join(given)}")
         from fer_keras.training.fit import resume
 
-        run_dir = resume(resume_run, epochs=epochs, quiet=quiet)
+        run_dir = resume(resume_run, epochs=epochs, quiet=quiet, strategy=strategy)
         _echo(ctx, f"Resumed and finished {run_dir}")
         return
 
@@ -230,7 +233,7 @@ def train_cmd(ctx, model, data, model_size, epochs, batch_size, learning_rate, f
     config = config_lib.resolve(
         file_config, model=model, data=data, size=model_size, epochs=epochs, batch_size=batch_size,
         learning_rate=learning_rate, folds=folds, fold=fold, split=split, image_size=image_size,
-        clip_length=clip_length, clip_stride=clip_stride, streams=streams, seed=seed,
+        clip_length=clip_length, clip_stride=clip_stride, streams=streams, seed=seed, strategy=strategy,
         synth={"subjects": synth_subjects} if synth_subjects else None,
     )
     from fer_keras.training.fit import train
@@ -267,14 +270,19 @@ def evaluate_cmd(ctx, run, protocol, folds, epochs):
 
 @cli.command("explain")
 @click.argument("run", type=click.Path())
+@click.argument("image", required=False, default=None, type=click.Path(exists=True, dir_okay=False))
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Folder for the PNGs (default RUN/explain).")
-@click.option("--count", default=8, show_default=True, type=click.IntRange(1, 256), help="Test samples to explain.")
+@click.option("--count", default=8, show_default=True, type=click.IntRange(1, 256), help="Test samples to explain (without IMAGE).")
 @click.pass_context
-def explain_cmd(ctx, run, out, count):
-    """Overlay what a run's model attends to on test samples: RAM attention maps, or Grad-CAM++."""
+def explain_cmd(ctx, run, image, out, count):
+    """Overlay what a run's model attends to, on IMAGE's faces or on test samples.
+
+    RAM attention maps; Grad-CAM++ (landmark_arm: on the RGB branch's ResNet stage 4 and on the
+    landmark CNN's 5th conv); sae/sdae: thresholded first-layer weights (input saliency).
+    """
     from fer_keras.evaluation.explain import explain_run
 
-    paths = explain_run(run, out_dir=out, count=count)
+    paths = explain_run(run, out_dir=out, count=count, image=image)
     _echo(ctx, f"Wrote {len(paths)} overlays to {paths[0].parent}")
 
 
@@ -318,11 +326,17 @@ def generate_interpolate_cmd(ctx, run, a, b, out):
 @cli.command("export")
 @click.argument("run", type=click.Path())
 @click.option("--format", "fmt", type=click.Choice(["tflite", "savedmodel"]), default="tflite", show_default=True)
-@click.option("--quantize", type=click.Choice(["none", "float16", "int8"]), default="none", show_default=True)
+@click.option("--quantize", type=click.Choice(["none", "float16", "int8", "int16x8"]), default="none", show_default=True,
+              help="TFLite weights/activations: float32, float16 weights, full int8 (int8 I/O), or int16 activations "
+                   "with int8 weights (int16 I/O; closer to float, for still models and --streaming step models).")
 @click.option("--out", default="exports", show_default=True, type=click.Path(file_okay=False))
+@click.option("--streaming", is_flag=True,
+              help="TFLite: a per-frame step model of a clip model (one frame + recurrent states in, probabilities + new states out).")
 @click.pass_context
-def export_cmd(ctx, run, fmt, quantize, out):
+def export_cmd(ctx, run, fmt, quantize, out, streaming):
     """Export a run to TFLite (builtin ops only, parity-checked) or a SavedModel for TF Serving."""
+    if streaming and fmt != "tflite":
+        raise UserError("--streaming applies to --format tflite (the SavedModel of a clip model has a stream_step signature).")
     if _run_family(run) == "vae_swap":
         from fer_keras.exports import vae_swap as vae_export
 
@@ -335,7 +349,16 @@ def export_cmd(ctx, run, fmt, quantize, out):
             path, meta = vae_export.export_expression_tflite(run, out=out)
             _echo(ctx, f"Wrote the expression encoder {path}; {json.dumps(meta.get('parity', {}))}")
         return
-    if fmt == "tflite":
+    if fmt == "tflite" and streaming:
+        from fer_keras.exports.streaming import export_streaming
+
+        path, meta = export_streaming(run, out=out, quantize=quantize)
+        p = meta["parity"]
+        _echo(ctx, f"Wrote streaming step model {path} ({path.stat().st_size / 1024:.0f} KiB, {len(meta['states'])} states, "
+                   f"reset every {meta['reset_every']} frames). After T frames vs the clip model on {p['samples']} {p['on']}: "
+                   f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f}, "
+                   f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}")
+    elif fmt == "tflite":
         from fer_keras.exports.tflite import export_tflite
 
         path, meta = export_tflite(run, out=out, quantize=quantize)
@@ -349,30 +372,48 @@ def export_cmd(ctx, run, fmt, quantize, out):
         from fer_keras.exports.savedmodel import export_savedmodel
 
         path = export_savedmodel(run, out=out)
-        _echo(ctx, f"Wrote SavedModel {path} (signature serving_default)")
+        signatures = json.loads((path / "assets.extra" / "fer_keras.json").read_text()).get("signatures", ["serving_default"])
+        _echo(ctx, f"Wrote SavedModel {path} (signatures {', '.join(signatures)})")
 
 
 @cli.command("predict")
 @click.argument("model_path", type=click.Path())
-@click.argument("inputs", nargs=-1, required=True, type=click.Path())
+@click.argument("inputs", nargs=-1, required=False, type=click.Path())
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Write records to .jsonl or .csv (default: stdout).")
 @click.option("--detect", type=click.Choice(["dlib", "none"]), default="dlib", show_default=True,
-              help="dlib: detect, landmark and align faces; none: each image is an aligned face crop.")
+              help="dlib: detect, landmark and align faces; none: each image is an aligned face crop "
+                   "(not for models that also take landmarks, e.g. landmark_arm).")
 @click.option("--annotate", default=None, type=click.Path(),
               help="Draw boxes and labels: a folder (images, and one .mp4 per video), or an .mp4 for a single video.")
 @click.option("--smoothing", default=0.6, show_default=True, type=click.FloatRange(0.0, 0.99),
               help="Video: weight of the past in the moving average of probabilities.")
+@click.option("--streaming", is_flag=True,
+              help="Run a clip model's run folder frame by frame (states carried); a stream_*.tflite always streams.")
+@click.option("--webcam", default=None, type=click.IntRange(0), help="Live: read OpenCV camera N instead of INPUTS (Ctrl-C stops).")
+@click.option("--show", is_flag=True, help="With --webcam: show the annotated frames in a window ('q' stops).")
+@click.option("--max-frames", default=None, type=click.IntRange(1), help="With --webcam: stop after N frames.")
 @click.pass_context
-def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing):
-    """Predict the expression of faces in images, folders or videos, with a run, a SavedModel or a .tflite."""
+def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, streaming, webcam, show, max_frames):
+    """Predict the expression of faces in images, folders, videos or a webcam, with a run, a SavedModel or a .tflite."""
     from fer_keras.inference.images import VIDEO_SUFFIXES, expand_inputs
     from fer_keras.inference.predictor import Predictor, annotate_image
     from fer_keras.inference.writer import write_records
 
-    files = expand_inputs(inputs)
-    predictor = Predictor(model_path, detect=detect)
-    records = []
+    if (webcam is None) == (not inputs):
+        raise UserError("Give IMAGE, FOLDER or VIDEO inputs, or --webcam N (not both).")
+    if webcam is None and (show or max_frames):
+        raise UserError("--show and --max-frames apply to --webcam only.")
     quiet = ctx.find_root().params["quiet"]
+    if webcam is not None:
+        predictor = Predictor(model_path, detect=detect, streaming=streaming)
+        records = predictor.predict_webcam(webcam, annotate=annotate, smoothing=smoothing, show=show, max_frames=max_frames)
+        write_records(records, out)
+        if out:
+            _echo(ctx, f"{sum(1 for r in records if not r.get('error'))} faces in {len(records)} webcam frames -> {out}")
+        return
+    files = expand_inputs(inputs)
+    predictor = Predictor(model_path, detect=detect, streaming=streaming)
+    records = []
     videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
     single_video_file = annotate and pathlib.Path(annotate).suffix.lower() in (".mp4", ".avi") and len(videos) == 1 and len(files) == 1
     for path in _iter(files, quiet):

@@ -5,8 +5,19 @@ The folder is written as ``.<version>.tmp`` and renamed when complete, so TF Ser
 watches the base path) never sees a half-written version.
 
 Signature ``serving_default``: input ``images`` (still models, float32 (N, H, W, C) raw pixels
-0..255) or ``frames`` (clip models, (N, T, H, W, C)); outputs ``probabilities`` (N, K),
-``label_index`` (N,) int64 and ``label_name`` (N,) string.
+0..255) or ``frames`` (clip models, (N, T, H, W, C); two-stream models take ``rgb`` and ``flow``
+(N, T, H, W, 2) instead; ``landmark_arm`` takes ``images`` and ``landmarks``, float32 (N, 68, 2):
+dlib's 68 points (x, y) in pixels of the aligned crop fed as ``images``); outputs
+``probabilities`` (N, K), ``label_index`` (N,) int64 and ``label_name`` (N,) string.
+
+Family-specific signatures:
+- ``attention`` (RAM models): the same inputs -> ``probabilities`` (N, K), ``attention_maps``
+  (N, T, h, w, 1) (the RAM's maps M_t in [0, 1], one per frame) and ``attention_logits`` (N, K).
+- ``stream_step`` (clip models that stream, see `fer_keras.exports.streaming`): one frame
+  ``frame`` (N, H, W, C) (or ``rgb`` and ``flow``) and every recurrent state (``<layer>_<role>``,
+  (N, h, w, filters), zeros before a clip's first frame) -> ``probabilities``, ``attention_map``
+  (RAM models) and ``<state>_next`` for every state, to feed back with the next frame.
+  ``assets.extra/fer_keras.json`` lists the states and their shapes under ``"stream_step"``.
 """
 
 import errno
@@ -38,10 +49,14 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
     final = base / str(version)
     if final.exists():
         raise UserError(f"Export version {final} already exists; versions are never overwritten.")
-    kind = get_spec(config["model"]).kind
-    input_name = "frames" if kind == "clip" else "images"
+    spec = get_spec(config["model"])
+    input_name = "frames" if spec.kind == "clip" else "images"
     shape = [None] + [int(d) for d in model.inputs[0].shape[1:]]
     names = tf.constant(manifest["labels"])
+    if len(model.inputs) == 1:
+        signature = [tf.TensorSpec(shape, tf.float32, name=input_name)]
+    else:  # named inputs: "rgb" and "flow" (two streams), or "images" and "landmarks" (landmark_arm)
+        signature = [{t.name: tf.TensorSpec([None] + [int(d) for d in t.shape[1:]], tf.float32, name=t.name) for t in model.inputs}]
 
     def serve(x):
         probabilities = model(x, training=False)
@@ -50,7 +65,35 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", serve, input_signature=[tf.TensorSpec(shape, tf.float32, name=input_name)])
+    archive.add_endpoint("serving_default", serve, input_signature=signature)
+    signatures = ["serving_default"]
+    if spec.family == "ram":
+
+        def attention(x):
+            out = model.explain(x, training=False)
+            return {"probabilities": out["probabilities"], "attention_maps": out["attention_maps"],
+                    "attention_logits": out["attention_logits"]}
+
+        archive.add_endpoint("attention", attention, input_signature=signature)
+        signatures.append("attention")
+    stream_info = None
+    if spec.kind == "clip":
+        from fer_keras.exports.streaming import StreamingStep
+
+        try:
+            step = StreamingStep(model)
+        except UserError:
+            step = None  # a clip model that cannot stream keeps serving_default only
+        if step is not None:
+            archive.add_endpoint("stream_step", step, input_signature=[step.input_signature(batch_size=None)])
+            signatures.append("stream_step")
+            stream_info = {
+                "frame_inputs": {n: [None, *s] for n, s in step.frame_shapes.items()},
+                "states": [{"name": s["name"], "shape": [None, *s["shape"]], "role": s["role"], "initial": "zeros",
+                            "feed_back_from": f"{s['name']}_next"} for s in step.state_specs],
+                "outputs": step.output_names,
+                "reset_every": step.clip_length,
+            }
     tmp = base / f".{version}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     base.mkdir(parents=True, exist_ok=True)
@@ -59,7 +102,9 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
         (tmp / "assets.extra").mkdir(exist_ok=True)
         (tmp / "assets.extra" / "fer_keras.json").write_text(
             json.dumps({"model": config["model"], "run": run_dir.name, "labels": manifest["labels"], "input": input_name,
-                        "input_shape": shape, "normalisation": "raw pixel values 0..255"}, indent=2) + "\n"
+                        "input_shape": shape, "normalisation": "raw pixel values 0..255", "signatures": signatures,
+                        "inputs": _inputs_info(signature, input_name),
+                        **({"stream_step": stream_info} if stream_info else {})}, indent=2) + "\n"
         )
         os.replace(tmp, final)
     except OSError as e:
@@ -71,3 +116,21 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return final
+
+
+def _inputs_info(signature, input_name):
+    """Every serving_default input: name, shape (None = any batch), dtype and meaning."""
+    from fer_keras.exports.tflite import LANDMARKS_DESCRIPTION
+
+    specs = signature[0] if isinstance(signature[0], dict) else {input_name: signature[0]}
+    info = []
+    for name, spec in specs.items():
+        entry = {"name": name, "shape": spec.shape.as_list(), "dtype": spec.dtype.name}
+        if name == "landmarks":
+            entry.update(points=int(spec.shape[1]), units=LANDMARKS_DESCRIPTION)
+        elif name == "flow":
+            entry["units"] = "optical flow in pixels per frame, x then y (the model scales it inside)"
+        else:
+            entry["normalisation"] = "raw pixel values 0..255 (the model rescales inside); grey when channels == 1"
+        info.append(entry)
+    return info

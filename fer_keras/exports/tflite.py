@@ -6,9 +6,23 @@ weights are copied in, and the converter may use TFLITE_BUILTINS only, so a mode
 need SELECT_TF_OPS fails loudly here instead of on a phone.
 
 Written to ``exports/<run>/tflite/model_<quantize>.tflite`` with ``model_<quantize>.json``
-beside it: labels, input shape and dtype, normalisation, int8 scales, and the measured parity.
+beside it: labels, every input's shape, dtype and meaning, normalisation, int8/int16 scales, and
+the measured parity.
+
+Quantisation: ``none`` (float32), ``float16`` (weights), ``int8`` (full integer, int8 I/O) and
+``int16x8`` (int8 weights, int16 activations and I/O; closer to float than int8, see
+benchmarks/int8_parity.py; TFLite's quantiser aborts the process on whole unrolled clip models,
+so for those it is offered for the ``--streaming`` step model only).
+
+``landmark_arm`` takes two inputs through the signature, ``images`` (1, H, W, C) and
+``landmarks`` (1, 68, 2): dlib's 68 points in the aligned crop's pixels (see
+`LANDMARKS_DESCRIPTION`). Its int8 model keeps the landmarks input and the heatmap drawing in
+float32 (`FLOAT_SCOPES`) and quantises everything after the heatmap; the metadata JSON says so.
+Keras' float argmax is traced as a plain ARG_MAX (`builtin_argmax`), or the fusion's agreement
+test would need the non-builtin BitwiseAnd.
 """
 
+import contextlib
 import json
 import pathlib
 import tempfile
@@ -19,7 +33,11 @@ import tensorflow as tf
 from fer_keras import atomic
 from fer_keras.errors import UserError
 
-QUANTIZE = ("none", "float16", "int8")
+QUANTIZE = ("none", "float16", "int8", "int16x8")
+# Layers whose ops stay float32 in an int8 model (their inputs then stay float32 too): landmark_arm's
+# heatmap drawing is pixel geometry (an affine fit, rounding to pixels, one-hot scatter); int8 steps
+# of ~0.2 px in the landmark coordinates and in the fitted transform would move the drawn dots.
+FLOAT_SCOPES = ("landmark_heatmap",)
 
 
 def rebuild_for_device(config, manifest, model):
@@ -39,27 +57,80 @@ def _takes_unroll(config):
     return "unroll" in inspect.signature(get_spec(config["model"]).builder).parameters
 
 
-def convert(model, *, quantize="none", representative=None):
-    """Keras model (fixed batch 1) -> TFLite flatbuffer bytes, builtin ops only."""
+def convert(model, *, quantize="none", representative=None, float_io=False):
+    """Keras model (fixed batch 1) -> TFLite flatbuffer bytes, builtin ops only.
+
+    A model with several inputs (RGB + flow streams; images + landmarks) gets one named signature
+    input each.
+    """
+    names = input_names(model)
+    if len(names) == 1:
+        signature = [tf.TensorSpec(model.inputs[0].shape, tf.float32, name="inputs")]
+    else:  # several streams (RGB + flow): one named signature input each
+        signature = [{name: tf.TensorSpec(t.shape, tf.float32, name=name) for name, t in zip(names, model.inputs)}]
+    return convert_function(model, lambda x: model(x, training=False), signature, quantize=quantize,
+                            representative=representative, float_io=float_io)
+
+
+def convert_function(model, fn, input_signature, *, quantize="none", representative=None, float_io=False):
+    """`fn` (using `model`'s weights) with a fixed-shape `input_signature` -> TFLite bytes, builtin ops only.
+
+    `input_signature` is a list of one `tf.TensorSpec`, or of one {name: TensorSpec} dict (the
+    signature's named inputs); a dict returned by `fn` names the signature's outputs.
+
+    quantize: "none" (float32), "float16" (float16 weights), "int8" (full-integer: int8 weights
+    and activations, int8 input and output, calibrated on `representative`, at least 100
+    samples), or "int16x8" (int8 weights, int16 activations, int16 input and output: TFLite's
+    EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 ops set). `float_io`: with
+    int8/int16x8, keep every input and output float32 (the ops are quantised, the model
+    quantises its inputs and dequantises its outputs itself). The ops of `FLOAT_SCOPES` layers
+    stay float32 under int8, and so does an input that only they read (landmark_arm's landmarks).
+    """
     if quantize not in QUANTIZE:
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZE)}. Received: {quantize!r}")
     # Through a SavedModel: the converter then freezes the weights into constants (a concrete
     # function of a Keras 3 model would keep them as resource variables, READ_VARIABLE ops).
     import keras
 
-    archive = keras.export.ExportArchive()
-    archive.track(model)
-    names = input_names(model)
-    if len(names) == 1:
-        spec = tf.TensorSpec(model.inputs[0].shape, tf.float32, name="inputs")
-        archive.add_endpoint("serving_default", lambda x: model(x, training=False), input_signature=[spec])
-    else:  # several streams (RGB + flow): one named signature input each
-        specs = {name: tf.TensorSpec(t.shape, tf.float32, name=name) for name, t in zip(names, model.inputs)}
-        archive.add_endpoint("serving_default", lambda x: model(x, training=False), input_signature=[specs])
-    with tempfile.TemporaryDirectory() as tmp:
+    with builtin_argmax(), tempfile.TemporaryDirectory() as tmp:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint("serving_default", fn, input_signature=input_signature)
         archive.write_out(tmp, verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
-        return _run_converter(converter, quantize, representative)
+        float_scopes = any(layer.name in FLOAT_SCOPES for layer in model._flatten_layers(include_self=False, recursive=True))
+        return _run_converter(converter, quantize, representative, float_io=float_io, float_scopes=float_scopes)
+
+
+@contextlib.contextmanager
+def builtin_argmax():
+    """Traces `keras.ops.argmax`/`argmin` as plain `tf.argmax`/`tf.argmin` (TFLite ARG_MAX/ARG_MIN).
+
+    Keras 3's TensorFlow backend guards float argmax against flush-to-zero with a sign-bit test
+    (`bitcast` + `BitwiseAnd`), and BitwiseAnd is no TFLite builtin: a model that takes an argmax
+    inside (landmark_arm's fusion: do the two branches agree?) would not convert. The guard only
+    changes the answer for a tie between 0.0 and -0.0, which probabilities never hold.
+    """
+    from keras.src.backend.tensorflow import numpy as tf_numpy
+
+    saved = tf_numpy.argmax, tf_numpy.argmin
+
+    def _plain(tf_fn):
+        def fn(x, axis=None, keepdims=False):
+            x = tf.convert_to_tensor(x)
+            flat = tf.reshape(x, [-1]) if axis is None else x
+            y = tf_fn(flat, axis=0 if axis is None else axis, output_type=tf.int32)
+            if keepdims:
+                y = tf.reshape(y, [1] * len(x.shape)) if axis is None else tf.expand_dims(y, axis)
+            return y
+
+        return fn
+
+    tf_numpy.argmax, tf_numpy.argmin = _plain(tf.argmax), _plain(tf.argmin)
+    try:
+        yield
+    finally:
+        tf_numpy.argmax, tf_numpy.argmin = saved
 
 
 def input_names(model):
@@ -67,24 +138,58 @@ def input_names(model):
     return [t.name.split(":")[0] for t in model.inputs]
 
 
-def _run_converter(converter, quantize, representative):
+def _run_converter(converter, quantize, representative, float_io=False, float_scopes=False):
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
     if quantize == "float16":
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         converter.target_spec.supported_types = [tf.float16]
-    elif quantize == "int8":
+    elif quantize in ("int8", "int16x8"):
         if representative is None or len(representative) < 100:
-            raise UserError("int8 quantisation needs a representative dataset of at least 100 training samples.")
+            raise UserError(f"{quantize} quantisation needs a representative dataset of at least 100 training samples.")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        converter.inference_input_type = tf.int8
-        converter.inference_output_type = tf.int8
+        if quantize == "int8":
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        else:  # an op without a 16x8 kernel (e.g. NEG in the Enhanced cells) stays float32 between (de)quantise ops
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8,
+                                                   tf.lite.OpsSet.TFLITE_BUILTINS]
+        io_type = tf.float32 if float_io else (tf.int8 if quantize == "int8" else tf.int16)
+        converter.inference_input_type = io_type
+        converter.inference_output_type = io_type
         converter.representative_dataset = lambda: (_representative_item(x) for x in representative)
     try:
+        if quantize == "int8" and float_scopes:
+            return _int8_with_float_scopes(converter)
         return converter.convert()
+    except UserError:
+        raise
     except Exception as e:  # the converter raises ConverterError and friends, with long logs
         first = next((line for line in str(e).splitlines() if "error" in line.lower()), str(e).splitlines()[0])
         raise UserError(f"TFLite conversion with builtin ops only failed: {first.strip()}") from None
+
+
+def _int8_with_float_scopes(converter):
+    """Full-integer conversion, except the ops of `FLOAT_SCOPES` layers (float32, with their inputs).
+
+    Calibrate, quantise with those ops denylisted (MLIR quantiser), then set the I/O types; an
+    input read only by float ops keeps float32 (TFLite's converter leaves such an input at its
+    original type).
+    """
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.lite.python import convert as tfl_convert
+    from tensorflow.lite.python import util as tfl_util
+
+    io_in, io_out = converter.inference_input_type, converter.inference_output_type
+    converter._experimental_calibrate_only = True  # the documented route of tf.lite.experimental.QuantizationDebugger
+    calibrated = converter.convert()
+    interpreter = Interpreter(model_content=calibrated)
+    names = [d["name"] for d in interpreter.get_tensor_details()]
+    denylisted = sorted({names[i] for op in interpreter._get_ops_details() for i in op["outputs"]
+                         if any(f"/{scope}" in names[i] for scope in FLOAT_SCOPES)})
+    quantised = tfl_convert.mlir_quantize(calibrated, fully_quantize=False, input_data_type=tf.float32,
+                                          output_data_type=tf.float32, denylisted_nodes=denylisted or None)
+    if io_in == tf.float32 and io_out == tf.float32:
+        return quantised
+    return tfl_util.modify_model_io_type(quantised, io_in, io_out)
 
 
 def _representative_item(x):
@@ -94,10 +199,11 @@ def _representative_item(x):
 
 
 class LiteRTModel:
-    """Runs a .tflite model with `ai_edge_litert` on float pixel inputs, (de)quantising int8 I/O.
+    """Runs a .tflite model with `ai_edge_litert` on float inputs, (de)quantising int8/int16 I/O.
 
     Inputs go through the model's signature: one array for a one-input model, or a dict
-    {"rgb": ..., "flow": ...} for a two-stream one.
+    {"rgb": ..., "flow": ...} for a two-stream one, {"images": ..., "landmarks": ...} for
+    landmark_arm.
     """
 
     def __init__(self, path_or_bytes, num_threads=1):
@@ -120,11 +226,7 @@ class LiteRTModel:
 
     @staticmethod
     def _quantise(x, details):
-        x = np.asarray(x, np.float32).reshape(details["shape"])
-        if details["dtype"] == np.int8:
-            scale, zero = details["quantization"]
-            x = np.clip(np.round(x / scale + zero), -128, 127).astype(np.int8)
-        return x
+        return quantise(x, details)
 
     def __call__(self, x):
         """x: float input (with or without the batch axis of 1), or a dict of them -> probabilities (K,)."""
@@ -134,11 +236,26 @@ class LiteRTModel:
         else:
             feed = {name: self._quantise(x[name], details) for name, details in self.inputs.items()}
         (y,) = self.runner(**feed).values() if len(self.outputs) == 1 else [self.runner(**feed)[next(iter(self.outputs))]]
-        y = y[0]
-        if self.output["dtype"] == np.int8:
-            scale, zero = self.output["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y
+        return dequantise(y, self.output)[0]
+
+
+def quantise(x, details):
+    """Float array -> the input's dtype: int8/int16 with its scale and zero point, else float32."""
+    x = np.asarray(x, np.float32).reshape(details["shape"])
+    dtype = np.dtype(details["dtype"])
+    if dtype in (np.int8, np.int16):
+        scale, zero = details["quantization"]
+        info = np.iinfo(dtype)
+        x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(dtype)
+    return x
+
+
+def dequantise(y, details):
+    """An output of int8/int16 (with its scale and zero point) or float -> float32."""
+    if np.dtype(details["dtype"]) in (np.int8, np.int16):
+        scale, zero = details["quantization"]
+        return (y.astype(np.float32) - zero) * scale
+    return y.astype(np.float32)
 
 
 def parity(keras_model, lite, samples):
@@ -175,51 +292,93 @@ def collect(dataset, limit):
     return np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
 
 
-def export_tflite(run_dir, *, out="exports", quantize="none"):
-    """Exports a run's model; returns (path of the .tflite, metadata dict)."""
+LANDMARKS_DESCRIPTION = (
+    "68 dlib / iBUG 300-W face landmarks (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67), "
+    "(x, y) in pixels of the aligned face crop that is fed as 'images' (x to the right, y down, origin at the "
+    "crop's top-left pixel centre): dlib's points mapped by the same similarity transform that cut the crop "
+    "(fer_keras.data_prep.faces.align_face). The model draws its landmark heatmap from them after its own "
+    "eye/mouth alignment (paper 003, sec. 4.4), so any consistent pixel frame gives the same heatmap. "
+    "Non-finite (NaN) points count as missing; all missing -> a black heatmap."
+)
+
+
+def _quantization(details):
+    if np.dtype(details["dtype"]) in (np.int8, np.int16):
+        return [float(v) for v in details["quantization"]]
+    return None
+
+
+def input_metadata(name, details, quantize):
+    """One input's entry of the metadata JSON: name, shape, dtype, (de)quantisation and meaning."""
+    entry = {"name": name, "shape": [int(v) for v in details["shape"]], "dtype": str(np.dtype(details["dtype"])),
+             "quantization": _quantization(details)}
+    if name == "flow":
+        entry["units"] = "optical flow in pixels per frame, x then y (the model scales it inside)"
+    elif name == "landmarks":
+        entry.update(layout="(batch, point, xy)", points=68, units=LANDMARKS_DESCRIPTION)
+        if quantize == "int8" and entry["dtype"] == "float32":
+            entry["why_float"] = (
+                "int8 model with float32 landmarks: the heatmap drawing (affine fit, rounding to pixels, one-hot "
+                "scatter) stays float32 and the ops after it are int8. Full-int8 landmarks would step by about "
+                "0.2 px of the crop (scale over the calibrated range), moving the drawn dots by a pixel or more "
+                "at the 128 px heatmap; see benchmarks/int8_parity.py for the measured agreement of both."
+            )
+    else:
+        entry["normalisation"] = "raw pixel values 0..255 (the model rescales inside); grey when channels == 1"
+    return entry
+
+
+def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
+    """Exports a run's model; returns (path of the .tflite, metadata dict).
+
+    `float_io`: int8/int16x8 with float32 inputs and outputs (the ops stay quantised).
+    """
     from fer_keras.data.splits import Split
     from fer_keras.training import fit
 
     run_dir = pathlib.Path(run_dir)
     config, manifest, model = fit.load_run(run_dir)
+    if quantize == "int16x8" and len(model.inputs[0].shape) == 5:
+        # Measured on convlstm (benchmarks/int8_parity.py): TFLite's int16x8 quantiser aborts the whole
+        # process (a C++ abort, nothing to catch) on the unrolled clip model; the step model converts.
+        raise UserError("--quantize int16x8 of a whole clip model aborts TFLite's converter; export the per-frame "
+                        "step model instead: --streaming --quantize int16x8.")
     device_model = rebuild_for_device(config, manifest, model)
     split = Split.from_dict(config["split_subjects"])
     representative = None
-    if quantize == "int8":
+    if quantize in ("int8", "int16x8"):
         representative, _ = collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), 200)
         representative = _unbatch(representative)
-    flatbuffer = convert(device_model, quantize=quantize, representative=representative)
+    flatbuffer = convert(device_model, quantize=quantize, representative=representative, float_io=float_io)
 
     test_x, test_y = collect(fit.make_dataset(config, manifest, split, "test", batch_size=64), 200)
     lite = LiteRTModel(flatbuffer)
     check = parity(model, lite, test_x)
-    keras_acc = float(np.mean(model.predict(test_x, verbose=0).argmax(1) == test_y))
+    keras_acc = float(np.mean(_probabilities(model, test_x).argmax(1) == test_y))
     lite_acc = float(np.mean(np.stack([lite(x) for x in _unbatch(test_x)]).argmax(1) == test_y))
     check.update(keras_accuracy=keras_acc, tflite_accuracy=lite_acc, accuracy_drop=keras_acc - lite_acc,
                  on="held-out " + ("SynthFER" if manifest["dataset"] == "synthfer" else manifest["dataset"]) + " test subjects")
 
     folder = pathlib.Path(out) / run_dir.name / "tflite"
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"model_{quantize}.tflite"
-    inputs = [
-        {"name": name, "shape": [int(v) for v in d["shape"]], "dtype": str(np.dtype(d["dtype"])),
-         "quantization": [float(v) for v in d["quantization"]] if quantize == "int8" else None,
-         **({"units": "optical flow in pixels per frame, x then y (the model scales it inside)"} if name == "flow" else {})}
-        for name, d in lite.inputs.items()
-    ]
-    rank = len(inputs[0]["shape"])
+    suffix = quantize + ("_float_io" if float_io and quantize in ("int8", "int16x8") else "")
+    path = folder / f"model_{suffix}.tflite"
+    inputs = [input_metadata(name, d, quantize) for name, d in lite.inputs.items()]
+    main = next(i for i in inputs if i["name"] not in ("landmarks", "flow"))
+    rank = len(main["shape"])
     metadata = {
         "model": config["model"],
         "run": run_dir.name,
         "format": "tflite",
         "quantize": quantize,
+        "float_io": bool(float_io),
         "labels": manifest["labels"],
         "label_set": manifest["label_set"],
-        "input": dict(inputs[0], layout="NTHWC" if rank == 5 else "NHWC",
-                      normalisation="raw pixel values 0..255 (the model rescales inside); grey when channels == 1"),
+        "signature": "serving_default",
+        "input": dict(main, layout="NTHWC" if rank == 5 else "NHWC"),
         "inputs": inputs,
         "output": {"name": "probabilities", "dtype": str(np.dtype(lite.output["dtype"])),
-                   "quantization": [float(v) for v in lite.output["quantization"]] if quantize == "int8" else None},
+                   "quantization": _quantization(lite.output)},
         "clip_length": config["clip_length"] if rank == 5 else None,
         "face_alignment": "similarity transform of eye centres and mouth centre (fer_keras.data_prep.faces.align_face)",
         "parity": check,
@@ -227,3 +386,8 @@ def export_tflite(run_dir, *, out="exports", quantize="none"):
     # The model and its metadata land together or not at all.
     atomic.write_files([(path, flatbuffer), (path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())])
     return path, metadata
+
+
+def _probabilities(model, x):
+    y = model.predict(x, verbose=0, batch_size=32)
+    return y["probabilities"] if isinstance(y, dict) else y

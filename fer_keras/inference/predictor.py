@@ -2,6 +2,20 @@
 
 One record per face: file, face index, box, landmarks, label, scores. An image where no face
 is found is recorded with ``"error": "no face found"`` rather than stopping the batch.
+
+Videos and webcams run a clip model in one of two ways: over a sliding window of the last T
+aligned faces (the clip model itself, T times the work per frame), or, with a streaming step
+model (a ``stream_*.tflite`` from ``export --streaming``, or a run folder with
+``streaming=True``), one frame at a time with the recurrent states carried from frame to frame
+and zeroed every T frames (see `fer_keras.exports.streaming`). Either way the probabilities
+are smoothed with an exponential moving average.
+
+Models that also take face landmarks (``landmark_arm``: inputs ``images`` and ``landmarks``) get
+dlib's 68 points mapped into the aligned crop by the same similarity transform that cut it
+(`fer_keras.data_prep.faces.align_face`), for a run folder, a SavedModel and a .tflite alike.
+With ``detect="none"`` there are no landmarks, and such a model is refused with a `UserError`
+rather than run on a black heatmap: the whole image could be given to dlib's shape predictor as
+the face box, but its 68 points are only trustworthy inside a box from dlib's own detector.
 """
 
 import json
@@ -14,6 +28,10 @@ from fer_keras.data_prep import faces
 from fer_keras.errors import UserError
 from fer_keras.inference.images import read_rgb
 
+# dlib HOG+SVM scores below this are dropped: weak boxes on textured backgrounds (the astronaut's
+# suit scores 0.12 at upsample 1, her face 1.16) would otherwise be reported as faces.
+DETECTION_MIN_SCORE = 0.3
+
 
 class _KerasBackend:
     def __init__(self, run_dir):
@@ -22,11 +40,19 @@ class _KerasBackend:
         config, manifest, model = fit.load_run(run_dir)
         self.model = model
         self.labels = manifest["labels"]
-        self.input_shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        names = [t.name.split(":")[0] for t in model.inputs]
+        self.takes_landmarks = "landmarks" in names
+        image_input = model.inputs[names.index("images")] if self.takes_landmarks else model.inputs[0]
+        self.input_shape = tuple(int(d) for d in image_input.shape[1:])
+        if len(model.inputs) > 1 and not self.takes_landmarks:
+            self.input_shape = {n: tuple(int(d) for d in t.shape[1:]) for n, t in zip(names, model.inputs)}
         self.source = f"keras run {run_dir}"
 
-    def __call__(self, batch):
-        out = self.model(np.asarray(batch, np.float32), training=False)
+    def __call__(self, batch, landmarks=None):
+        x = np.asarray(batch, np.float32)
+        if self.takes_landmarks:
+            x = {"images": x, "landmarks": np.asarray(landmarks, np.float32)}
+        out = self.model(x, training=False)
         return np.asarray(out["probabilities"] if isinstance(out, dict) else out)
 
 
@@ -42,12 +68,71 @@ class _SavedModelBackend:
         self.input_name = info["input"]
         self.labels = info["labels"]
         self.input_shape = tuple(info["input_shape"][1:])
+        self.takes_landmarks = "landmarks" in self.fn.structured_input_signature[1]
         self.source = f"SavedModel {path}"
 
-    def __call__(self, batch):
+    def __call__(self, batch, landmarks=None):
         import tensorflow as tf
 
-        return self.fn(**{self.input_name: tf.constant(np.asarray(batch, np.float32))})["probabilities"].numpy()
+        feed = {self.input_name: tf.constant(np.asarray(batch, np.float32))}
+        if self.takes_landmarks:
+            feed["landmarks"] = tf.constant(np.asarray(landmarks, np.float32))
+        return self.fn(**feed)["probabilities"].numpy()
+
+
+class _StreamingBackend:
+    """A per-frame step model: `step(crop)` -> probabilities, states carried, `reset()` zeroes them."""
+
+    streaming = True
+
+    def _check_one_stream(self, frame_names):
+        if len(frame_names) != 1:
+            raise UserError(f"{self.source} takes {', '.join(frame_names)} per frame; predict supports one RGB/grey stream.")
+
+
+class _KerasStreamingBackend(_StreamingBackend):
+    def __init__(self, run_dir):
+        import tensorflow as tf
+
+        from fer_keras.exports.streaming import StreamingStep
+        from fer_keras.training import fit
+
+        config, manifest, model = fit.load_run(run_dir)
+        self.source = f"keras run {run_dir} (streaming)"
+        self.step_model = StreamingStep(model)
+        self._check_one_stream(self.step_model.frame_names)
+        self.labels = manifest["labels"]
+        self.frame_name = self.step_model.frame_names[0]
+        self.input_shape = self.step_model.frame_shapes[self.frame_name]
+        self.reset_every = self.step_model.clip_length
+        self._fn = tf.function(self.step_model, input_signature=[self.step_model.input_signature()])
+        self.reset()
+
+    def reset(self):
+        self.states = self.step_model.initial_states()
+
+    def step(self, crop):
+        out = self._fn({self.frame_name: np.asarray(crop, np.float32)[None], **self.states})
+        self.states = {n: v for n, v in self.step_model.next_states(out).items()}
+        return np.asarray(out["probabilities"])[0]
+
+
+class _TFLiteStreamingBackend(_StreamingBackend):
+    def __init__(self, path, meta):
+        from fer_keras.exports.streaming import StreamingLiteRT
+
+        self.source = f"TFLite {path} (streaming)"
+        self.lite = StreamingLiteRT(path)
+        self._check_one_stream(self.lite.frame_names)
+        self.labels = meta["labels"]
+        self.input_shape = tuple(meta["input"]["shape"][1:])
+        self.reset_every = meta.get("reset_every") or 0
+
+    def reset(self):
+        self.lite.reset()
+
+    def step(self, crop):
+        return self.lite.step(crop)["probabilities"]
 
 
 class _TFLiteBackend:
@@ -58,21 +143,42 @@ class _TFLiteBackend:
         if not meta_path.exists():
             raise UserError(f"{str(path)!r} has no {meta_path.name} beside it (labels and input size travel in it).")
         meta = json.loads(meta_path.read_text())
+        if meta.get("streaming"):
+            raise UserError(f"{str(path)!r} is a streaming step model; load it with load_backend.")
         self.lite = LiteRTModel(path)
         self.labels = meta["labels"]
-        self.input_shape = tuple(meta["input"]["shape"][1:])
+        self.takes_landmarks = "landmarks" in self.lite.inputs
+        image_name = "images" if self.takes_landmarks else next(iter(self.lite.inputs))
+        self.image_name = image_name
+        self.input_shape = tuple(int(d) for d in self.lite.inputs[image_name]["shape"][1:])
+        if len(self.lite.inputs) > 1 and not self.takes_landmarks:
+            self.input_shape = self.lite.input_shape  # several streams: refused by Predictor
         self.source = f"TFLite {path}"
 
-    def __call__(self, batch):
+    def __call__(self, batch, landmarks=None):
+        if self.takes_landmarks:
+            return np.stack([self.lite({"images": x, "landmarks": p}) for x, p in zip(batch, landmarks)])
         return np.stack([self.lite(x) for x in batch])
 
 
-def load_backend(path):
+def load_backend(path, streaming=False):
+    """The model at `path`; `streaming`: a run folder's clip model as a per-frame step model.
+
+    A .tflite whose metadata says "streaming" is always a step model.
+    """
     path = pathlib.Path(path)
     if path.is_file() and path.suffix == ".tflite":
+        meta_path = path.with_suffix(".json")
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if meta.get("streaming"):
+            return _TFLiteStreamingBackend(path, meta)
+        if streaming:
+            raise UserError(f"{str(path)!r} is not a streaming model: export it with --streaming.")
         return _TFLiteBackend(path)
     if path.is_dir() and (path / "config.json").exists():
-        return _KerasBackend(path)
+        return _KerasStreamingBackend(path) if streaming else _KerasBackend(path)
+    if streaming:
+        raise UserError(f"--streaming needs a run folder or a streaming .tflite. Received: {str(path)!r}")
     if path.is_dir() and (path / "saved_model.pb").exists():
         return _SavedModelBackend(path)
     if path.is_dir():
@@ -92,15 +198,24 @@ def _prepare(crop, size, channels):
     return crop.reshape(size, size, channels).astype(np.float32)
 
 
-def crop_faces(image, size, channels, detect="dlib"):
-    """[(box, landmarks, crop)] of RGB uint8 `image`: every dlib face aligned, or (detect="none") the whole image."""
+def crop_faces(image, size, channels, detect="dlib", crop_landmarks=False):
+    """[(box, landmarks, crop)] of RGB uint8 `image`: every dlib face aligned, or (detect="none") the whole image.
+
+    `landmarks` are dlib's 68 points (x, y) in `image`. `crop_landmarks`: 4-tuples
+    (box, landmarks, crop, crop_points), `crop_points` (68, 2) float32 the same points in the
+    crop's pixels (mapped by the similarity transform that cut the crop); with detect="none"
+    there are none (None).
+    """
     if detect == "none":
-        return [(None, None, _prepare(faces.to_rgb(image), size, channels))]
+        whole = _prepare(faces.to_rgb(image), size, channels)
+        return [(None, None, whole, None) if crop_landmarks else (None, None, whole)]
     found = []
-    for box in faces.detect_faces(image):
+    for box in faces.detect_faces(image, min_score=DETECTION_MIN_SCORE):
         points = faces.face_landmarks(image, box)
-        crop, _ = faces.align_face(image, points, size, channels=3)
-        found.append((box, points, _prepare(crop, size, channels)))
+        crop, crop_points = faces.align_face(image, points, size, channels=3)
+        # align_face warps straight to size x size, so _prepare does not rescale and crop_points hold.
+        crop = _prepare(crop, size, channels)
+        found.append((box, points, crop, crop_points) if crop_landmarks else (box, points, crop))
     return found
 
 
@@ -113,20 +228,24 @@ class Predictor:
             one already-aligned face crop, resized to the model input).
     """
 
-    def __init__(self, model_path, detect="dlib"):
+    def __init__(self, model_path, detect="dlib", streaming=False):
         if detect not in ("dlib", "none"):
             raise UserError(f"--detect must be 'dlib' or 'none'. Received: {detect!r}")
-        self.backend = load_backend(model_path)
+        self.backend = load_backend(model_path, streaming=streaming)
+        self.streaming = getattr(self.backend, "streaming", False)
         shape = self.backend.input_shape
         if isinstance(shape, dict) or len(shape) not in (3, 4):
             raise UserError(f"{self.backend.source} takes inputs {shape}; predict supports one RGB/grey stream.")
         self.clip_length = shape[0] if len(shape) == 4 else None
         self.size, _, self.channels = shape[-3:]
         self.detect = detect
+        self.takes_landmarks = getattr(self.backend, "takes_landmarks", False)
+        if self.takes_landmarks and detect == "none":
+            raise UserError(f"{self.backend.source} also takes face landmarks, which --detect none does not give: use --detect dlib.")
 
     def _faces(self, image):
-        """[(box, landmarks, crop)] of RGB uint8 `image`: every detected face, or the whole image."""
-        return crop_faces(image, self.size, self.channels, self.detect)
+        """[(box, landmarks, crop, crop_points)] of RGB uint8 `image`: every detected face, or the whole image."""
+        return crop_faces(image, self.size, self.channels, self.detect, crop_landmarks=True)
 
     def _record(self, name, index, box, points, p, **extra):
         k = int(np.argmax(p))
@@ -145,58 +264,110 @@ class Predictor:
         """One record per frame for the largest face of a video.
 
         Still models score each frame; clip models score the last `clip_length` aligned faces
-        (the first frames wait until the window is full). Probabilities are smoothed over time
-        with an exponential moving average (weight `smoothing` on the past). `annotate`: write an
-        .mp4 with the box and the smoothed label drawn on every frame.
+        (the first frames wait until the window is full); a streaming model scores every frame
+        with a face, carrying its states and zeroing them every `reset_every` (T) faces.
+        Probabilities are smoothed over time with an exponential moving average (weight
+        `smoothing` on the past). `annotate`: write an .mp4 with the box and the smoothed label
+        drawn on every frame.
         """
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
             raise UserError(f"Cannot read video {str(path)!r}: not a video or an unsupported codec.")
+        records = self._run_capture(capture, str(path), annotate=annotate, smoothing=smoothing, progress=progress)
+        if not records:
+            raise UserError(f"Cannot read video {str(path)!r}: it holds no readable frame.")
+        return records
+
+    def predict_webcam(self, index, *, annotate=None, smoothing=0.6, show=False, max_frames=None, progress=None):
+        """Live: frames of webcam `index` (OpenCV VideoCapture) until Ctrl-C, 'q' in the window, or `max_frames`."""
+        level = cv2.utils.logging.getLogLevel()
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one-line error says it instead
+        try:
+            capture = cv2.VideoCapture(int(index))
+            opened = capture.isOpened()
+        finally:
+            cv2.utils.logging.setLogLevel(level)
+        if not opened:
+            capture.release()
+            raise UserError(f"Cannot open webcam {index}")
+        return self._run_capture(capture, f"webcam:{index}", annotate=annotate, smoothing=smoothing, progress=progress,
+                                 live=True, show=show, max_frames=max_frames)
+
+    def _run_capture(self, capture, name, *, annotate, smoothing, progress, live=False, show=False, max_frames=None):
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         writer, records, window, smoothed, index = None, [], [], None, 0
+        since_reset = 0
+        if self.streaming:
+            self.backend.reset()
         try:
-            while True:
+            while max_frames is None or index < max_frames:
                 ok, frame = capture.read()
                 if not ok:
                     break
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 found = self._faces(rgb)
-                record = {"file": str(path), "frame": index, "face": None, "error": "no face found"}
+                record = {"file": name, "frame": index, "face": None, "error": "no face found"}
                 if found:
-                    box, points, crop = found[0]
-                    window = (window + [crop])[-(self.clip_length or 1):]
-                    if self.clip_length is None or len(window) == self.clip_length:
-                        batch = np.stack(window)[None] if self.clip_length else crop[None]
-                        p = self.backend(batch)[0]
+                    box, points, crop, crop_points = found[0]
+                    if self.streaming:
+                        if self.backend.reset_every and since_reset == self.backend.reset_every:
+                            self.backend.reset()
+                            since_reset = 0
+                        p = self.backend.step(crop)
                         smoothed = p if smoothed is None else smoothing * smoothed + (1 - smoothing) * p
-                        record = self._record(str(path), 0, box, points, smoothed, frame=index)
+                        record = self._record(name, 0, box, points, smoothed, frame=index, window_frame=since_reset)
+                        since_reset += 1
                     else:
-                        record = {"file": str(path), "frame": index, "face": 0, "error": "filling the clip window"}
+                        window = (window + [crop])[-(self.clip_length or 1):]
+                        if self.clip_length is None or len(window) == self.clip_length:
+                            batch = np.stack(window)[None] if self.clip_length else crop[None]
+                            if self.takes_landmarks:  # a still model: one crop and its points
+                                p = self.backend(batch, landmarks=crop_points[None])[0]
+                            else:
+                                p = self.backend(batch)[0]
+                            smoothed = p if smoothed is None else smoothing * smoothed + (1 - smoothing) * p
+                            record = self._record(name, 0, box, points, smoothed, frame=index)
+                        else:
+                            record = {"file": name, "frame": index, "face": 0, "error": "filling the clip window"}
                 records.append(record)
-                if annotate is not None:
-                    if writer is None:
-                        writer = _video_writer(annotate, fps, frame.shape[1], frame.shape[0])
-                    writer.write(_annotated(frame, record))
+                if annotate is not None or show:
+                    drawn = _annotated(frame, record)
+                    if annotate is not None:
+                        if writer is None:
+                            writer = _video_writer(annotate, fps, frame.shape[1], frame.shape[0])
+                        writer.write(drawn)
+                    if show:
+                        cv2.imshow(f"fer-keras {name}", drawn)
+                        if cv2.waitKey(1) & 0xFF == ord("q"):
+                            break
                 if progress is not None:
                     progress.update(1)
                 index += 1
+        except KeyboardInterrupt:
+            if not live:
+                raise
         finally:
             capture.release()
             if writer is not None:
                 writer.release()
-        if index == 0:
-            raise UserError(f"Cannot read video {str(path)!r}: it holds no readable frame.")
+            if show:
+                cv2.destroyAllWindows()
         return records
 
     def predict_image(self, image, name=""):
         """Records for each face of RGB uint8 `image`."""
-        if self.clip_length:
-            raise UserError(f"{self.backend.source} takes clips of {self.clip_length} frames; give it a video.")
+        if self.clip_length or self.streaming:
+            what = "is a streaming (per-frame) video model" if self.streaming else f"takes clips of {self.clip_length} frames"
+            raise UserError(f"{self.backend.source} {what}; give it a video.")
         faces_in = self._faces(image)
         if not faces_in:
             return [{"file": name, "face": None, "error": "no face found"}]
-        probabilities = self.backend(np.stack([f[2] for f in faces_in]))
-        return [self._record(name, i, box, points, p) for i, ((box, points, _), p) in enumerate(zip(faces_in, probabilities))]
+        crops = np.stack([f[2] for f in faces_in])
+        if self.takes_landmarks:
+            probabilities = self.backend(crops, landmarks=np.stack([f[3] for f in faces_in]))
+        else:
+            probabilities = self.backend(crops)
+        return [self._record(name, i, box, points, p) for i, ((box, points, _, _), p) in enumerate(zip(faces_in, probabilities))]
 
     def predict_file(self, path):
         try:

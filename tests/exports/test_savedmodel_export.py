@@ -119,6 +119,14 @@ def test_clip_model_signature_takes_frames(clip_run, tmp_path):
     _, _, model = fit.load_run(clip_run)
     np.testing.assert_allclose(out["probabilities"].numpy(), np.asarray(model(x, training=False)), atol=1e-5)
     assert out["label_index"].shape == (2,)
+    # A clip model also streams: one frame and its ConvLSTM2D states per call.
+    step = tf.saved_model.load(str(path)).signatures["stream_step"]
+    assert sorted(step.structured_input_signature[1]) == ["convlstm_c", "convlstm_h1", "frame"]
+    states = {"convlstm_h1": tf.zeros((2, MODEL_SIZE // 4, MODEL_SIZE // 4, 32)), "convlstm_c": tf.zeros((2, MODEL_SIZE // 4, MODEL_SIZE // 4, 32))}
+    for t in range(4):
+        y = step(frame=tf.constant(x[:, t]), **states)
+        states = {n: y[f"{n}_next"] for n in states}
+    np.testing.assert_allclose(y["probabilities"].numpy(), out["probabilities"].numpy(), atol=1e-4)
 
 
 def test_saved_model_cli_lists_the_serving_signature(still_savedmodels):
@@ -132,3 +140,82 @@ def test_saved_model_cli_lists_the_serving_signature(still_savedmodels):
     for name in ("inputs['images']", "outputs['probabilities']", "outputs['label_index']", "outputs['label_name']"):
         assert name in out
     assert "DT_STRING" in out and "DT_INT64" in out
+
+
+FRESH_RAM_PROCESS = textwrap.dedent(
+    """
+    import json
+    import sys
+
+    import numpy as np
+    import tensorflow as tf
+
+    path, inputs, outputs = sys.argv[1:4]
+    loaded = tf.saved_model.load(path)
+    clips = np.load(inputs)
+    attention = loaded.signatures["attention"](frames=tf.constant(clips))
+    step = loaded.signatures["stream_step"]
+    specs = step.structured_input_signature[1]
+    states = {n: tf.zeros([len(clips)] + s.shape.as_list()[1:]) for n, s in specs.items() if n != "frame"}
+    for t in range(clips.shape[1]):
+        out = step(frame=tf.constant(clips[:, t]), **states)
+        states = {n: out[n + "_next"] for n in states}
+    report = {"attention_outputs": sorted(attention),
+              "attention_maps": attention["attention_maps"].numpy().tolist(),
+              "probabilities": attention["probabilities"].numpy().tolist(),
+              "step_inputs": {n: [-1 if d is None else d for d in s.shape] for n, s in specs.items()},
+              "step_probabilities": out["probabilities"].numpy().tolist(),
+              "step_attention_map": out["attention_map"].numpy().tolist()}
+    with open(outputs, "w") as f:
+        json.dump(report, f)
+    assert not any(m == "fer_keras" or m.startswith("fer_keras.") for m in sys.modules), "fer_keras was imported"
+    """
+)
+
+
+@pytest.fixture(scope="module")
+def ram_savedmodel(sequence_data, runs_dir, tmp_path_factory):
+    from tests.exports.streaming_runs import ram_run
+
+    run = ram_run(sequence_data, runs_dir)
+    return run, export_savedmodel(run, out=tmp_path_factory.mktemp("ram_exports"))
+
+
+def test_ram_attention_and_stream_step_signatures_in_a_fresh_process(ram_savedmodel, tmp_path):
+    """RAM models add `attention` (frames -> maps M_t, probabilities); clip models add `stream_step`."""
+    from tests.conftest import CLIP_LENGTH
+
+    run, path = ram_savedmodel
+    info = json.loads((path / "assets.extra" / "fer_keras.json").read_text())
+    assert info["signatures"] == ["serving_default", "attention", "stream_step"]
+    assert [s["name"] for s in info["stream_step"]["states"]][-3:] == ["ram_h1", "ram_c", "ram_h2"]
+    _, _, model = fit.load_run(run)
+    x = np.random.default_rng(4).uniform(0, 255, size=(2, CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    script = tmp_path / "attention.py"
+    script.write_text(FRESH_RAM_PROCESS)
+    env = {"TF_CPP_MIN_LOG_LEVEL": "3", "PATH": "/usr/bin:/bin", "HOME": str(tmp_path)}
+    done = subprocess.run([sys.executable, str(script), str(path), str(tmp_path / "x.npy"), str(tmp_path / "y.json")],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    y = json.loads((tmp_path / "y.json").read_text())
+    assert y["attention_outputs"] == ["attention_logits", "attention_maps", "probabilities"]
+    expected = model.explain(x, training=False)
+    maps = np.array(y["attention_maps"])
+    assert maps.shape == (2, CLIP_LENGTH, MODEL_SIZE // 8, MODEL_SIZE // 8, 1) and 0 <= maps.min() and maps.max() <= 1
+    np.testing.assert_allclose(maps, np.asarray(expected["attention_maps"]), atol=1e-5)
+    np.testing.assert_allclose(y["probabilities"], np.asarray(expected["probabilities"]), atol=1e-5)
+    assert y["step_inputs"]["frame"] == [-1, MODEL_SIZE, MODEL_SIZE, 1]
+    assert y["step_inputs"]["rgb_rnn1_h2"] == [-1, MODEL_SIZE // 2, MODEL_SIZE // 2, 8]
+    # stream_step run over the T frames of each clip gives the clip model's output and last map.
+    np.testing.assert_allclose(y["step_probabilities"], np.asarray(expected["probabilities"]), atol=1e-4)
+    np.testing.assert_allclose(y["step_attention_map"], np.asarray(expected["attention_maps"])[:, -1], atol=1e-4)
+
+
+def test_saved_model_cli_lists_the_ram_signatures(ram_savedmodel):
+    cli = pathlib.Path(sys.executable).with_name("saved_model_cli")
+    done = subprocess.run([str(cli), "show", "--all", "--dir", str(ram_savedmodel[1])], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name in ("signature_def['attention']", "signature_def['stream_step']", "outputs['attention_maps']",
+                 "inputs['ram_h2']", "outputs['ram_h2_next']", "outputs['attention_map']"):
+        assert name in done.stdout, name

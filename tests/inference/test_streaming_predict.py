@@ -1,0 +1,90 @@
+"""predict with a streaming step model (frame by frame, states carried), and the webcam source."""
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_keras.data import synth
+from fer_keras.inference.predictor import crop_faces
+from fer_keras.training import fit
+from tests.conftest import CLIP_LENGTH, MODEL_SIZE, expect_ok, expect_user_error, invoke
+from tests.exports.streaming_runs import streaming_export
+
+FRAMES = 9
+
+
+@pytest.fixture(scope="module")
+def synth_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("stream_video") / "face.mp4"
+    sequence = synth.render_sequence(synth.make_subject(3), "happiness", size=64, grey=False, num_frames=FRAMES)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
+    for frame in sequence["frames"]:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def stream_tflite(clip_run, exports_dir):
+    return streaming_export(clip_run, exports_dir)
+
+
+def _records(path):
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def _scores(records):
+    return np.array([list(r["scores"].values()) for r in records])
+
+
+def test_streaming_tflite_labels_every_frame_and_matches_the_clip_model(clip_run, stream_tflite, synth_video, tmp_path):
+    """Unsmoothed, the probabilities at the last frame of each window of T frames are the clip model's."""
+    out = tmp_path / "stream.jsonl"
+    expect_ok(invoke("--quiet", "predict", stream_tflite, synth_video, "--detect", "none", "--smoothing", 0, "--out", out,
+                     "--annotate", tmp_path / "stream.mp4"))
+    records = _records(out)
+    assert [r["frame"] for r in records] == list(range(FRAMES))
+    assert all("label" in r for r in records)  # no "filling the clip window": a label from the first frame
+    assert [r["window_frame"] for r in records] == [t % CLIP_LENGTH for t in range(FRAMES)]
+    capture = cv2.VideoCapture(str(synth_video))
+    crops = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        crops.append(crop_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), MODEL_SIZE, 1, "none")[0][2])
+    _, _, model = fit.load_run(clip_run)
+    windows = np.stack([crops[0:CLIP_LENGTH], crops[CLIP_LENGTH : 2 * CLIP_LENGTH]])  # (2, T, H, W, 1)
+    expected = np.asarray(model(windows, training=False))
+    got = _scores(records)[[CLIP_LENGTH - 1, 2 * CLIP_LENGTH - 1]]
+    np.testing.assert_allclose(got, expected, atol=2e-4)  # scores are rounded to 4 decimals
+
+
+def test_run_folder_with_streaming_matches_the_tflite_step_model(clip_run, stream_tflite, synth_video, tmp_path):
+    keras_out, lite_out = tmp_path / "keras.jsonl", tmp_path / "lite.jsonl"
+    expect_ok(invoke("--quiet", "predict", clip_run, synth_video, "--streaming", "--detect", "none", "--out", keras_out))
+    expect_ok(invoke("--quiet", "predict", stream_tflite, synth_video, "--detect", "none", "--out", lite_out))
+    np.testing.assert_allclose(_scores(_records(keras_out)), _scores(_records(lite_out)), atol=2e-4)
+
+
+def test_a_streaming_model_refuses_still_images(stream_tflite, face_images):
+    line = expect_user_error(invoke("predict", stream_tflite, face_images, "--detect", "none"))
+    assert "streaming" in line and "video" in line
+
+
+def test_streaming_needs_a_run_folder_or_a_streaming_tflite(still_tflite, synth_video):
+    line = expect_user_error(invoke("predict", still_tflite["none"], synth_video, "--streaming", "--detect", "none"))
+    assert "not a streaming model" in line
+
+
+def test_a_missing_webcam_is_one_clear_error(still_run):
+    """This machine has no camera: OpenCV cannot open one, and predict says so in one line."""
+    line = expect_user_error(invoke("predict", still_run, "--webcam", 7, "--detect", "none"))
+    assert line == "Error: Cannot open webcam 7"
+
+
+def test_predict_needs_inputs_or_a_webcam(still_run, synth_video):
+    assert "--webcam" in expect_user_error(invoke("predict", still_run))
+    assert "not both" in expect_user_error(invoke("predict", still_run, synth_video, "--webcam", 0))
