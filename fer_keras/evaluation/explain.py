@@ -97,11 +97,7 @@ def write_clip_strips(clips, maps, names, out_dir, labels=None):
         top = np.concatenate(frames, axis=1)
         bottom = np.concatenate([overlay(f, m) for f, m in zip(clip, clip_maps)], axis=1)
         strip = np.concatenate([top, bottom], axis=0)
-        if labels is not None:
-            strip = _caption(strip, labels[i])
-        path = out_dir / f"{names[i]}.png"
-        cv2.imwrite(str(path), strip[..., ::-1])
-        paths.append(path)
+        paths.append(_write_strip(strip, out_dir / f"{names[i]}.png", None if labels is None else labels[i]))
     return paths
 
 
@@ -118,6 +114,14 @@ def write_image_overlays(images, maps, names, out_dir, labels=None):
         cv2.imwrite(str(path), pair[..., ::-1])
         paths.append(path)
     return paths
+
+
+def _write_strip(strip, path, label=None):
+    """Writes an RGB strip (with `label` as a caption) to `path` as PNG; returns the path."""
+    if label is not None:
+        strip = _caption(strip, label)
+    cv2.imwrite(str(path), strip[..., ::-1])
+    return path
 
 
 def _caption(image, text):
@@ -168,11 +172,7 @@ def write_landmark_overlays(images, heatmaps, rgb_maps, landmark_maps, names, ou
         panels = [np.uint8(np.repeat(face, 3, -1) if face.shape[-1] == 1 else face), overlay(face, rgb_map),
                   np.uint8(np.repeat(grey, 3, -1)), overlay(grey, landmark_map)]
         strip = np.concatenate(panels, axis=1)
-        if labels is not None:
-            strip = _caption(strip, labels[i])
-        path = out_dir / f"{names[i]}.png"
-        cv2.imwrite(str(path), strip[..., ::-1])
-        paths.append(path)
+        paths.append(_write_strip(strip, out_dir / f"{names[i]}.png", None if labels is None else labels[i]))
     return paths
 
 
@@ -206,11 +206,7 @@ def write_saliency_overlays(images, strength, mask, names, out_dir, labels=None)
         marked = base.copy()
         marked[on] = (0.4 * marked[on] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
         strip = np.concatenate([base, overlay(image, strength), marked], axis=1)
-        if labels is not None:
-            strip = _caption(strip, labels[i])
-        path = out_dir / f"{names[i]}.png"
-        cv2.imwrite(str(path), strip[..., ::-1])
-        paths.append(path)
+        paths.append(_write_strip(strip, out_dir / f"{names[i]}.png", None if labels is None else labels[i]))
     return paths
 
 

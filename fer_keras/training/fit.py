@@ -265,20 +265,31 @@ class EpochCheckpoint(keras.callbacks.Callback):
         if value is not None and math.isfinite(value) and (self.best is None or value > self.best):
             self.best = float(value)
             _save_atomic(self.model, self.folder / "best.keras")
-        name = f"epoch-{epoch + 1:04d}"
-        tmp = self.folder / f".{name}.tmp"
+        state = {"epoch": epoch + 1, "best": self.best, "monitor": self.monitor}
+        commit_checkpoint(self.folder, epoch + 1, lambda tmp: self.model.save(tmp / "model.keras"), state, keep=self.keep)
+
+
+def commit_checkpoint(folder, epoch, write, state, *, keep=2):
+    """Writes ``folder/epoch-NNNN/`` whole or not at all, and keeps the `keep` newest.
+
+    `write(tmp)` fills a temporary folder, `state` goes to its state.json, and one rename
+    commits it: a kill or a full disk at any moment leaves the previous checkpoint, never a
+    torn one.
+    """
+    name = f"epoch-{epoch:04d}"
+    tmp = folder / f".{name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    try:
+        tmp.mkdir(parents=True)
+        write(tmp)
+        (tmp / "state.json").write_text(json.dumps(state) + "\n")
+        shutil.rmtree(folder / name, ignore_errors=True)
+        os.replace(tmp, folder / name)
+    except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tmp.mkdir(parents=True)
-            self.model.save(tmp / "model.keras")
-            (tmp / "state.json").write_text(json.dumps({"epoch": epoch + 1, "best": self.best, "monitor": self.monitor}) + "\n")
-            shutil.rmtree(self.folder / name, ignore_errors=True)
-            os.replace(tmp, self.folder / name)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves the previous checkpoint, not a torn one
-            raise
-        for old in sorted(self.folder.glob("epoch-[0-9][0-9][0-9][0-9]"))[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+        raise
+    for old in sorted(folder.glob("epoch-[0-9][0-9][0-9][0-9]"))[:-keep]:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 def _save_atomic(model, path):

@@ -471,15 +471,12 @@ class StageCheckpoint(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if not all(math.isfinite(float(v)) for v in (logs or {}).values()):
             return  # never checkpoint weights that a NaN/inf loss has spoiled
-        import shutil
+        from fer_keras.training.fit import commit_checkpoint
 
         number = self.offset + epoch + 1
-        name = f"epoch-{number:04d}"
         self.folder.mkdir(parents=True, exist_ok=True)
-        tmp = self.folder / f".{name}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        try:
-            tmp.mkdir(parents=True)
+
+        def write(tmp):
             arrays = {f"vae/{i}": ops.convert_to_numpy(v) for i, v in enumerate(self.vae.variables)}
             for net, optimizer in self.optimizers.items():
                 for i, v in enumerate(optimizer.variables):
@@ -488,16 +485,10 @@ class StageCheckpoint(keras.callbacks.Callback):
                 arrays[f"seed/{stage}"] = ops.convert_to_numpy(model.seed_generator.state)
             with open(tmp / "state.npz", "wb") as f:
                 np.savez(f, **arrays)
-            state = {"epoch": number, "total_epochs": self.total_epochs, "round": self.round, "stage": self.stage,
-                     "stage_epoch": epoch + 1, "counts": self.counts, "rows": self.rows}
-            (tmp / "state.json").write_text(json.dumps(state) + "\n")
-            shutil.rmtree(self.folder / name, ignore_errors=True)
-            os.replace(tmp, self.folder / name)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)  # a full disk leaves the previous checkpoint, not a torn one
-            raise
-        for old in sorted(self.folder.glob("epoch-[0-9][0-9][0-9][0-9]"))[: -self.keep]:
-            shutil.rmtree(old, ignore_errors=True)
+
+        state = {"epoch": number, "total_epochs": self.total_epochs, "round": self.round, "stage": self.stage,
+                 "stage_epoch": epoch + 1, "counts": self.counts, "rows": self.rows}
+        commit_checkpoint(self.folder, number, write, state, keep=self.keep)
 
 
 def restore_checkpoint(folder, vae, optimizers, stages, counts, rows, seed=0):
