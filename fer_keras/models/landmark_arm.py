@@ -42,6 +42,7 @@ from fer_keras.layers.landmark_heatmap import LandmarkHeatmap
 from fer_keras.models.arm import arm_resnet18
 from fer_keras.models.registry import register_model
 from fer_keras.models.resnet import landmark_cnn_backbone
+from fer_keras.models.two_loss import functional_network
 
 NETWORK_OUTPUTS = ("probabilities", "landmark_probabilities", "rgb_probabilities", "heatmap", "rgb_stage4", "landmark_conv5")
 
@@ -120,14 +121,7 @@ class LandmarkARMClassifier(keras.Model):
 
     def __init__(self, network, landmark_loss_weight=1.0, lr_decay=0.9, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(network, dict):
-            network = keras.saving.deserialize_keras_object(network)
-        outputs = getattr(network, "output", None)
-        if not isinstance(outputs, dict) or set(outputs) != set(NETWORK_OUTPUTS):
-            raise ValueError(
-                f"network must be a functional keras.Model with dict outputs {NETWORK_OUTPUTS}. "
-                f"Received outputs: {sorted(outputs) if isinstance(outputs, dict) else outputs!r}"
-            )
+        network = functional_network(network, NETWORK_OUTPUTS)
         if not landmark_loss_weight >= 0:
             raise ValueError(f"landmark_loss_weight must be >= 0. Received: landmark_loss_weight={landmark_loss_weight!r}")
         if lr_decay is not None and not 0.0 < lr_decay <= 1.0:

@@ -36,6 +36,7 @@ from keras import layers
 from fer_keras.layers.recurrent_attention import RecurrentAttention
 from fer_keras.models.convrnn import check_clip_shape, clip_inputs, conv_rnn_stream, dense_head, make_cell, parse_streams
 from fer_keras.models.registry import register_model
+from fer_keras.models.two_loss import functional_network
 
 NETWORK_OUTPUTS = ("probabilities", "attention_logits", "attention_maps")
 
@@ -98,14 +99,7 @@ class RAMClassifier(keras.Model):
 
     def __init__(self, network, attention_loss_weight=1.0, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(network, dict):
-            network = keras.saving.deserialize_keras_object(network)
-        outputs = getattr(network, "output", None)
-        if not isinstance(outputs, dict) or set(outputs) != set(NETWORK_OUTPUTS):
-            raise ValueError(
-                f"network must be a functional keras.Model with dict outputs {NETWORK_OUTPUTS}. "
-                f"Received outputs: {sorted(outputs) if isinstance(outputs, dict) else outputs!r}"
-            )
+        network = functional_network(network, NETWORK_OUTPUTS)
         if not attention_loss_weight >= 0:
             raise ValueError(f"attention_loss_weight must be >= 0. Received: attention_loss_weight={attention_loss_weight!r}")
         self.network = network
