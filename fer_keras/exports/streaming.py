@@ -257,11 +257,9 @@ class StreamingLiteRT:
     """
 
     def __init__(self, path_or_bytes, num_threads=1):
-        from ai_edge_litert.interpreter import Interpreter
+        from fer_keras.exports.tflite import open_signature_runner
 
-        kwargs = {"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes) else {"model_path": str(path_or_bytes)}
-        self.interpreter = Interpreter(num_threads=num_threads, **kwargs)
-        self.runner = self.interpreter.get_signature_runner()
+        self.interpreter, self.runner = open_signature_runner(path_or_bytes, num_threads)
         self.inputs = self.runner.get_input_details()
         self.outputs = self.runner.get_output_details()
         self.state_names = [n[: -len("_next")] for n in self.outputs if n.endswith("_next")]

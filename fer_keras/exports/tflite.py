@@ -198,6 +198,15 @@ def _representative_item(x):
     return [x[None].astype(np.float32)]
 
 
+def open_signature_runner(path_or_bytes, num_threads=1):
+    """(Interpreter, its default signature runner) for a .tflite path or flatbuffer bytes."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    kwargs = {"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes) else {"model_path": str(path_or_bytes)}
+    interpreter = Interpreter(num_threads=num_threads, **kwargs)
+    return interpreter, interpreter.get_signature_runner()
+
+
 class LiteRTModel:
     """Runs a .tflite model with `ai_edge_litert` on float inputs, (de)quantising int8/int16 I/O.
 
@@ -207,11 +216,7 @@ class LiteRTModel:
     """
 
     def __init__(self, path_or_bytes, num_threads=1):
-        from ai_edge_litert.interpreter import Interpreter
-
-        kwargs = {"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes) else {"model_path": str(path_or_bytes)}
-        self.interpreter = Interpreter(num_threads=num_threads, **kwargs)
-        self.runner = self.interpreter.get_signature_runner()
+        self.interpreter, self.runner = open_signature_runner(path_or_bytes, num_threads)
         self.inputs = self.runner.get_input_details()
         self.outputs = self.runner.get_output_details()
         self.input = next(iter(self.inputs.values()))
