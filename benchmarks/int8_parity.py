@@ -31,8 +31,11 @@ so each row also says whether the float model is clearly above chance (>= chance
 Writes benchmarks/results/int8_parity.json and the "int8_parity" section of docs/benchmarks.md.
 Finished models are cached under --work (an interrupted run continues).
 
-Usage: python benchmarks/int8_parity.py [--work runs/int8_parity] [--models a,b] [--size 32]
-(about 30 minutes on 2 shared CPU cores.)
+Usage: python benchmarks/int8_parity.py [--work runs/int8_parity] [--models a,b] [--clip-size 32]
+                                       [--epochs arm_resnet18=40,convlstm=40] [--merge]
+(about 30 minutes on 2 shared CPU cores at the default epochs.) `--merge` keeps the rows of models not re-run from
+the previous benchmarks/results/int8_parity.json, so a longer training of a few models updates their rows only; each
+row names the epochs and input size it was measured at.
 """
 
 import argparse
@@ -46,7 +49,7 @@ import warnings
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from benchmarks._report import machine, write_json, write_section  # noqa: E402
+from benchmarks._report import RESULTS, machine, write_json, write_section  # noqa: E402
 
 TARGET = 0.97
 SKIPPED = {
@@ -79,7 +82,13 @@ def main():
     parser.add_argument("--sequences-per-emotion", type=int, default=2)
     parser.add_argument("--clip-length", type=int, default=6)
     parser.add_argument("--clip-stride", type=int, default=3)
+    parser.add_argument("--epochs", default="", help="Per-model epochs, e.g. arm_resnet18=40,convlstm=40.")
+    parser.add_argument("--merge", action="store_true",
+                        help="Keep the previous JSON's rows for models not re-run in this invocation.")
     args = parser.parse_args()
+    for item in filter(None, args.epochs.split(",")):
+        model, _, count = item.partition("=")
+        EPOCHS[model.strip()] = int(count)
     warnings.simplefilter("ignore")
 
     from fer_keras.data import records
@@ -98,6 +107,9 @@ def main():
     wanted = args.models.split(",") if args.models else [m for m in ORDER if m in registered] + \
         sorted(m for m in registered if m not in ORDER and m not in SKIPPED)
     results, skipped = {}, {m: SKIPPED[m] for m in registered if m in SKIPPED}
+    previous = json.loads((RESULTS / "int8_parity.json").read_text()) if args.merge else None
+    if previous:  # the previous rows, in their order; those of the models re-run now are replaced in place below
+        results.update(previous["results"])
     for name in wanted:
         cache = work / name / "result.json"
         if cache.exists():
@@ -113,13 +125,10 @@ def main():
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(result, indent=2, default=float))
             results[name] = result
-        config = work / name / "run" / "config.json"
-        if config.exists():  # the epochs the run was trained for
-            results[name]["epochs"] = json.loads(config.read_text())["epochs"]
         print(name, json.dumps(summary_line(results[name])), flush=True)
         # Written after every model, so a run cut short still leaves its finished rows.
-        data = {"args": vars(args), "target_top1_agreement": TARGET, "learning_rate": LEARNING_RATE, "epochs": EPOCHS,
-                "clip_epochs": CLIP_EPOCHS, "results": results, "skipped": skipped,
+        data = {"args": vars(args), "target_top1_agreement": TARGET, "learning_rate": LEARNING_RATE,
+                "results": results, "skipped": skipped,
                 "not_run": [m for m in wanted if m not in results]}
         write_json("int8_parity", data)
         write_section("int8_parity", report(data))
@@ -170,9 +179,11 @@ def run_model(name, spec, data, work, args):
         rgb = train_run("arm_resnet18", data, work, args, EPOCHS["arm_resnet18"])
         model_args = {"rgb_run": str(rgb.resolve())}
     run = train_run(name, data, work, args, epochs, model_args)
+    rgb_epochs = json.loads((run.parent.parent / "arm_resnet18" / "run" / "config.json").read_text())["epochs"] \
+        if name == "landmark_arm" else None
     exports = work / name / "exports"
     chance = 1.0 / 7
-    result = {"kind": spec.kind, "family": spec.family, "epochs": epochs,
+    result = {"kind": spec.kind, "family": spec.family, "epochs": epochs if rgb_epochs is None else f"{epochs} (+{rgb_epochs} RGB)",
               "image_size": args.clip_size if spec.kind == "clip" else args.still_size}
     result["int8"] = _attempt(lambda: export_tflite(run, out=exports, quantize="int8")[1]["parity"])
     float_acc = result["int8"].get("keras_accuracy")
@@ -266,8 +277,9 @@ def report(data):
     rows = []
     for name, r in data["results"].items():
         if "error" in r and "int8" not in r:
-            rows.append(f"| {name} | | | error: {r['error']} | | | | | |")
+            rows.append(f"| {name} | {r.get('epochs', '')} | {r.get('image_size', '')} | | | error: {r['error']} | | | | | |")
             continue
+        trained = f"{r.get('epochs', '')} | {r.get('image_size', '')}"
         for key, label in VARIANTS:
             if key not in r:
                 continue
@@ -275,10 +287,10 @@ def report(data):
             if key == "int8" and r["kind"] == "still":
                 label = "int8" + (" (landmarks float32)" if name == "landmark_arm" else "")
             if "error" in v:
-                rows.append(f"| {name} | {label} | | error: {v['error'][:120]} | | | | | |")
+                rows.append(f"| {name} | {trained} | {label} | | error: {v['error'][:120]} | | | | | |")
                 continue
             rows.append(
-                f"| {name} | {label} | {v['samples']} | {_pct(v.get('keras_accuracy'))} | {_pct(v.get('tflite_accuracy'))} "
+                f"| {name} | {trained} | {label} | {v['samples']} | {_pct(v.get('keras_accuracy'))} | {_pct(v.get('tflite_accuracy'))} "
                 f"| {100 * v['accuracy_drop']:+.1f} | {_pct(v['top1_agreement'])} | {'yes' if v['meets_target'] else '**no**'} "
                 f"| {'yes' if r['above_chance'] else 'no'} |"
             )
@@ -289,9 +301,10 @@ def report(data):
 
 Every registered classifier at its `small` size, trained here on SynthFER ({a['still_subjects']} subjects x 7 emotions x
 {a['per_emotion']} stills; {a['sequence_subjects']} subjects x 7 x {a['sequences_per_emotion']} onset->apex sequences, clips of
-{a['clip_length']} frames, stride {a['clip_stride']}), 48 px grey rendered, still models at {a['still_size']} px and clip models at
-{a['clip_size']} px, 2-fold subject split (test = the other half of the subjects), batch 16, learning rate {data['learning_rate']},
-epochs: {', '.join(f'{m} {e}' for m, e in data['epochs'].items())}, clip models {data['clip_epochs']}. int8 = full-integer post-training
+{a['clip_length']} frames, stride {a['clip_stride']}), 48 px grey rendered and fed to each model at the size in the "px" column
+(clip models at 32 px were downscaled), 2-fold subject split (test = the other half of the subjects), batch 16, learning rate
+{data['learning_rate']}, for the epochs in the "epochs" column (landmark_arm: on a frozen arm_resnet18 branch trained for the
+number of epochs after "+"). int8 = full-integer post-training
 quantisation (int8 weights and activations, int8 input/output), calibrated on 200 training samples (streaming: 200
 (frame, states) pairs from the float step model on training clips). "agree" is the top-1 agreement of the TFLite model
 with the float Keras model on the same held-out test samples (streaming: after the last frame of each test clip, from
@@ -299,8 +312,8 @@ zero states); the issue's target is >= {100 * data['target_top1_agreement']:.0f}
 accuracy is at least chance (14.3 %) + 15 points; agreement of a model that has learned little is a weak signal
 (near-uniform probabilities flip under any rounding). {machine()}.
 
-| model | variant | test samples | float acc. % | TFLite acc. % | drop (points) | agree % | >= 97 % | above chance |
-|---|---|---|---|---|---|---|---|---|
+| model | epochs | px | variant | test samples | float acc. % | TFLite acc. % | drop (points) | agree % | >= 97 % | above chance |
+|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 {verdict(data)}
