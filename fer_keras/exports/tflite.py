@@ -34,6 +34,10 @@ from fer_keras import atomic
 from fer_keras.errors import UserError
 
 QUANTIZE = ("none", "float16", "int8", "int16x8")
+# int8/int16x8 calibration: this many training samples (the issue asks for at least 100).
+CALIBRATION_SAMPLES = 200
+# Parity of every export (clip and streaming alike) is measured on this many held-out test samples.
+PARITY_SAMPLES = 200
 # Layers whose ops stay float32 in an int8 model (their inputs then stay float32 too): landmark_arm's
 # heatmap drawing is pixel geometry (an affine fit, rounding to pixels, one-hot scatter); int8 steps
 # of ~0.2 px in the landmark coordinates and in the fitted transform would move the drawn dots.
@@ -352,11 +356,11 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
     split = Split.from_dict(config["split_subjects"])
     representative = None
     if quantize in ("int8", "int16x8"):
-        representative, _ = collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), 200)
+        representative, _ = collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), CALIBRATION_SAMPLES)
         representative = _unbatch(representative)
     flatbuffer = convert(device_model, quantize=quantize, representative=representative, float_io=float_io)
 
-    test_x, test_y = collect(fit.make_dataset(config, manifest, split, "test", batch_size=64), 200)
+    test_x, test_y = collect(fit.make_dataset(config, manifest, split, "test", batch_size=64), PARITY_SAMPLES)
     lite = LiteRTModel(flatbuffer)
     check = parity(model, lite, test_x)
     keras_acc = float(np.mean(_probabilities(model, test_x).argmax(1) == test_y))
