@@ -193,6 +193,8 @@ for _name, _help in (
 @click.option("--data", default=None, help="Prepared dataset folder, or 'synth' to generate SynthFER into the run.")
 @click.option("--size", "model_size", default=None, help="Named model size (small, paper ...).")
 @click.option("--epochs", default=None, type=int)
+@click.option("--pretrain-epochs", default=None, type=int,
+              help="SAE models: greedy pretraining epochs per layer (default: --epochs).")
 @click.option("--batch-size", default=None, type=int)
 @click.option("--lr", "learning_rate", default=None, type=float)
 @click.option("--folds", default=None, type=int, help="K of the subject k-fold split.")
@@ -213,7 +215,7 @@ for _name, _help in (
 @click.option("--resume", "resume_run", default=None, type=click.Path(file_okay=False),
               help="Continue a killed run from its last complete epoch (with --epochs N: extend it).")
 @click.pass_context
-def train_cmd(ctx, model, data, model_size, epochs, batch_size, learning_rate, folds, fold, split, image_size,
+def train_cmd(ctx, model, data, model_size, epochs, pretrain_epochs, batch_size, learning_rate, folds, fold, split, image_size,
               clip_length, clip_stride, streams, seed, synth_subjects, config_file, out, name, strategy, resume_run):
     """Train a model into runs/<name>/."""
     from fer_keras.training import config as config_lib
@@ -231,7 +233,8 @@ def train_cmd(ctx, model, data, model_size, epochs, batch_size, learning_rate, f
 
     file_config = config_lib.load_config_file(config_file) if config_file else None
     config = config_lib.resolve(
-        file_config, model=model, data=data, size=model_size, epochs=epochs, batch_size=batch_size,
+        file_config, model=model, data=data, size=model_size, epochs=epochs, pretrain_epochs=pretrain_epochs,
+        batch_size=batch_size,
         learning_rate=learning_rate, folds=folds, fold=fold, split=split, image_size=image_size,
         clip_length=clip_length, clip_stride=clip_stride, streams=streams, seed=seed, strategy=strategy,
         synth={"subjects": synth_subjects} if synth_subjects else None,

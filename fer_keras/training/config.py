@@ -14,6 +14,8 @@ DEFAULTS = {
     "size": "small",
     "data": "synth",
     "epochs": 10,
+    # Greedy layer-wise pretraining epochs per layer of the SAE models (null: the same as epochs).
+    "pretrain_epochs": None,
     "batch_size": 32,
     "learning_rate": 1e-3,
     "folds": 5,
@@ -87,6 +89,9 @@ def _validate(c):
     for key in positive:
         if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 1:
             raise UserError(f"{key} must be a positive integer. Received: {key}={c[key]!r}")
+    if c["pretrain_epochs"] is not None and (
+            not isinstance(c["pretrain_epochs"], int) or isinstance(c["pretrain_epochs"], bool) or c["pretrain_epochs"] < 1):
+        raise UserError(f"pretrain_epochs must be a positive integer or null. Received: pretrain_epochs={c['pretrain_epochs']!r}")
     if c["strategy"] not in ("default", "mirrored", "multiworker"):
         raise UserError(f"strategy must be 'default', 'mirrored' or 'multiworker'. Received: strategy={c['strategy']!r}")
     if c["split"] not in ("kfold", "official"):

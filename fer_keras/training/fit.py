@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fer_keras import atomic
 from fer_keras.data import pipeline, records, splits
 from fer_keras.errors import UserError
 from fer_keras.models.registry import get_model, get_spec
@@ -369,9 +370,14 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
     verbose = 0 if quiet else (1 if os.isatty(2) else 2)
     if hasattr(model, "pretrain") and checkpoint is None:
         # Staged models (e.g. greedy layer-wise autoencoder pretraining) run their own stage first.
+        pretrain_epochs = config.get("pretrain_epochs") or config["epochs"]
         with strategy.scope():
             pretrain_ds = distribute.distribute_dataset(make_dataset(config, manifest, split, "train", training=True), strategy)
-            model.pretrain(pretrain_ds, epochs=config["epochs"], verbose=verbose)
+            results = model.pretrain(pretrain_ds, epochs=pretrain_epochs, verbose=verbose)
+        if results:  # what each layer's autoencoder reached, for the user (and the SAE benchmark)
+            summary = [{"layer": r["layer"], "denoising": r["denoising"], "epochs": pretrain_epochs,
+                        "loss_before": float(r["loss_before"]), "loss_after": float(r["loss_after"])} for r in results]
+            atomic.write_text(run_dir / "pretraining.json", json.dumps(summary, indent=2) + "\n")
     model.fit(
         train_ds,
         validation_data=val_ds,

@@ -1,3 +1,6 @@
+import json
+import math
+
 import cv2
 import keras
 import numpy as np
@@ -104,9 +107,15 @@ def test_sae_saliency_thresholds_the_first_layer_weights(tmp_path):
 def test_cli_explain_writes_sae_saliency_and_explains_an_image(still_data, runs_dir, face_images):
     from tests.conftest import expect_ok, invoke
 
-    expect_ok(invoke("--quiet", "train", "--model", "sdae", "--data", still_data, "--epochs", 1, "--batch-size", 16,
-                     "--image-size", 32, "--folds", 2, "--fold", 0, "--out", runs_dir, "--name", "sdae_explain_run"))
+    expect_ok(invoke("--quiet", "train", "--model", "sdae", "--data", still_data, "--epochs", 1, "--pretrain-epochs", 2,
+                     "--batch-size", 16, "--image-size", 32, "--folds", 2, "--fold", 0, "--out", runs_dir,
+                     "--name", "sdae_explain_run"))
     run = runs_dir / "sdae_explain_run"
+    # --pretrain-epochs is its own count, and the run records what each layer's autoencoder reached.
+    pretraining = json.loads((run / "pretraining.json").read_text())
+    assert [(r["layer"], r["denoising"], r["epochs"]) for r in pretraining] == [
+        ("hidden1", True, 2), ("hidden2", True, 2), ("hidden3", False, 2), ("hidden4", False, 2)]
+    assert all(math.isfinite(r["loss_before"]) and math.isfinite(r["loss_after"]) for r in pretraining)
     result = expect_ok(invoke("explain", run, "--count", 3))
     assert "Wrote 3 overlays" in result.output
     image = sorted(face_images.glob("*.png"))[0]

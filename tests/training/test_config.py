@@ -46,6 +46,8 @@ def test_unknown_cli_key():
 
 @pytest.mark.parametrize("override, match", [
     ({"epochs": 0}, "epochs must be a positive integer"),
+    ({"pretrain_epochs": 0}, "pretrain_epochs must be a positive integer or null"),
+    ({"pretrain_epochs": True}, "pretrain_epochs must be a positive integer or null"),
     ({"batch_size": 2.5}, "batch_size must be a positive integer"),
     ({"clip_length": -1}, "clip_length"),
     ({"clip_stride": 0}, "clip_stride"),
