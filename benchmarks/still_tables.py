@@ -16,7 +16,7 @@ docs/benchmarks.md. Every run is kept under --work with its own result.json, so 
 interrupted run continues where it stopped (finished runs are skipped).
 
 Usage: python benchmarks/still_tables.py [--subjects 30] [--samples-per-emotion 4] [--size 64]
-       [--arm-epochs 4] [--landmark-epochs 2] [--sae-epochs 10] [--seeds 0,10,20]
+       [--arm-epochs 4] [--landmark-epochs 2] [--sae-epochs 10] [--sae-pretrain-epochs 10] [--seeds 0,10,20]
 """
 
 import argparse
@@ -125,6 +125,7 @@ def throughput(config, manifest, split, *, steps=6, warmup=2):
 
     from fer_keras.training import fit
 
+    config = dict(config, batch_size=BATCH)  # throughput is always timed at batch BATCH
     fit.set_seed(config["seed"])
     model = fit.build_model(config, manifest)
     model.compile(optimizer=fit.make_optimizer(config), loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"])
@@ -164,8 +165,13 @@ def main():
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--arm-epochs", type=int, default=4)
     parser.add_argument("--landmark-epochs", type=int, default=2)
-    parser.add_argument("--sae-epochs", type=int, default=10)
+    parser.add_argument("--sae-epochs", type=int, default=10, help="Fine-tuning epochs of the SAE models.")
+    parser.add_argument("--sae-pretrain-epochs", type=int, default=None,
+                        help="Greedy pretraining epochs per layer (default: --sae-epochs).")
     parser.add_argument("--seeds", default="0,10,20")
+    parser.add_argument("--batch", type=int, default=BATCH, help="Training batch size of every model.")
+    parser.add_argument("--arm-lr", type=float, default=1e-3,
+                        help="AdaBelief learning rate of arm_resnet18 and landmark_arm (paper 003 Table 4: 1e-3).")
     parser.add_argument("--work", default="runs/still_tables")
     args = parser.parse_args()
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -189,9 +195,10 @@ def main():
     manifest = records.read_manifest(data)
     names = manifest["labels"]
 
-    def config(model, epochs, seed=0, **model_args):
-        return resolve(None, model=model, data=str(data), epochs=epochs, batch_size=BATCH, folds=FOLDS, fold=TEST_FOLD,
-                       seed=seed, model_args=model_args)
+    def config(model, epochs, seed=0, pretrain_epochs=None, **model_args):
+        lr = args.arm_lr if model in ("arm_resnet18", "landmark_arm") else None  # None: the default Adam 1e-3
+        return resolve(None, model=model, data=str(data), epochs=epochs, pretrain_epochs=pretrain_epochs,
+                       batch_size=args.batch, learning_rate=lr, folds=FOLDS, fold=TEST_FOLD, seed=seed, model_args=model_args)
 
     # (a) paper 003: one RGB branch on the training subjects, reused by every landmark_arm run.
     arm_run = work / "arm_resnet18"
@@ -213,7 +220,8 @@ def main():
     p002 = {}
     for model in SAE_MODELS:
         for seed in seeds:
-            p002[f"{model}_seed{seed}"] = run_once(work / "sae" / model / f"seed-{seed}", config(model, args.sae_epochs, seed=seed),
+            p002[f"{model}_seed{seed}"] = run_once(work / "sae" / model / f"seed-{seed}", config(model, args.sae_epochs, seed=seed,
+                                                          pretrain_epochs=args.sae_pretrain_epochs),
                                                    extra={"model": model, "seed": seed})
             print(f"{model} seed {seed}: acc {p002[f'{model}_seed{seed}']['top1']:.3f}", flush=True)
 
@@ -357,9 +365,10 @@ One subject-independent split: {FOLDS} folds by sorted subject id, **test fold {
 {base['num_test']} images, {per_class_n} per class)**, validation fold {TEST_FOLD + 1} ({n_val} subjects, checkpoint
 selection), {n_train} training subjects. `arm_resnet18` was trained once ({args.arm_epochs} epochs) on the training
 subjects and every `landmark_arm` run ({args.landmark_epochs} epochs each, AdaBelief, lr decay 0.9/epoch) loads that run
-as its frozen RGB branch, so no test subject reached either branch. SAE models: {args.sae_epochs} epochs of greedy
+as its frozen RGB branch, so no test subject reached either branch. SAE models: {args.sae_pretrain_epochs or args.sae_epochs} epochs of greedy
 pretraining per layer (sae, sdae) and {args.sae_epochs} epochs of fine-tuning, {len(seeds)} seeds ({', '.join(map(str, seeds))}).
-Batch {BATCH}. Whole script: {minutes:.0f} min on {machine()}; the 2 cores were shared with other jobs
+Training batch {args.batch}; learning rate {args.arm_lr:g} for arm_resnet18 and landmark_arm (AdaBelief; paper 003 Table 4 uses
+1e-3 to fine-tune pretrained weights, these train from scratch), Adam 1e-3 for the SAE models. Whole script: {minutes:.0f} min on {machine()}; the 2 cores were shared with other jobs
 (`uptime` at start: `{load_before.split('load average:')[-1].strip()}`, at end: `{load_after.split('load average:')[-1].strip()}`),
 so times are upper bounds.
 
