@@ -88,12 +88,14 @@ def synth_group():
 @click.option("--size", default=96, show_default=True, type=click.IntRange(48, 224))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--grey", is_flag=True, help="Grey instead of RGB.")
+@click.option("--capture", type=click.Choice(["wild", "lab"]), default="wild", show_default=True,
+              help="wild: every image its own scene and pose; lab: one session per subject (row).")
 @click.pass_context
-def synth_preview(ctx, out, subjects, size, seed, grey):
+def synth_preview(ctx, out, subjects, size, seed, grey, capture):
     """Draw a subjects x emotions grid and a sequence strip to a PNG."""
     from fer_keras.data import synth
 
-    path = synth.preview(out, num_subjects=subjects, size=size, seed=seed, grey=grey)
+    path = synth.preview(out, num_subjects=subjects, size=size, seed=seed, grey=grey, capture=capture)
     _echo(ctx, f"Wrote {path}")
 
 
@@ -104,13 +106,15 @@ def synth_preview(ctx, out, subjects, size, seed, grey):
 @click.option("--size", default=128, show_default=True, type=click.IntRange(48, 224))
 @click.option("--grey/--rgb", default=False, show_default=True)
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--capture", type=click.Choice(["wild", "lab"]), default="wild", show_default=True,
+              help="wild: every image its own scene and pose (RAF-DB-like); lab: one session per subject (CK+/MUG/JAFFE-like).")
 @click.pass_context
-def synth_generate(ctx, out, subjects, per_emotion, size, grey, seed):
+def synth_generate(ctx, out, subjects, per_emotion, size, grey, seed, capture):
     """Write SynthFER faces as image files with a labels.csv (ground truth per image)."""
     from fer_keras.data_prep.synth_images import write_images
 
     path = write_images(out, subjects=subjects, per_emotion=per_emotion, size=size, grey=grey, seed=seed,
-                        quiet=ctx.find_root().params["quiet"])
+                        capture=capture, quiet=ctx.find_root().params["quiet"])
     _echo(ctx, f"Wrote images and {path}")
 
 
@@ -133,15 +137,18 @@ def prepare_group():
 @click.option("--label-set", type=click.Choice(["basic7", "ckplus7"]), default="basic7", show_default=True)
 @click.option("--flow", is_flag=True, help="Store optical flow per frame (sequences).")
 @click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--capture", type=click.Choice(["wild", "lab"]), default="wild", show_default=True,
+              help="wild: every image its own scene and pose (RAF-DB-like); lab: one session per subject (CK+/MUG/JAFFE-like).")
 @click.pass_context
-def prepare_synth_cmd(ctx, out, kind, subjects, samples_per_emotion, sequences_per_emotion, size, grey, label_set, flow, seed):
+def prepare_synth_cmd(ctx, out, kind, subjects, samples_per_emotion, sequences_per_emotion, size, grey, label_set, flow, seed,
+                      capture):
     """Generate a SynthFER set straight into TFRecords."""
     from fer_keras.data_prep.synth import prepare_synth
 
     manifest = prepare_synth(
         out, kind=kind, subjects=subjects, samples_per_emotion=samples_per_emotion,
         sequences_per_emotion=sequences_per_emotion, size=size, grey=grey, label_set=label_set,
-        flow=flow, seed=seed, quiet=ctx.find_root().params["quiet"],
+        flow=flow, seed=seed, capture=capture, quiet=ctx.find_root().params["quiet"],
     )
     _echo(ctx, f"Prepared {manifest['num_examples']} {kind} records of {subjects} SynthFER subjects in {out}")
 

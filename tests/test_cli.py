@@ -69,6 +69,24 @@ def test_prepare_synth_sequences_manifest(sequence_data):
     assert manifest["params"]["flow"] is True
 
 
+def test_prepare_synth_lab_capture_records_it_and_shares_the_scene(tmp_path):
+    out = tmp_path / "lab"
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", out, "--subjects", 2, "--samples-per-emotion", 1,
+                     "--size", 48, "--capture", "lab"))
+    manifest = records.read_manifest(out, verify=True)
+    assert manifest["params"]["capture"] == "lab" and manifest["num_examples"] == 2 * 7
+    import tensorflow as tf
+
+    by_subject = {}
+    for raw in tf.data.TFRecordDataset(sorted(str(p) for p in out.glob("*.tfrecord*"))):
+        r = records.parse_still(raw)
+        image = tf.io.decode_png(r["image/encoded"]).numpy().astype(float)
+        by_subject.setdefault(r["subject"].numpy().decode(), []).append(image[:4].ravel())  # top rows: background
+    spread = {s: np.mean(np.std(np.stack(rows), axis=0)) for s, rows in by_subject.items()}
+    assert all(v < 8.0 for v in spread.values()), spread  # one session per subject: the same backdrop
+    assert expect_user_error(invoke("prepare", "synth", "--out", tmp_path / "x", "--capture", "studio"), exit_code=2)
+
+
 def test_prepare_synth_refuses_a_non_empty_folder(still_data):
     before = listing(still_data)
     expect_user_error(invoke("prepare", "synth", "--out", still_data, "--subjects", 2, "--size", 48))

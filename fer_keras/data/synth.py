@@ -115,7 +115,13 @@ STYLE_GAIN_SIGMA = 0.3  # log-normal spread of a subject's per-AU gains
 STYLE_EXPRESSIVITY_SIGMA = 0.2  # log-normal spread of a subject's overall expressivity
 AU_JITTER_SIGMA = 0.15  # per-sample log-normal jitter of each AU
 
-_STILL, _SEQUENCE, _SUBJECT = 1, 2, 3  # stream tags inside the seed sequence
+_STILL, _SEQUENCE, _SUBJECT, _SESSION = 1, 2, 3, 4  # stream tags inside the seed sequence
+# "wild": every still and every sequence has its own scene (lighting, background, camera, clothes,
+# occluders) and head pose, like RAF-DB or FER2013. "lab": one recording session per subject, like
+# CK+, MUG or JAFFE: the scene and the base head pose are the subject's, the same in all of their
+# stills and sequences; a still adds a small pose jitter (LAB_POSE_JITTER) and its own sensor noise.
+CAPTURES = ("wild", "lab")
+LAB_POSE_JITTER = (1.0, 1.5, 0.005, 0.005, 0.005)  # std of roll_deg, yaw_deg, scale, tx, ty per lab still
 SEQUENCE_KINDS = ("onset_apex", "onset_apex_offset")
 SEQUENCE_FRAMES = {"onset_apex": (10, 30), "onset_apex_offset": (20, 40)}
 
@@ -376,6 +382,19 @@ def _constrain(lm, closure):
     return lm
 
 
+def _check_capture(capture):
+    if capture not in CAPTURES:
+        raise ValueError(f"Unknown capture {capture!r}. Expected one of {CAPTURES}.")
+    return capture
+
+
+def _session(subject, seed):
+    """Lab capture: (generator of the subject's scene, the subject's base pose), the same on every call."""
+    session = _rng(seed, subject.subject_id, _SESSION)
+    pose = _sample_pose(session)
+    return session, pose
+
+
 def _sample_pose(rng):
     z = rng.standard_normal(5).tolist()
     roll = min(8.0, max(-8.0, 3.0 * z[0]))
@@ -418,7 +437,7 @@ def _check_render_args(subject, size):
 
 
 def render_still(subject, emotion, *, sample_index=0, seed=0, size=64, grey=True, intensity=None,
-                 occlusion=None):
+                 occlusion=None, capture="wild"):
     """One apex still of `subject` showing `emotion`.
 
     Args:
@@ -429,7 +448,9 @@ def render_still(subject, emotion, *, sample_index=0, seed=0, size=64, grey=True
         size: output side in pixels (48..224 tested).
         grey: one channel, else RGB.
         intensity: expression intensity in [0, 1]; None draws one from INTENSITY_RANGE.
-        occlusion: force an occluder (True), none (False), or draw one 8% of the time (None).
+        occlusion: force an occluder (True), none (False), or draw one 8% of the time (None;
+            "lab" capture: none).
+        capture: "wild" (a scene and pose of its own) or "lab" (the subject's session; see CAPTURES).
 
     Returns:
         dict: "image" uint8 (size, size, 1|3); "landmarks" float32 (68, 2) pixel (x, y), pixel
@@ -446,8 +467,14 @@ def render_still(subject, emotion, *, sample_index=0, seed=0, size=64, grey=True
     intensity = 0.0 if emotion == "neutral" else float(intensity)
     sided = emotion_aus(emotion, intensity, subject.style, rng)
     lm = face_landmarks(subject, sided)
-    pose = _fit_poses(lm[None], _sample_pose(rng)[None], size)[0]
-    scene = _render.Scene(subject.params, PARAM_INDEX, subject.glasses, subject.beard, rng, size, grey,
+    if _check_capture(capture) == "wild":
+        scene_rng, pose = rng, _sample_pose(rng)
+    else:
+        scene_rng, pose = _session(subject, seed)
+        pose = pose + np.asarray(LAB_POSE_JITTER) * rng.standard_normal(5)
+        occlusion = bool(occlusion)
+    pose = _fit_poses(lm[None], pose[None], size)[0]
+    scene = _render.Scene(subject.params, PARAM_INDEX, subject.glasses, subject.beard, scene_rng, size, grey,
                           occlusion, _LAYOUT)
     img, lm_px = scene.draw(lm, sided[0], sided[1], AU_INDEX, tuple(pose), rng)
     return {
@@ -495,7 +522,7 @@ def _envelopes(rng, T, n, kind):
 
 
 def render_sequence(subject, emotion, *, sequence_index=0, seed=0, size=64, grey=True, num_frames=None,
-                    kind="onset_apex"):
+                    kind="onset_apex", capture="wild"):
     """A sequence from neutral to the apex of `emotion` (and back, for "onset_apex_offset").
 
     Each AU has its own onset timing; the head moves slightly; the eyes blink now and then (never
@@ -505,6 +532,8 @@ def render_sequence(subject, emotion, *, sequence_index=0, seed=0, size=64, grey
     Args:
         kind: "onset_apex" (CK+-like, 10-30 frames) or "onset_apex_offset" (MUG-like, 20-40).
         num_frames: T, or None to draw it from the kind's range.
+        capture: "wild" (the sequence's own scene and base pose) or "lab" (the subject's session,
+            shared by all of their sequences and stills; see CAPTURES).
         Others as in render_still.
 
     Returns:
@@ -538,7 +567,10 @@ def render_sequence(subject, emotion, *, sequence_index=0, seed=0, size=64, grey
         closure[b + 1] = max(closure[b + 1], 0.4)
 
     # Head motion: a slow drift and sway around a base pose.
-    base = _sample_pose(rng)
+    if _check_capture(capture) == "wild":
+        scene_rng, base = rng, _sample_pose(rng)
+    else:
+        scene_rng, base = _session(subject, seed)
     ph = rng.uniform(0, 2 * np.pi, 4)
     amp = rng.uniform(0.0, 1.0, 4) * np.array([2.0, 3.0, 0.008, 0.008])
     w = 2 * np.pi * rng.uniform(0.3, 1.0) / T
@@ -552,7 +584,7 @@ def render_sequence(subject, emotion, *, sequence_index=0, seed=0, size=64, grey
     frame_aus = sided[None] * env[:, None, :]  # (T, 2, n)
     lms = np.stack([face_landmarks(subject, frame_aus[i], eye_closure=float(closure[i])) for i in range(T)])
     poses = _fit_poses(lms, poses, size)
-    scene = _render.Scene(subject.params, PARAM_INDEX, subject.glasses, subject.beard, rng, size, grey,
+    scene = _render.Scene(subject.params, PARAM_INDEX, subject.glasses, subject.beard, scene_rng, size, grey,
                           False, _LAYOUT)
     C = 1 if grey else 3
     frames = np.empty((T, size, size, C), np.uint8)
@@ -577,12 +609,13 @@ def _rgb(img):
     return np.repeat(img, 3, axis=-1) if img.shape[-1] == 1 else img
 
 
-def preview(path, *, num_subjects=6, size=96, seed=0, grey=False):
+def preview(path, *, num_subjects=6, size=96, seed=0, grey=False, capture="wild"):
     """Writes a PNG: subjects (rows) x the 8 emotions (labelled columns), then one sequence strip.
 
     Each cell is render_still(make_subject(row, seed), emotion, sample_index=0, seed=seed); the strip
     shows every third frame of a 24-frame onset-apex-offset surprise sequence of subject 1. The PNG
     uses a 256-colour palette when Pillow is installed (it keeps the file around 250 KB).
+    `capture`: "wild" or "lab" (each row one session; see CAPTURES).
 
     Returns the path written.
     """
@@ -599,12 +632,13 @@ def preview(path, *, num_subjects=6, size=96, seed=0, grey=False):
         subject = make_subject(k, seed)
         row = np.full((size + pad, W, 3), 255, np.uint8)
         for j, emo in enumerate(EMOTIONS):
-            img = _rgb(render_still(subject, emo, sample_index=0, seed=seed, size=size, grey=grey)["image"])
+            img = _rgb(render_still(subject, emo, sample_index=0, seed=seed, size=size, grey=grey,
+                                    capture=capture)["image"])
             x = pad + j * (size + pad)
             row[pad:pad + size, x:x + size] = img
         rows.append(row)
     seq = render_sequence(make_subject(1, seed), "surprise", seed=seed, size=size, grey=grey,
-                          num_frames=24, kind="onset_apex_offset")
+                          num_frames=24, kind="onset_apex_offset", capture=capture)
     strip_label = np.full((head, W, 3), 255, np.uint8)
     cv2.putText(strip_label, "sequence: subject 1, surprise, onset-apex-offset, every 3rd of 24 frames ("
                 f"apex: frame {seq['apex_index']})", (pad + 2, head - 5), cv2.FONT_HERSHEY_SIMPLEX,

@@ -9,6 +9,7 @@ import contextlib
 from fer_keras.data import records, synth
 from fer_keras.data_prep.flow import sequence_flow
 from fer_keras.data_prep.output import staged_output
+from fer_keras.errors import UserError
 from fer_keras.labels import get_label_set
 from fer_keras.progress import progress
 
@@ -30,10 +31,17 @@ def prepare_synth(
     flow=False,
     seed=0,
     sequence_kind="onset_apex",
+    capture="wild",
     quiet=False,
     records_per_shard=512,
 ):
-    """Generates and writes a SynthFER dataset; returns the manifest."""
+    """Generates and writes a SynthFER dataset; returns the manifest.
+
+    `capture`: "wild" (every image its own scene and pose) or "lab" (one session per subject, like
+    CK+/MUG/JAFFE); see `fer_keras.data.synth.CAPTURES`.
+    """
+    if capture not in synth.CAPTURES:
+        raise UserError(f"capture must be one of {', '.join(synth.CAPTURES)}. Received: {capture!r}")
     emotions = get_label_set(label_set)
     per_subject = len(emotions) * (samples_per_emotion if kind == "still" else sequences_per_emotion)
     params = {
@@ -47,6 +55,7 @@ def prepare_synth(
         "flow": flow,
         "seed": seed,
         "sequence_kind": sequence_kind,
+        "capture": capture,
     }
     with staged_output(out) as tmp, records.ShardedWriter(
         tmp,
@@ -66,11 +75,13 @@ def prepare_synth(
                 count = samples_per_emotion if kind == "still" else sequences_per_emotion
                 for i in range(count):
                     if kind == "still":
-                        s = synth.render_still(subject, emotion, sample_index=i, seed=seed, size=size, grey=grey)
+                        s = synth.render_still(subject, emotion, sample_index=i, seed=seed, size=size, grey=grey,
+                                               capture=capture)
                         sample = dict(s, subject_id=name, au_ids=synth.AUS, source_path=f"synth://{name}/{emotion}/{i}")
                         record = records.make_still_example(sample, label_set=label_set, dataset="synthfer")
                     else:
-                        s = synth.render_sequence(subject, emotion, sequence_index=i, seed=seed, size=size, grey=grey, kind=sequence_kind)
+                        s = synth.render_sequence(subject, emotion, sequence_index=i, seed=seed, size=size, grey=grey,
+                                                  kind=sequence_kind, capture=capture)
                         sample = dict(
                             s,
                             subject_id=name,

@@ -16,7 +16,7 @@ from fer_keras.labels import EMOTIONS
 from fer_keras.progress import progress
 
 
-def write_images(out, *, subjects=4, per_emotion=1, size=128, grey=False, seed=0, quiet=False):
+def write_images(out, *, subjects=4, per_emotion=1, size=128, grey=False, seed=0, capture="wild", quiet=False):
     with staged_output(out) as tmp, contextlib.closing(
         progress(total=subjects * len(EMOTIONS) * per_emotion, desc="SynthFER images", unit="image", quiet=quiet)
     ) as bar:
@@ -27,7 +27,8 @@ def write_images(out, *, subjects=4, per_emotion=1, size=128, grey=False, seed=0
                 subject = synth.make_subject(k, seed=seed)
                 for emotion in EMOTIONS:
                     for i in range(per_emotion):
-                        s = synth.render_still(subject, emotion, sample_index=i, seed=seed, size=size, grey=grey)
+                        s = synth.render_still(subject, emotion, sample_index=i, seed=seed, size=size, grey=grey,
+                                               capture=capture)
                         name = f"{subject_name(k)}_{emotion}_{i}.png"
                         image = s["image"]
                         image = image[..., 0] if image.shape[-1] == 1 else cv2.cvtColor(image, cv2.COLOR_RGB2BGR)

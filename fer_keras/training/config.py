@@ -41,6 +41,7 @@ DEFAULTS = {
         "label_set": "basic7",
         "flow": False,
         "seed": 0,
+        "capture": "wild",  # wild | lab (one session per subject, CK+-like)
     },
 }
 

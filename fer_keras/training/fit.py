@@ -83,6 +83,7 @@ def load_dataset(config, run_dir, *, quiet=False):
                 label_set=s["label_set"],
                 flow=s["flow"] or "flow" in config["streams"],
                 seed=s["seed"],
+                capture=s.get("capture", "wild"),
                 quiet=quiet,
             )
         manifest = records.read_manifest(data_dir)

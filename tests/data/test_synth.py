@@ -246,6 +246,38 @@ def test_subjects_vary():
     assert subjects[0] != subjects[1]
 
 
+def _border(image, width=4):
+    """The image's outer frame (background, clothes, lighting; never the face at these poses)."""
+    img = image.astype(np.float32)
+    return np.concatenate([img[:width].ravel(), img[:, :width].ravel(), img[:, -width:].ravel()])
+
+
+def test_lab_capture_shares_one_session_per_subject():
+    a, b = synth.make_subject(2), synth.make_subject(5)
+    lab = [synth.render_still(a, e, sample_index=i, size=64, capture="lab") for e, i in
+           (("neutral", 0), ("anger", 1), ("surprise", 2))]
+    seq = synth.render_sequence(a, "happiness", size=64, capture="lab")
+    other = synth.render_still(b, "anger", sample_index=1, size=64, capture="lab")
+    wild = [synth.render_still(a, e, sample_index=i, size=64) for e, i in (("neutral", 0), ("anger", 1))]
+
+    def gap(x, y):
+        return float(np.mean(np.abs(_border(x) - _border(y))))
+
+    same = [gap(lab[0]["image"], x["image"]) for x in lab[1:]] + [gap(lab[0]["image"], seq["frames"][0])]
+    # One subject's lab stills and sequences: the same scene, up to sensor noise and a small head jitter.
+    assert max(same) < 12.0, same
+    # Another subject's session, and two wild stills of one subject, have scenes of their own.
+    assert gap(lab[0]["image"], other["image"]) > 2 * max(same)
+    assert gap(wild[0]["image"], wild[1]["image"]) > 2 * max(same)
+    # The base pose is the session's: lab stills of a subject differ by the jitter only.
+    poses = np.stack([x["pose"] for x in lab])
+    assert np.all(np.abs(poses[:, 0] - poses[0, 0]) < 6 * synth.LAB_POSE_JITTER[0])
+    # The expression ground truth is untouched by the capture regime.
+    assert np.array_equal(lab[1]["aus"] > 0, synth.render_still(a, "anger", sample_index=1, size=64)["aus"] > 0)
+    with pytest.raises(ValueError, match="capture"):
+        synth.render_still(a, "anger", capture="studio")
+
+
 def test_invalid_arguments():
     subject = synth.make_subject(0)
     with pytest.raises(ValueError, match="Unknown emotion"):
