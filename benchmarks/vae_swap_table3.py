@@ -42,35 +42,41 @@ ROWS = {
     "row2_gan": ("vae_swap", dict(gan=True, switch=False, rounds=1)),
     "row3_gan_switch": ("vae_swap", dict(gan=True, switch=True, rounds=1)),
     "row4_iterated": ("vae_swap", dict(gan=True, switch=True, rounds=2)),
+    "row5_iterated_128": ("vae_swap", dict(gan=True, switch=True, rounds=2)),  # at 128 px (ROW_IMAGE_SIZE)
     "row6_vae": ("vae", {}),
     "row7_vae_meansub": ("vae_meansub", {}),
     "row8_cvae": ("cvae", {}),
 }
 
+ROW_IMAGE_SIZE = {"row5_iterated_128": 128}  # rows trained at their own input size (Table 3 row 5)
+DEFAULT_ROWS = [r for r in ROWS if r not in ROW_IMAGE_SIZE]
 
-def load(args):
+
+def load(args, size=None):
     from fer_keras.data import records
     from fer_keras.data_prep.synth import prepare_synth, subject_name
     from fer_keras.training.vae_swap import load_stills
 
-    out = pathlib.Path(args.data or tempfile.mkdtemp()) / f"synth_{args.subjects}_{args.per_emotion}_{args.size}"
+    size = size or args.size
+    out = pathlib.Path(args.data or tempfile.mkdtemp()) / f"synth_{args.capture}_{args.subjects}_{args.per_emotion}_{size}"
     if not (out / records.MANIFEST).exists():
-        prepare_synth(out, kind="still", subjects=args.subjects, samples_per_emotion=args.per_emotion, size=args.size,
-                      grey=True, quiet=True)
+        prepare_synth(out, kind="still", subjects=args.subjects, samples_per_emotion=args.per_emotion, size=size,
+                      grey=True, capture=args.capture, quiet=True)
     manifest = records.read_manifest(out)
     names = [subject_name(k) for k in range(args.subjects)]
     train_names, test_names = names[args.test_subjects:], names[:args.test_subjects]
-    return (manifest, load_stills(manifest, train_names, args.size, 1), load_stills(manifest, test_names, args.size, 1))
+    return (manifest, load_stills(manifest, train_names, size, 1), load_stills(manifest, test_names, size, 1))
 
 
-def train_row(model_name, overrides, manifest, train, test, args, *, trials):
+def train_row(model_name, overrides, manifest, train, test, args, *, trials, size=None):
     from fer_keras.evaluation.vae_swap import evaluate_model
     from fer_keras.models.registry import get_model
     from fer_keras.training.vae_swap import subject_indices, train_vae
 
     index, names = subject_indices(train["subjects"])
     extra = {"num_subjects": len(names)} if model_name == "cvae" else {}
-    vae = get_model(model_name, (args.size, args.size, 1), len(manifest["labels"]), size=args.model_size, **overrides, **extra)
+    size = size or args.size
+    vae = get_model(model_name, (size, size, 1), len(manifest["labels"]), size=args.model_size, **overrides, **extra)
     t0 = time.perf_counter()
     rows = train_vae(vae, train["images"], index, epochs=args.epochs, batch_size=args.batch_size, seed=0, verbose=0)
     seconds = time.perf_counter() - t0
@@ -120,16 +126,21 @@ def main():
     p.add_argument("--epochs", type=int, default=2, help="Epochs per stage.")
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--trials", type=int, default=100)
-    p.add_argument("--rows", default=",".join(ROWS))
+    p.add_argument("--rows", default=",".join(DEFAULT_ROWS),
+                   help=f"Comma-separated rows (default: all but {', '.join(ROW_IMAGE_SIZE)}, which trains at 128 px).")
+    p.add_argument("--capture", choices=("wild", "lab"), default="wild",
+                   help="SynthFER capture regime: wild (per-image scene and pose) or lab (one session per subject, as in "
+                        "the paper's MUG/CK+); lab results go to their own JSON and docs section (vae_swap_lab).")
     p.add_argument("--alpha-check", action="store_true")
     p.add_argument("--data", default=None, help="Folder for the generated SynthFER set (default: a temp folder).")
     p.add_argument("--report-only", action="store_true", help="Rewrite the docs section from benchmarks/results/vae_swap.json.")
     args = p.parse_args()
+    name = result_name(args.capture)
     if args.report_only:
-        write_report(_previous())
+        write_report(_previous(name), name)
         return
     manifest, train, test = load(args)
-    setup = (f"SynthFER stills, {args.subjects - args.test_subjects} training / {args.test_subjects} test subjects, "
+    setup = (f"SynthFER stills ({CAPTURE_TEXT[args.capture]}), {args.subjects - args.test_subjects} training / {args.test_subjects} test subjects, "
              f"{args.per_emotion} per emotion ({len(train['images'])} / {len(test['images'])} images), {args.size} px grey, "
              f"model size '{args.model_size}', {args.epochs} epochs per stage, batch {args.batch_size}, "
              f"k-means++ k=9, {args.trials} trials; {machine()}")
@@ -137,27 +148,39 @@ def main():
     result = {"setup": setup, "rows": {}}
     if args.alpha_check:
         result["alpha_check"] = alpha_check(manifest, train, test, args)
-    for name in args.rows.split(","):
-        model_name, overrides = ROWS[name]
-        _, rows, seconds, metrics = train_row(model_name, overrides, manifest, train, test, args, trials=args.trials)
+    previous = _previous(name)
+    for row in args.rows.split(","):
+        model_name, overrides = ROWS[row]
+        size = ROW_IMAGE_SIZE.get(row, args.size)
+        data = (manifest, train, test) if size == args.size else load(args, size)
+        _, rows, seconds, metrics = train_row(model_name, overrides, *data, args, trials=args.trials, size=size)
         times = {s: float(np.mean([r["seconds"] for r in rows if r["stage"] == s][1:] or [np.nan])) for s in ("identity", "expression")}
-        result["rows"][name] = {"model": model_name, "overrides": overrides, "train_seconds": seconds,
-                                "epoch_seconds_after_first": times, **metrics}
-        print(name, pct(metrics["kmeans_train"]), pct(metrics.get("kmeans_test")), f"{seconds:.0f}s", flush=True)
-    previous = _previous()
+        result["rows"][row] = {"model": model_name, "overrides": overrides, "train_seconds": seconds, "image_size": size,
+                               "epoch_seconds_after_first": times, **metrics}
+        print(row, pct(metrics["kmeans_train"]), pct(metrics.get("kmeans_test")), f"{seconds:.0f}s", flush=True)
+    if set(result["rows"]) == set(ROW_IMAGE_SIZE) and previous.get("rows"):  # row 5 alone: add it to the previous table
+        result = dict(previous, rows={**previous["rows"], **result["rows"]})
     if "alpha_check" not in result and previous.get("alpha_check"):
         result["alpha_check"] = previous["alpha_check"]  # kept from the run that measured it
         result["alpha_check_setup"] = previous.get("alpha_check_setup", previous.get("setup"))
     elif "alpha_check" in result:
         result["alpha_check_setup"] = setup
-    write_json("vae_swap", result)
-    write_report(result)
+    write_json(name, result)
+    write_report(result, name)
 
 
-def _previous():
+CAPTURE_TEXT = {"wild": "wild capture: every image its own scene and pose",
+                "lab": "lab capture: one session per subject, like the paper's MUG/CK+"}
+
+
+def result_name(capture):
+    return "vae_swap" if capture == "wild" else f"vae_swap_{capture}"
+
+
+def _previous(name="vae_swap"):
     import json
 
-    path = pathlib.Path(__file__).resolve().parent / "results" / "vae_swap.json"
+    path = pathlib.Path(__file__).resolve().parent / "results" / f"{name}.json"
     return json.loads(path.read_text()) if path.exists() else {}
 
 
@@ -181,13 +204,14 @@ def _ordering_lines(rows):
     return lines
 
 
-def write_report(result):
-    """The `vae_swap` section of docs/benchmarks.md from a result dict (see main)."""
+def write_report(result, name="vae_swap"):
+    """The `name` section of docs/benchmarks.md from a result dict (see main)."""
     rows = result["rows"]
     judge = next((r["swap"]["judge_accuracy_on_real_test_images"] for r in rows.values() if r.get("swap")), None)
     chance = 1 / 7
     lines = [
-        "## vae_swap: paper 004 Table 3 on SynthFER (`benchmarks/vae_swap_table3.py`)", "",
+        "## vae_swap: paper 004 Table 3 on SynthFER" + (" (lab capture)" if name.endswith("_lab") else "")
+        + " (`benchmarks/vae_swap_table3.py" + (" --capture lab" if name.endswith("_lab") else "") + "`)", "",
         result["setup"] + ".", "",
         "k-means++ accuracy (%) of z_e, mean ± std over trials. Paper columns: MUG + CK+ (195 train / 7 test subjects,",
         "100 epochs per stage, 50 when iterating). SynthFER numbers are numbers on SynthFER, at a CPU budget far below",
@@ -199,30 +223,34 @@ def write_report(result):
         "| row | SynthFER train | SynthFER test | paper train | paper test | swap -> donor | identity kept | AU R² (z_e) | s/epoch stage 1 | s/epoch stage 2 |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
-    for name, r in rows.items():
+    for row, r in rows.items():
         t = r["epoch_seconds_after_first"]
         swap = r.get("swap") or {}
         donor = f"{100 * swap['swap_matches_donor_expression']:.1f}" if swap else "-"
         kept = f"{100 * swap['identity_retention']:.1f}" if swap else "-"
         r2 = f"{r['au_r2_from_z_e']:.3f}" if r.get("au_r2_from_z_e") is not None else "-"
-        lines.append(f"| {name} | {pct(r['kmeans_train'])} | {pct(r.get('kmeans_test'))} | {PAPER[name][0]} | {PAPER[name][1]} | "
+        lines.append(f"| {row} | {pct(r['kmeans_train'])} | {pct(r.get('kmeans_test'))} | {PAPER[row][0]} | {PAPER[row][1]} | "
                      f"{donor} | {kept} | {r2} | {t['identity']:.1f} | {t['expression']:.1f} |".replace("nan", "-"))
-    lines.append(f"| row5_iterated_128 | not run (CPU budget) | | {PAPER['row5_iterated_128'][0]} | {PAPER['row5_iterated_128'][1]} | | | | | |")
+    if "row5_iterated_128" not in rows:
+        lines.append(f"| row5_iterated_128 | not run (CPU budget) | | {PAPER['row5_iterated_128'][0]} | {PAPER['row5_iterated_128'][1]} | | | | | |")
     best = max(max(r["kmeans_train"]["mean"], (r.get("kmeans_test") or {"mean": 0})["mean"]) for r in rows.values())
     lines += ["", "Orderings of paper 004 Table 3 on SynthFER:", ""] + _ordering_lines(rows)
     if best < chance + 0.10:
         lines += ["", f"**Every row is within 10 points of chance ({100 * chance:.1f} % for 7 classes) and the AU R² of z_e is about 0: "
                   "at this budget no model's z_e encodes the expression, so none of the paper's orderings is confirmed or "
-                  "refuted by these numbers.** The expression is a small pixel change beside SynthFER's per-image pose and "
-                  "lighting, which z_e (everything that is not identity) must also carry; the paper trains on 57x more images "
-                  "for 8x more epochs."]
+                  "refuted by these numbers.**" + (
+                      " The expression is a small pixel change beside SynthFER's per-image pose and lighting in the wild "
+                      "capture, which z_e (everything that is not identity) must also carry; the paper trains on 57x more "
+                      "images for 8x more epochs." if not name.endswith("_lab") else
+                      " In the lab capture the scene is the subject's, so z_e need not carry it; the paper trains on 57x "
+                      "more images for 8x more epochs.")]
     if "alpha_check" in result:
         lines += ["", f"Alpha reading check (two-stage model, 1 round; {result.get('alpha_check_setup', result['setup'])}):", ""]
-        for name, a in result["alpha_check"].items():
-            lines.append(f"- {name}: stage-2 reconstruction MSE {a['stage2_rec_first_last'][0]:.4f} -> {a['stage2_rec_first_last'][1]:.4f}, "
+        for reading, a in result["alpha_check"].items():
+            lines.append(f"- {reading}: stage-2 reconstruction MSE {a['stage2_rec_first_last'][0]:.4f} -> {a['stage2_rec_first_last'][1]:.4f}, "
                          f"KL {a['stage2_kl_last']:.3g}, active units (z_e, z_i) {a['active_units_z_e_z_i']}, "
                          f"k-means test {100 * a['kmeans_test_k9']:.1f}%")
-    write_section("vae_swap", "\n".join(lines))
+    write_section(name, "\n".join(lines))
 
 
 if __name__ == "__main__":
