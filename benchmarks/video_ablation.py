@@ -63,13 +63,11 @@ def main():
     if not (data / records.MANIFEST).exists():
         prepare_synth(data, kind="sequence", subjects=args.subjects, sequences_per_emotion=args.sequences_per_emotion, size=args.size,
                       grey=True, label_set="ckplus7", capture=args.capture, quiet=True)
-    wanted = args.models.split(",")
-    results = {}
-    for model, paper, paper_acc in CONFIGS:
-        if model not in wanted:
-            continue
-        folds, seconds = [], 0.0
-        for fold in range(args.folds):
+    wanted = [c for c in CONFIGS if c[0] in args.models.split(",")]
+    # Fold by fold across the models, so a run cut short still compares every model on the same folds.
+    per_model = {model: [] for model, _, _ in wanted}
+    for fold in range(args.folds):
+        for model, _, _ in wanted:
             run = work / model / f"fold-{fold}"
             if not (run / "metrics.json").exists():
                 start = time.time()
@@ -84,20 +82,28 @@ def main():
                 metrics["seconds"] = time.time() - start
                 (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
             metrics = json.loads((run / "metrics.json").read_text())
-            folds.append(metrics)
-            seconds += metrics.get("seconds", 0.0)
+            per_model[model].append(metrics)
             print(f"{model} fold {fold}: video {metrics['video']['accuracy']:.3f} clip {metrics['accuracy']:.3f}", flush=True)
+        report(name, args, wanted, per_model)
+
+
+def report(name, args, wanted, per_model):
+    """JSON + docs section from the folds finished so far (every model has the same number)."""
+    import numpy as np
+
+    results = {}
+    for model, paper, paper_acc in wanted:
+        folds = per_model[model]
         video = [m["video"]["accuracy"] for m in folds]
         clip = [m["accuracy"] for m in folds]
-        import numpy as np
-
         results[model] = {"paper": paper, "paper_ckplus_video_accuracy": paper_acc,
                           "video_mean": float(np.mean(video)), "video_std": float(np.std(video)),
                           "clip_mean": float(np.mean(clip)), "clip_std": float(np.std(clip)),
-                          "per_fold_video": video, "seconds": seconds}
+                          "per_fold_video": video, "seconds": float(sum(m.get("seconds", 0.0) for m in folds))}
+    done = len(next(iter(per_model.values())))
 
     verdict = _verdict(results)
-    write_json(name, {"args": vars(args), "results": results, "verdict": verdict})
+    write_json(name, {"args": vars(args), "folds_done": done, "results": results, "verdict": verdict})
     rows = "\n".join(
         f"| {m} | {r['paper']} | {r['paper_ckplus_video_accuracy']:.2f} | {100 * r['video_mean']:.1f} +- {100 * r['video_std']:.1f} "
         f"| {100 * r['clip_mean']:.1f} +- {100 * r['clip_std']:.1f} | {r['seconds'] / 60:.1f} |"
@@ -109,7 +115,7 @@ def main():
 
 SynthFER sequences ({capture}; onset -> apex, {args.subjects} subjects x 7 ckplus7 emotions x {args.sequences_per_emotion} sequence(s), {args.size} px grey), subject
 {args.folds}-fold cross-validation (sorted subject ids, rank mod {args.folds}; {args.folds} rather than the papers' 10
-folds because of CPU time), `small` model size, {args.epochs} epochs, batch 16, Adam learning rate {args.lr:g}, clips of 8 frames with stride 2,
+folds because of CPU time{f"; **{done} of the {args.folds} folds finished**, means over those" if done < args.folds else ""}), `small` model size, {args.epochs} epochs, batch 16, Adam learning rate {args.lr:g}, clips of 8 frames with stride 2,
 video label by majority vote over its clips. {machine()}. The paper column is CK+ (paper 000 Table / paper 001
 Table 1) and is a different dataset: compare orderings, not values.
 
