@@ -83,6 +83,8 @@ def main():
     parser.add_argument("--clip-length", type=int, default=6)
     parser.add_argument("--clip-stride", type=int, default=3)
     parser.add_argument("--epochs", default="", help="Per-model epochs, e.g. arm_resnet18=40,convlstm=40.")
+    parser.add_argument("--debugger", default="",
+                        help="Comma-separated models whose per-op int8 error is measured (QuantizationDebugger).")
     parser.add_argument("--merge", action="store_true",
                         help="Keep the previous JSON's rows for models not re-run in this invocation.")
     args = parser.parse_args()
@@ -125,6 +127,12 @@ def main():
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(result, indent=2, default=float))
             results[name] = result
+        if name in args.debugger.split(",") and "quantization_error" not in results[name]:
+            try:
+                results[name]["quantization_error"] = quantization_error(work / name / "run")
+            except Exception as e:
+                results[name]["quantization_error"] = {"error": f"{type(e).__name__}: {e}"[:300]}
+            cache.write_text(json.dumps(results[name], indent=2, default=float))
         print(name, json.dumps(summary_line(results[name])), flush=True)
         # Written after every model, so a run cut short still leaves its finished rows.
         data = {"args": vars(args), "target_top1_agreement": TARGET, "learning_rate": LEARNING_RATE,
@@ -252,6 +260,55 @@ def _full_int8_landmark_arm(run):
     return check
 
 
+def quantization_error(run, samples=64):
+    """Per-op int8 error of the clip/still model, from tf.lite.experimental.QuantizationDebugger.
+
+    For every quantised op output: RMSE between its float and its int8 value on held-out samples, over
+    the op's quantisation step (scale). Uniform rounding alone gives 1/sqrt(12) = 0.29; a badly
+    calibrated op (an outlier-stretched range, a saturating one) stands out far above that.
+    """
+    import csv
+    import io
+    import tempfile
+
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from fer_keras.data.splits import Split
+    from fer_keras.exports import tflite
+    from fer_keras.training import fit
+
+    config, manifest, model = fit.load_run(run)
+    device = tflite.rebuild_for_device(config, manifest, model)
+    if len(device.inputs) != 1:
+        return {"error": "several inputs: not measured"}
+    split = Split.from_dict(config["split_subjects"])
+    rep, _ = tflite.collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), tflite.CALIBRATION_SAMPLES)
+    test, _ = tflite.collect(fit.make_dataset(config, manifest, split, "test", batch_size=64), samples)
+    with tempfile.TemporaryDirectory() as tmp:
+        archive = keras.export.ExportArchive()
+        archive.track(device)
+        archive.add_endpoint("serving_default", lambda x: device(x, training=False),
+                             input_signature=[tf.TensorSpec(device.inputs[0].shape, tf.float32, name="inputs")])
+        archive.write_out(tmp, verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.representative_dataset = lambda: ([x[None].astype(np.float32)] for x in rep)
+        debugger = tf.lite.experimental.QuantizationDebugger(
+            converter=converter, debug_dataset=lambda: ([x[None].astype(np.float32)] for x in test))
+        debugger.run()
+        dump = io.StringIO()
+        debugger.layer_statistics_dump(dump)
+    dump.seek(0)
+    ratios = sorted(((float(r["mean_squared_error"]) ** 0.5 / float(r["scale"]), r["op_name"])
+                     for r in csv.DictReader(dump) if r["scale"] and float(r["scale"]) > 0), reverse=True)
+    values = np.array([v for v, _ in ratios])
+    return {"ops": len(values), "median_rmse_over_scale": float(np.median(values)),
+            "max_rmse_over_scale": float(values[0]), "worst_op": ratios[0][1]}
+
+
 def summary_line(r):
     if "error" in r and "int8" not in r:
         return r
@@ -328,26 +385,39 @@ def verdict(data):
     res = {m: r for m, r in data["results"].items() if "int8" in r}
     learned = [m for m, r in res.items() if r.get("above_chance")]
     lines = ["**Reading.** " + (
-        f"Only {', '.join(learned)} learned clearly above chance at this budget; " if learned else
+        f"Clearly above chance: {', '.join(learned)}; " if learned else
         "No model learned clearly above chance at this budget; ") +
-        "the other rows measure int8 on near-uniform probabilities, where any rounding flips the top-1, so a low "
-        "agreement there is no verdict on the model's int8 export (and a high one no guarantee)."]
-    for m in learned:
-        r = res[m]
-        parts = [f"{label} {100 * r[k]['top1_agreement']:.1f} %" for k, label in (("int8", "int8"), ("int16x8", "int16x8"))
-                 if k in r and "top1_agreement" in r[k]]
-        lines.append(f"- `{m}`: agreement " + ", ".join(parts) + ".")
+        "the other rows measure int8 on near-uniform or low-margin probabilities, where any rounding flips the top-1, "
+        "so their agreement is a weak signal either way."]
+    hits, misses = [], []
     for m, r in res.items():
-        if "stream_int8" in r and "stream_int16x8" in r and "top1_agreement" in r["stream_int16x8"]:
-            io = r.get("stream_int8_float_io", {}).get("top1_agreement")
-            lines.append(
-                f"- `{m}` streaming: int8 {100 * r['stream_int8']['top1_agreement']:.1f} %, int8 ops with float32 "
-                f"state I/O {_pct(io)} %, int16x8 {100 * r['stream_int16x8']['top1_agreement']:.1f} % "
-                f"(max |dp| {r['stream_int8']['max_abs_diff']:.3f} -> {r['stream_int16x8']['max_abs_diff']:.3f}).")
-    lines.append("Float32 state I/O alone changes little (the states are still requantised inside the graph); int16 "
+        for key, label in (("int8", "int8"), ("stream_int8", "streaming int8"), ("int16x8", "int16x8"),
+                           ("stream_int16x8", "streaming int16x8")):
+            agree = r.get(key, {}).get("top1_agreement")
+            if agree is not None:
+                (hits if agree >= data["target_top1_agreement"] else misses).append((m, label, agree, r.get("epochs")))
+    # "Learned something": float accuracy at least 5 points above chance (14.3 %).
+    trained = {m for m, r in res.items() if (r.get("float_accuracy") or 0) >= 1 / 7 + 0.05}
+
+    def fmt(items):
+        return ", ".join(f"`{m}` {label} {100 * a:.1f} %" for m, label, a, _ in items) or "none"
+
+    lines.append(f"- Models at least 5 points above chance in float ({', '.join(sorted(trained)) or 'none'}): "
+                 f">= 97 %: {fmt([h for h in hits if h[0] in trained])}; below: {fmt([x for x in misses if x[0] in trained])}.")
+    for m, r in res.items():
+        q = r.get("quantization_error")
+        if q and "error" not in q:
+            lines.append(f"- `{m}` per-op int8 error (QuantizationDebugger, {q['ops']} quantised op outputs on held-out samples): "
+                         f"RMSE / quantisation step median {q['median_rmse_over_scale']:.2f}, worst "
+                         f"{q['max_rmse_over_scale']:.2f} (`{q['worst_op']}`); plain rounding gives 0.29, so no op is "
+                         "mis-calibrated: the disagreement is rounding accumulated over the depth (and the time steps) "
+                         "of the network, which int16 activations shrink 256-fold.")
+    wide = [(m, label, a) for m, label, a, _ in hits + misses if "int16x8" in label and m in trained]
+    all_wide = wide and all(a >= data["target_top1_agreement"] for _, _, a in wide)
+    lines.append("Float32 state I/O alone changes little (the states are still requantised inside the graph). int16 "
                  "activations with int8 weights (`--quantize int16x8`, offered for still models and `--streaming` step "
-                 "models) move every measured recurrent model closer to float. Whether it reaches 97 % on trained "
-                 "recurrent models needs a longer training run than this 30-minute CPU budget.")
+                 "models) " + ("reach the 97 % target on every one of these models." if all_wide else
+                               "move the models closer to float; " + fmt([w + (None,) for w in wide]) + "."))
     return "\n".join(lines)
 
 
