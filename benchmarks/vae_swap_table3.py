@@ -85,6 +85,28 @@ def train_row(model_name, overrides, manifest, train, test, args, *, trials, siz
     return vae, rows, seconds, metrics
 
 
+def reference_rows(train, test, trials):
+    """k-means++ on untrained codes, to read the table against: PCA-64 of the pixels (fit on the training
+    images), raw and with each subject's mean code subtracted (eq. 6 applied to pixels: identity removed
+    with the subject ids the paper's eq. 6 row also uses)."""
+    from sklearn.decomposition import PCA
+
+    from fer_keras.evaluation.vae_swap import kmeans_accuracy, subtract_subject_mean
+
+    flat = {side: d["images"].reshape(len(d["images"]), -1) for side, d in (("train", train), ("test", test))}
+    pca = PCA(64, random_state=0).fit(flat["train"])
+    out = {}
+    for name, meansub in (("pixels_pca64", False), ("pixels_pca64_meansub", True)):
+        out[name] = {}
+        for side, d in (("train", train), ("test", test)):
+            z = pca.transform(flat[side])
+            if meansub:
+                z = subtract_subject_mean(z, d["subjects"])
+            mean, std, _ = kmeans_accuracy(z, d["labels"], k=9, trials=trials)
+            out[name][f"kmeans_{side}"] = {"mean": float(mean), "std": float(std)}
+    return out
+
+
 def active_units(vae, images, threshold=0.01):
     """Latent dims whose posterior mean varies across images (Burda et al. 2016's activity)."""
     from fer_keras.training.vae_swap import encode
@@ -127,7 +149,8 @@ def main():
     p.add_argument("--batch-size", type=int, default=16)
     p.add_argument("--trials", type=int, default=100)
     p.add_argument("--rows", default=",".join(DEFAULT_ROWS),
-                   help=f"Comma-separated rows (default: all but {', '.join(ROW_IMAGE_SIZE)}, which trains at 128 px).")
+                   help=f"Comma-separated rows (default: all but {', '.join(ROW_IMAGE_SIZE)}, which trains at 128 px); "
+                        "'' only adds the untrained reference rows to the previous table.")
     p.add_argument("--capture", choices=("wild", "lab"), default="wild",
                    help="SynthFER capture regime: wild (per-image scene and pose) or lab (one session per subject, as in "
                         "the paper's MUG/CK+); lab results go to their own JSON and docs section (vae_swap_lab).")
@@ -149,7 +172,9 @@ def main():
     if args.alpha_check:
         result["alpha_check"] = alpha_check(manifest, train, test, args)
     previous = _previous(name)
-    for row in args.rows.split(","):
+    result["reference"] = reference_rows(train, test, args.trials)
+    print("reference", result["reference"], flush=True)
+    for row in filter(None, args.rows.split(",")):
         model_name, overrides = ROWS[row]
         size = ROW_IMAGE_SIZE.get(row, args.size)
         data = (manifest, train, test) if size == args.size else load(args, size)
@@ -158,8 +183,8 @@ def main():
         result["rows"][row] = {"model": model_name, "overrides": overrides, "train_seconds": seconds, "image_size": size,
                                "epoch_seconds_after_first": times, **metrics}
         print(row, pct(metrics["kmeans_train"]), pct(metrics.get("kmeans_test")), f"{seconds:.0f}s", flush=True)
-    if set(result["rows"]) == set(ROW_IMAGE_SIZE) and previous.get("rows"):  # row 5 alone: add it to the previous table
-        result = dict(previous, rows={**previous["rows"], **result["rows"]})
+    if set(result["rows"]) <= set(ROW_IMAGE_SIZE) and previous.get("rows"):  # row 5 alone, or none: keep the table
+        result = dict(previous, rows={**previous["rows"], **result["rows"]}, reference=result["reference"])
     if "alpha_check" not in result and previous.get("alpha_check"):
         result["alpha_check"] = previous["alpha_check"]  # kept from the run that measured it
         result["alpha_check_setup"] = previous.get("alpha_check_setup", previous.get("setup"))
@@ -231,9 +256,19 @@ def write_report(result, name="vae_swap"):
         r2 = f"{r['au_r2_from_z_e']:.3f}" if r.get("au_r2_from_z_e") is not None else "-"
         lines.append(f"| {row} | {pct(r['kmeans_train'])} | {pct(r.get('kmeans_test'))} | {PAPER[row][0]} | {PAPER[row][1]} | "
                      f"{donor} | {kept} | {r2} | {t['identity']:.1f} | {t['expression']:.1f} |".replace("nan", "-"))
+    for ref, label in (("pixels_pca64", "reference: PCA-64 of pixels, no training"),
+                       ("pixels_pca64_meansub", "reference: PCA-64 of pixels - subject mean (eq. 6)")):
+        r = (result.get("reference") or {}).get(ref)
+        if r:
+            lines.append(f"| {label} | {pct(r['kmeans_train'])} | {pct(r['kmeans_test'])} | | | | | | | |")
     if "row5_iterated_128" not in rows:
         lines.append(f"| row5_iterated_128 | not run (CPU budget) | | {PAPER['row5_iterated_128'][0]} | {PAPER['row5_iterated_128'][1]} | | | | | |")
-    best = max(max(r["kmeans_train"]["mean"], (r.get("kmeans_test") or {"mean": 0})["mean"]) for r in rows.values())
+    best = max((max(r["kmeans_train"]["mean"], (r.get("kmeans_test") or {"mean": 0})["mean"]) for r in rows.values()), default=0)
+    if result.get("reference"):
+        lines += ["", "The reference rows cluster codes that no network learned: PCA-64 of the pixels (its largest components "
+                  "are identity and scene), and the same with each subject's mean code removed (eq. 6 on pixels; it uses the "
+                  "subject ids, which the VAE rows other than 7 do not get). A z_e that separates expression from identity "
+                  "should approach the second."]
     lines += ["", "Orderings of paper 004 Table 3 on SynthFER:", ""] + _ordering_lines(rows)
     if best < chance + 0.10:
         lines += ["", f"**Every row is within 10 points of chance ({100 * chance:.1f} % for 7 classes) and the AU R² of z_e is about 0: "
