@@ -352,6 +352,11 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
         # process (a C++ abort, nothing to catch) on the unrolled clip model; the step model converts.
         raise UserError("--quantize int16x8 of a whole clip model aborts TFLite's converter; export the per-frame "
                         "step model instead: --streaming --quantize int16x8.")
+    if quantize == "int16x8" and any(layer.name in FLOAT_SCOPES for layer in model._flatten_layers(recursive=True)):
+        # Measured on landmark_arm (benchmarks/int8_parity.py): the 16x8 quantiser finds no calibrated range for the
+        # ArgMax that compares the two branches' predictions, and the float-kept heatmap scope has no 16x8 route.
+        raise UserError(f"--quantize int16x8 is not available for {config['model']} (TFLite's 16x8 quantiser cannot "
+                        "calibrate its branch-agreement ArgMax); use --quantize int8 or float16.")
     device_model = rebuild_for_device(config, manifest, model)
     split = Split.from_dict(config["split_subjects"])
     representative = None

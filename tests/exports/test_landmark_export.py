@@ -146,3 +146,12 @@ def test_int8_keeps_the_landmarks_float(landmark_arm_run, exports_dir):
     assert meta["input"]["dtype"] == "int8" and meta["input"]["quantization"] is not None
     landmarks = next(i for i in meta["inputs"] if i["name"] == "landmarks")
     assert landmarks["dtype"] == "float32" and landmarks["quantization"] is None and "why_float" in landmarks
+
+
+def test_int16x8_is_refused_with_one_line_and_nothing_written(landmark_arm_run, tmp_path):
+    from tests.conftest import expect_user_error, invoke
+
+    out = tmp_path / "exports"
+    line = expect_user_error(invoke("export", landmark_arm_run, "--format", "tflite", "--quantize", "int16x8", "--out", out))
+    assert "int16x8 is not available for landmark_arm" in line and "--quantize int8" in line
+    assert not out.exists() or not any(out.rglob("*.tflite"))
