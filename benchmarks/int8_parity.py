@@ -416,7 +416,8 @@ def verdict(data):
     all_wide = wide and all(a >= data["target_top1_agreement"] for _, _, a in wide)
     lines.append("Float32 state I/O alone changes little (the states are still requantised inside the graph). int16 "
                  "activations with int8 weights (`--quantize int16x8`, offered for still models and `--streaming` step "
-                 "models) " + ("reach the 97 % target on every one of these models." if all_wide else
+                 "models) " + ("reach the 97 % target on every one of these models where they convert (the rows above name "
+                               "the refusals)." if all_wide else
                                "move the models closer to float; " + fmt([w + (None,) for w in wide]) + "."))
     return "\n".join(lines)
 
