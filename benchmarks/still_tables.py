@@ -197,8 +197,12 @@ def main():
 
     def config(model, epochs, seed=0, pretrain_epochs=None, **model_args):
         lr = args.arm_lr if model in ("arm_resnet18", "landmark_arm") else None  # None: the default Adam 1e-3
+        # Paper 002 trains its pixel MLP on the images as they are (sec. 3.1); flips and shifts would move every
+        # input unit, so the SAE models train without augmentation. Paper 003's CNNs keep it.
+        augment = model not in SAE_MODELS
         return resolve(None, model=model, data=str(data), epochs=epochs, pretrain_epochs=pretrain_epochs,
-                       batch_size=args.batch, learning_rate=lr, folds=FOLDS, fold=TEST_FOLD, seed=seed, model_args=model_args)
+                       batch_size=args.batch, learning_rate=lr, folds=FOLDS, fold=TEST_FOLD, seed=seed, augment=augment,
+                       model_args=model_args)
 
     # (a) paper 003: one RGB branch on the training subjects, reused by every landmark_arm run.
     arm_run = work / "arm_resnet18"
@@ -365,7 +369,7 @@ One subject-independent split: {FOLDS} folds by sorted subject id, **test fold {
 {base['num_test']} images, {per_class_n} per class)**, validation fold {TEST_FOLD + 1} ({n_val} subjects, checkpoint
 selection), {n_train} training subjects. `arm_resnet18` was trained once ({args.arm_epochs} epochs) on the training
 subjects and every `landmark_arm` run ({args.landmark_epochs} epochs each, AdaBelief, lr decay 0.9/epoch) loads that run
-as its frozen RGB branch, so no test subject reached either branch. SAE models: {args.sae_pretrain_epochs or args.sae_epochs} epochs of greedy
+as its frozen RGB branch, so no test subject reached either branch. SAE models (no augmentation, as paper 002): {args.sae_pretrain_epochs or args.sae_epochs} epochs of greedy
 pretraining per layer (sae, sdae) and {args.sae_epochs} epochs of fine-tuning, {len(seeds)} seeds ({', '.join(map(str, seeds))}).
 Training batch {args.batch}; learning rate {args.arm_lr:g} for arm_resnet18 and landmark_arm (AdaBelief; paper 003 Table 4 uses
 1e-3 to fine-tune pretrained weights, these train from scratch), Adam 1e-3 for the SAE models. Whole script: {minutes:.0f} min on {machine()}; the 2 cores were shared with other jobs
