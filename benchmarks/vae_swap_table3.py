@@ -273,6 +273,7 @@ def write_report(result, name="vae_swap"):
                   "subject ids, which the VAE rows other than 7 do not get). A z_e that separates expression from identity "
                   "should approach the second."]
     lines += ["", "Orderings of paper 004 Table 3 on SynthFER:", ""] + _ordering_lines(rows)
+    lines += [f"- {note}" for note in result.get("notes", [])]  # measurements about this table (e.g. a repeated row)
     if best < chance + 0.10:
         lines += ["", f"**Every row is within 10 points of chance ({100 * chance:.1f} % for 7 classes) and the AU R² of z_e is about 0: "
                   "at this budget no model's z_e encodes the expression, so none of the paper's orderings is confirmed or "
