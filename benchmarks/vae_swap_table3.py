@@ -219,15 +219,19 @@ PAPER_ORDERINGS = [
 ]
 
 
-def _ordering_lines(rows):
+def _ordering_lines(rows, training_noise=0.0):
+    """`training_noise`: spread (fraction) measured between repeated trainings of one row, which the k-means std
+    does not contain; a difference must exceed twice the larger of the two to count."""
     lines = []
     for better, worse in PAPER_ORDERINGS:
         if better not in rows or worse not in rows:
             continue
         side = "kmeans_test" if rows[better].get("kmeans_test") and rows[worse].get("kmeans_test") else "kmeans_train"
         a, b = rows[better][side], rows[worse][side]
-        diff, noise = a["mean"] - b["mean"], 2 * max(a["std"], b["std"])
-        status = "holds" if diff > noise else "reversed" if diff < -noise else "not resolved (within 2 std of the k-means trials)"
+        diff, noise = a["mean"] - b["mean"], 2 * max(a["std"], b["std"], training_noise)
+        why = "within 2 std of the k-means trials" if noise > 2 * training_noise else \
+            f"within twice the {100 * training_noise:.0f}-point spread between repeated trainings"
+        status = "holds" if diff > noise else "reversed" if diff < -noise else f"not resolved ({why})"
         lines.append(f"- {better} > {worse} ({side.split('_')[1]} subjects): {status}, {100 * diff:+.1f} points")
     return lines
 
@@ -272,8 +276,15 @@ def write_report(result, name="vae_swap"):
                   "are identity and scene), and the same with each subject's mean code removed (eq. 6 on pixels; it uses the "
                   "subject ids, which the VAE rows other than 7 do not get). A z_e that separates expression from identity "
                   "should approach the second."]
-    lines += ["", "Orderings of paper 004 Table 3 on SynthFER:", ""] + _ordering_lines(rows)
+    lines += ["", "Orderings of paper 004 Table 3 on SynthFER:", ""] + _ordering_lines(rows, result.get("training_noise", 0.0))
     lines += [f"- {note}" for note in result.get("notes", [])]  # measurements about this table (e.g. a repeated row)
+    best_test = max(((r.get("kmeans_test") or {"mean": 0})["mean"] for r in rows.values()), default=0)
+    if best >= chance + 0.10 and best_test < chance + 0.10:
+        best_row = max(rows, key=lambda k: rows[k]["kmeans_train"]["mean"])
+        lines += ["", f"**On the held-out subjects every row is within 10 points of chance ({100 * chance:.1f} %); on the "
+                  f"training subjects the best, {best_row}, reaches {100 * rows[best_row]['kmeans_train']['mean']:.1f} %.** "
+                  "z_e has begun to carry the expression of the subjects it was trained on, not yet of new ones, at this "
+                  "budget (the paper trains on 57x more images for 2.5x more epochs per stage)."]
     if best < chance + 0.10:
         lines += ["", f"**Every row is within 10 points of chance ({100 * chance:.1f} % for 7 classes) and the AU R² of z_e is about 0: "
                   "at this budget no model's z_e encodes the expression, so none of the paper's orderings is confirmed or "
