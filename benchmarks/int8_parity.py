@@ -25,6 +25,9 @@ The vae_swap family (vae_swap, vae, vae_meansub, cvae) is skipped: it is no clas
 output is an expression code clustered by k-means++), and its TFLite export is the float32
 expression encoder only (`fer-keras export --quantize` refuses int8 for it).
 
+Agreement is measured on up to 500 held-out samples per row (the export's PARITY_SAMPLES) and reported with its
+Wilson 95 % interval: at 200 samples the interval of a 97 % agreement is about +-2.4 points.
+
 Agreement on a near-chance model says little (near-uniform probabilities flip under any noise),
 so each row also says whether the float model is clearly above chance (>= chance + 15 points).
 
@@ -164,7 +167,8 @@ def train_run(name, data, work, args, epochs, model_args=None, run_name=None):
 
 
 def _row(parity):
-    keys = ("samples", "keras_accuracy", "tflite_accuracy", "accuracy_drop", "top1_agreement", "max_abs_diff")
+    keys = ("samples", "keras_accuracy", "tflite_accuracy", "accuracy_drop", "top1_agreement", "top1_agreement_95ci",
+            "top1_ties", "disagreements_at_ties", "max_abs_diff")
     row = {k: parity[k] for k in keys if k in parity}
     row["meets_target"] = parity["top1_agreement"] >= TARGET
     return row
@@ -330,11 +334,24 @@ def _pct(v):
     return "-" if v is None else f"{100 * v:.1f}"
 
 
+def _ci(v):
+    """The agreement's Wilson 95 % interval (rows measured before it was recorded have none)."""
+    ci = v.get("top1_agreement_95ci")
+    return "-" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}"
+
+
+def _ties(v):
+    if "disagreements_at_ties" not in v:
+        return "-"
+    wrong = round((1 - v["top1_agreement"]) * v["samples"])
+    return f"{v['disagreements_at_ties']} of {wrong}"
+
+
 def report(data):
     rows = []
     for name, r in data["results"].items():
         if "error" in r and "int8" not in r:
-            rows.append(f"| {name} | {r.get('epochs', '')} | {r.get('image_size', '')} | | | error: {r['error']} | | | | | |")
+            rows.append(f"| {name} | {r.get('epochs', '')} | {r.get('image_size', '')} | | | error: {r['error']} | | | | | | | |")
             continue
         trained = f"{r.get('epochs', '')} | {r.get('image_size', '')}"
         for key, label in VARIANTS:
@@ -344,11 +361,12 @@ def report(data):
             if key == "int8" and r["kind"] == "still":
                 label = "int8" + (" (landmarks float32)" if name == "landmark_arm" else "")
             if "error" in v:
-                rows.append(f"| {name} | {trained} | {label} | | error: {v['error'][:120]} | | | | | |")
+                rows.append(f"| {name} | {trained} | {label} | | error: {v['error'][:120]} | | | | | | | |")
                 continue
             rows.append(
                 f"| {name} | {trained} | {label} | {v['samples']} | {_pct(v.get('keras_accuracy'))} | {_pct(v.get('tflite_accuracy'))} "
-                f"| {100 * v['accuracy_drop']:+.1f} | {_pct(v['top1_agreement'])} | {'yes' if v['meets_target'] else '**no**'} "
+                f"| {100 * v['accuracy_drop']:+.1f} | {_pct(v['top1_agreement'])} | {_ci(v)} | {_ties(v)} "
+                f"| {'yes' if v['meets_target'] else '**no**'} "
                 f"| {'yes' if r['above_chance'] else 'no'} |"
             )
     skipped = "\n".join(f"- `{m}`: {why}" for m, why in data["skipped"].items())
@@ -365,12 +383,15 @@ number of epochs after "+"). int8 = full-integer post-training
 quantisation (int8 weights and activations, int8 input/output), calibrated on 200 training samples (streaming: 200
 (frame, states) pairs from the float step model on training clips). "agree" is the top-1 agreement of the TFLite model
 with the float Keras model on the same held-out test samples (streaming: after the last frame of each test clip, from
-zero states); the issue's target is >= {100 * data['target_top1_agreement']:.0f} %. "above chance": the float model's
+zero states); the issue's target is >= {100 * data['target_top1_agreement']:.0f} %. "95 % CI": Wilson interval of the agreement
+over the test samples. "disagreements at exact ties": of the samples where TFLite and float disagree, those where the
+quantised output holds two classes at exactly the same top probability (int8 output step 1/256; argmax then takes the
+first), a limit of the output's resolution rather than of the arithmetic before it. "above chance": the float model's
 accuracy is at least chance (14.3 %) + 15 points; agreement of a model that has learned little is a weak signal
 (near-uniform probabilities flip under any rounding). {machine()}.
 
-| model | epochs | px | variant | test samples | float acc. % | TFLite acc. % | drop (points) | agree % | >= 97 % | above chance |
-|---|---|---|---|---|---|---|---|---|---|---|
+| model | epochs | px | variant | test samples | float acc. % | TFLite acc. % | drop (points) | agree % | 95 % CI | disagreements at exact ties | >= 97 % | above chance |
+|---|---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
 
 {verdict(data)}
@@ -378,6 +399,12 @@ accuracy is at least chance (14.3 %) + 15 points; agreement of a model that has 
 Skipped:
 {skipped}
 {not_run}"""
+
+
+def _straddles(r, label, data):
+    key = {"int8": "int8", "streaming int8": "stream_int8", "int16x8": "int16x8", "streaming int16x8": "stream_int16x8"}[label]
+    ci = r.get(key, {}).get("top1_agreement_95ci")
+    return ci is not None and ci[0] < data["target_top1_agreement"] < ci[1]
 
 
 def verdict(data):
@@ -402,6 +429,10 @@ def verdict(data):
     def fmt(items):
         return ", ".join(f"`{m}` {label} {100 * a:.1f} %" for m, label, a, _ in items) or "none"
 
+    straddle = [(m, label, a) for m, label, a, _ in hits + misses if m in trained and _straddles(res[m], label, data)]
+    if straddle:
+        lines.append("- Rows whose 95 % interval contains the 97 % target (the sample cannot tell them from it): "
+                     + ", ".join(f"`{m}` {label} {100 * a:.1f} %" for m, label, a in straddle) + ".")
     lines.append(f"- Models at least 5 points above chance in float ({', '.join(sorted(trained)) or 'none'}): "
                  f">= 97 %: {fmt([h for h in hits if h[0] in trained])}; below: {fmt([x for x in misses if x[0] in trained])}.")
     for m, r in res.items():

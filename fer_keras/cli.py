@@ -366,7 +366,8 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
         p = meta["parity"]
         _echo(ctx, f"Wrote streaming step model {path} ({path.stat().st_size / 1024:.0f} KiB, {len(meta['states'])} states, "
                    f"reset every {meta['reset_every']} frames). After T frames vs the clip model on {p['samples']} {p['on']}: "
-                   f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f}, "
+                   f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f} "
+                   f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}), "
                    f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}")
     elif fmt == "tflite":
         from fer_keras.exports.tflite import export_tflite
@@ -374,7 +375,8 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
         path, meta = export_tflite(run, out=out, quantize=quantize)
         p = meta["parity"]
         _echo(ctx, f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB). Parity on {p['samples']} {p['on']}: "
-                   f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f}, "
+                   f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f} "
+                   f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}), "
                    f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}")
     else:
         if quantize != "none":

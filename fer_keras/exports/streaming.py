@@ -337,6 +337,8 @@ def representative_samples(step, clips, limit=200):
 
 def parity(model, step, lite, clips):
     """Clip model vs Keras step model vs LiteRT step model after T frames, on every clip."""
+    from fer_keras.exports.tflite import agreement
+
     ref = model.predict(clips, verbose=0, batch_size=16)
     ref = ref["probabilities"] if isinstance(ref, dict) else ref
     keras_step = np.stack([run_clip(step, c, traced=True)[0]["probabilities"][0] for c in _clips(clips)])
@@ -345,7 +347,7 @@ def parity(model, step, lite, clips):
         "samples": int(len(got)),
         "keras_step_max_abs_diff": float(np.max(np.abs(ref - keras_step))),
         "max_abs_diff": float(np.max(np.abs(ref - got))),
-        "top1_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
+        **agreement(ref, got),
     }, ref, got
 
 

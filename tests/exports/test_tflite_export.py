@@ -115,6 +115,8 @@ def test_metadata_beside_the_model(still_run, still_tflite, quantize):
     assert parity["samples"] > 0
     assert parity["max_abs_diff"] <= (1e-4 if quantize == "none" else 1e-2)
     assert 0 <= parity["top1_agreement"] <= 1
+    low, high = parity["top1_agreement_95ci"]
+    assert low <= parity["top1_agreement"] <= high
     assert parity["accuracy_drop"] == pytest.approx(parity["keras_accuracy"] - parity["tflite_accuracy"])
     assert not list(path.parent.glob("*.tmp"))
 
