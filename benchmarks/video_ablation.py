@@ -1,7 +1,7 @@
-"""The six video configurations of papers 000/001 under one subject-independent protocol (issue 3).
+"""The video configurations of papers 000/001 under one subject-independent protocol (issue 3).
 
-ConvGRU, ConvLSTM, EConvGRU, EConvLSTM (paper 000) and ConvLSTM+RAM, EConvLSTM+RAM (paper 001),
-each trained and tested on every fold of a subject k-fold split of a SynthFER sequence set
+ConvGRU, ConvLSTM, EConvGRU, EConvLSTM (paper 000, two-stream: RGB + optical flow) and ConvLSTM+RAM,
+EConvLSTM+RAM with their RGB ConvLSTM / EConvLSTM baselines (paper 001, RGB only), each trained and tested on every fold of a subject k-fold split of a SynthFER sequence set
 (ckplus7 labels, onset -> apex like CK+), scored per video by majority vote over 8-frame clips
 overlapping by 6. Written beside the papers' CK+ numbers; the two are different datasets and
 only the orderings can be compared.
@@ -10,6 +10,10 @@ Writes benchmarks/results/video_ablation.json and the "video_ablation" section o
 docs/benchmarks.md. Each finished fold is kept under --work, so an interrupted run continues.
 
 Usage: python benchmarks/video_ablation.py [--folds 5] [--epochs 4] [--subjects 20] [--size 48] [--capture wild|lab]
+                                          [--models convgru,convlstm,...] [--report-only]
+
+Several invocations with different --models may share one --work (e.g. one per core); a last one with
+--report-only writes the report of every row.
 
 `--capture lab` records each SynthFER subject in one session (scene and base pose shared by all of
 their sequences), as CK+ is recorded; its results go to their own JSON and docs section
@@ -28,13 +32,18 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._report import machine, write_json, write_section  # noqa: E402
 
-CONFIGS = [  # (model, paper, paper's CK+ 10-fold video accuracy %)
-    ("convgru", "000", 86.54),
-    ("convlstm", "000", 85.93),
-    ("econvgru", "000", 88.99),
-    ("econvlstm", "000", 90.52),
-    ("convlstm_ram", "001", 92.97),  # paper 001: ConvLSTM 86.85 -> +RAM 92.97
-    ("econvlstm_ram", "001", 95.11),  # paper 001: EConvLSTM 90.21 -> +RAM 95.11
+# (row, model, streams, paper, the paper's CK+ 10-fold video accuracy %). Each row gets its paper's input: paper 000's
+# network is two-stream (an RGB and an optical-flow sequence, section 2.2); paper 001's (RAM and its ConvLSTM /
+# Enhanced ConvLSTM baselines of Table 1) reads RGB clips only.
+CONFIGS = [
+    ("convgru", "convgru", "rgb,flow", "000", 86.54),
+    ("convlstm", "convlstm", "rgb,flow", "000", 85.93),
+    ("econvgru", "econvgru", "rgb,flow", "000", 88.99),
+    ("econvlstm", "econvlstm", "rgb,flow", "000", 90.52),
+    ("convlstm_rgb", "convlstm", "rgb", "001", 86.85),
+    ("econvlstm_rgb", "econvlstm", "rgb", "001", 90.21),
+    ("convlstm_ram", "convlstm_ram", "rgb", "001", 92.97),
+    ("econvlstm_ram", "econvlstm_ram", "rgb", "001", 95.11),
 ]
 
 
@@ -46,7 +55,8 @@ def main():
     parser.add_argument("--size", type=int, default=48)
     parser.add_argument("--sequences-per-emotion", type=int, default=1)
     parser.add_argument("--work", default="runs/video_ablation")
-    parser.add_argument("--models", default=",".join(c[0] for c in CONFIGS))
+    parser.add_argument("--models", default=",".join(c[0] for c in CONFIGS), help="Comma-separated rows (first column of CONFIGS).")
+    parser.add_argument("--report-only", action="store_true", help="Rewrite the report from the finished folds; train nothing.")
     parser.add_argument("--capture", choices=("wild", "lab"), default="wild")
     parser.add_argument("--lr", type=float, default=1e-3)
     args = parser.parse_args()
@@ -62,29 +72,34 @@ def main():
     data = work / "data"
     if not (data / records.MANIFEST).exists():
         prepare_synth(data, kind="sequence", subjects=args.subjects, sequences_per_emotion=args.sequences_per_emotion, size=args.size,
-                      grey=True, label_set="ckplus7", capture=args.capture, quiet=True)
+                      grey=True, label_set="ckplus7", capture=args.capture, flow=True, quiet=True)
     wanted = [c for c in CONFIGS if c[0] in args.models.split(",")]
     # Fold by fold across the models, so a run cut short still compares every model on the same folds.
-    per_model = {model: [] for model, _, _ in wanted}
+    per_model = {row: [] for row, *_ in wanted}
     for fold in range(args.folds):
-        for model, _, _ in wanted:
-            run = work / model / f"fold-{fold}"
+        for row, model, streams, _, _ in wanted:
+            run = work / row / f"fold-{fold}"
             if not (run / "metrics.json").exists():
+                if args.report_only:
+                    continue
                 start = time.time()
                 if run.exists():
                     import shutil
 
                     shutil.rmtree(run)
-                config = resolve(None, model=model, data=str(data), epochs=args.epochs, batch_size=16,
+                config = resolve(None, model=model, data=str(data), epochs=args.epochs, batch_size=16, streams=streams,
                                  learning_rate=args.lr, folds=args.folds, fold=fold, seed=fold)
-                train(config, out=work / model, name=f"fold-{fold}", quiet=True)
+                train(config, out=work / row, name=f"fold-{fold}", quiet=True)
                 metrics = evaluate_run(run)
                 metrics["seconds"] = time.time() - start
                 (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
             metrics = json.loads((run / "metrics.json").read_text())
-            per_model[model].append(metrics)
-            print(f"{model} fold {fold}: video {metrics['video']['accuracy']:.3f} clip {metrics['accuracy']:.3f}", flush=True)
-        report(name, args, wanted, per_model)
+            per_model[row].append(metrics)
+            print(f"{row} fold {fold}: video {metrics['video']['accuracy']:.3f} clip {metrics['accuracy']:.3f}", flush=True)
+    # Every row over the folds that all rows have finished (paired comparisons need the same test subjects).
+    done = min(len(v) for v in per_model.values())
+    if done:
+        report(name, args, wanted, {row: folds[:done] for row, folds in per_model.items()})
 
 
 def report(name, args, wanted, per_model):
@@ -92,11 +107,11 @@ def report(name, args, wanted, per_model):
     import numpy as np
 
     results = {}
-    for model, paper, paper_acc in wanted:
+    for model, _, streams, paper, paper_acc in wanted:
         folds = per_model[model]
         video = [m["video"]["accuracy"] for m in folds]
         clip = [m["accuracy"] for m in folds]
-        results[model] = {"paper": paper, "paper_ckplus_video_accuracy": paper_acc,
+        results[model] = {"paper": paper, "paper_ckplus_video_accuracy": paper_acc, "streams": streams,
                           "video_mean": float(np.mean(video)), "video_std": float(np.std(video)),
                           "clip_mean": float(np.mean(clip)), "clip_std": float(np.std(clip)),
                           "per_fold_video": video, "seconds": float(sum(m.get("seconds", 0.0) for m in folds))}
@@ -106,22 +121,24 @@ def report(name, args, wanted, per_model):
     write_json(name, {"args": vars(args), "folds_done": done, "results": results, "verdict": verdict})
     spread = (lambda v: f" +- {100 * v:.1f}") if done > 1 else (lambda v: "")  # no std over a single fold
     rows = "\n".join(
-        f"| {m} | {r['paper']} | {r['paper_ckplus_video_accuracy']:.2f} | {100 * r['video_mean']:.1f}{spread(r['video_std'])} "
+        f"| {m} | {r['streams'].replace(',', ' + ')} | {r['paper']} | {r['paper_ckplus_video_accuracy']:.2f} | {100 * r['video_mean']:.1f}{spread(r['video_std'])} "
         f"| {100 * r['clip_mean']:.1f}{spread(r['clip_std'])} | {r['seconds'] / 60:.1f} |"
         for m, r in results.items()
     )
     capture = {"wild": "wild capture: every sequence its own scene and pose",
                "lab": "lab capture: one session per subject, as CK+ is recorded"}[args.capture]
-    write_section(name, f"""## Video models: the six configurations of papers 000/001, SynthFER {args.capture} capture (`benchmarks/video_ablation.py --capture {args.capture}`)
+    write_section(name, f"""## Video models: the configurations of papers 000/001, SynthFER {args.capture} capture (`benchmarks/video_ablation.py --capture {args.capture}`)
 
 SynthFER sequences ({capture}; onset -> apex, {args.subjects} subjects x 7 ckplus7 emotions x {args.sequences_per_emotion} sequence(s), {args.size} px grey), subject
 {args.folds}-fold cross-validation (sorted subject ids, rank mod {args.folds}; {args.folds} rather than the papers' 10
 folds because of CPU time{f"; **{done} of the {args.folds} folds finished**, means over those" if done < args.folds else ""}), `small` model size, {args.epochs} epochs, batch 16, Adam learning rate {args.lr:g}, clips of 8 frames with stride 2,
-video label by majority vote over its clips. {machine()}. The paper column is CK+ (paper 000 Table / paper 001
-Table 1) and is a different dataset: compare orderings, not values.
+video label by majority vote over its clips. Each row gets its paper's input: paper 000's two-stream network reads RGB
+and optical flow (Farneback, computed when the records are prepared); paper 001's RAM models and their ConvLSTM /
+Enhanced ConvLSTM baselines (rows `*_rgb`, paper 001 Table 1) read RGB only. {machine()}. The paper column is CK+
+(paper 000 Table / paper 001 Table 1) and is a different dataset: compare orderings, not values.
 
-| model | paper | paper: CK+ video acc. % | SynthFER video acc. % | SynthFER clip acc. % | minutes |
-|---|---|---|---|---|---|
+| row | input | paper | paper: CK+ video acc. % | SynthFER video acc. % | SynthFER clip acc. % | minutes |
+|---|---|---|---|---|---|---|
 {rows}
 
 {verdict}
@@ -130,11 +147,13 @@ Table 1) and is a different dataset: compare orderings, not values.
 
 # The orderings papers 000/001 report on CK+: (better, worse).
 PAPER_ORDERINGS = [
-    ("convgru", "convlstm"),
+    ("convgru", "convlstm"),  # paper 000, two-stream
     ("econvgru", "convgru"),
     ("econvlstm", "convlstm"),
-    ("convlstm_ram", "convlstm"),
-    ("econvlstm_ram", "econvlstm"),
+    ("econvlstm", "econvgru"),
+    ("econvlstm_rgb", "convlstm_rgb"),  # paper 001 Table 1, RGB
+    ("convlstm_ram", "convlstm_rgb"),
+    ("econvlstm_ram", "econvlstm_rgb"),
     ("econvlstm_ram", "convlstm_ram"),
 ]
 
