@@ -281,8 +281,9 @@ def parity(keras_model, lite, samples):
 def agreement(ref, got):
     """Top-1 agreement of `got` with `ref` (N, K), its Wilson 95 % interval, and the exact top-1 ties of `got`.
 
-    A tie (two classes with the same quantised probability; the first index wins an argmax) is a
-    limit of the output's resolution (1/256 for int8), not of the computation before it.
+    A tie (two classes with the same quantised probability; the first index wins an argmax) comes
+    from the int8 logits: two logits closer than one int8 step become the same integer before the
+    softmax, a resolution limit of the last layer rather than error accumulated before it.
     """
     same = ref.argmax(1) == got.argmax(1)
     top2 = np.sort(got, axis=1)[:, -2:]
