@@ -94,16 +94,17 @@ def main():
                 metrics["seconds"] = time.time() - start
                 (run / "metrics.json").write_text(json.dumps(metrics, indent=2))
             metrics = json.loads((run / "metrics.json").read_text())
-            per_model[row].append(metrics)
+            per_model[row].append(dict(metrics, fold=fold))
             print(f"{row} fold {fold}: video {metrics['video']['accuracy']:.3f} clip {metrics['accuracy']:.3f}", flush=True)
-    # Every row over the folds that all rows have finished (paired comparisons need the same test subjects).
-    done = min(len(v) for v in per_model.values())
-    if done:
-        report(name, args, wanted, {row: folds[:done] for row, folds in per_model.items()})
+    # Rows may have finished different folds (parallel invocations, a run cut short): each row is reported over its
+    # own folds, and each of the papers' orderings is tested on the folds both of its rows finished (paired).
+    rows_done = {row: folds for row, folds in per_model.items() if folds}
+    if rows_done:
+        report(name, args, [c for c in wanted if c[0] in rows_done], rows_done)
 
 
 def report(name, args, wanted, per_model):
-    """JSON + docs section from the folds finished so far (every model has the same number)."""
+    """JSON + docs section from the folds finished so far (per row; the "folds" column says which)."""
     import numpy as np
 
     results = {}
@@ -114,15 +115,19 @@ def report(name, args, wanted, per_model):
         results[model] = {"paper": paper, "paper_ckplus_video_accuracy": paper_acc, "streams": streams,
                           "video_mean": float(np.mean(video)), "video_std": float(np.std(video)),
                           "clip_mean": float(np.mean(clip)), "clip_std": float(np.std(clip)),
-                          "per_fold_video": video, "seconds": float(sum(m.get("seconds", 0.0) for m in folds))}
-    done = len(next(iter(per_model.values())))
+                          "per_fold_video": video, "folds": [m["fold"] for m in folds],
+                          "seconds": float(sum(m.get("seconds", 0.0) for m in folds))}
+    done = min(len(r["folds"]) for r in results.values())
 
     verdict = _verdict(results)
     write_json(name, {"args": vars(args), "folds_done": done, "results": results, "verdict": verdict})
-    spread = (lambda v: f" +- {100 * v:.1f}") if done > 1 else (lambda v: "")  # no std over a single fold
+
+    def spread(r, v):  # no std over a single fold
+        return f" +- {100 * v:.1f}" if len(r["folds"]) > 1 else ""
+
     rows = "\n".join(
-        f"| {m} | {r['streams'].replace(',', ' + ')} | {r['paper']} | {r['paper_ckplus_video_accuracy']:.2f} | {100 * r['video_mean']:.1f}{spread(r['video_std'])} "
-        f"| {100 * r['clip_mean']:.1f}{spread(r['clip_std'])} | {r['seconds'] / 60:.1f} |"
+        f"| {m} | {r['streams'].replace(',', ' + ')} | {r['paper']} | {r['paper_ckplus_video_accuracy']:.2f} | {100 * r['video_mean']:.1f}{spread(r, r['video_std'])} "
+        f"| {100 * r['clip_mean']:.1f}{spread(r, r['clip_std'])} | {len(r['folds'])} | {r['seconds'] / 60:.1f} |"
         for m, r in results.items()
     )
     capture = {"wild": "wild capture: every sequence its own scene and pose",
@@ -131,14 +136,14 @@ def report(name, args, wanted, per_model):
 
 SynthFER sequences ({capture}; onset -> apex, {args.subjects} subjects x 7 ckplus7 emotions x {args.sequences_per_emotion} sequence(s), {args.size} px grey), subject
 {args.folds}-fold cross-validation (sorted subject ids, rank mod {args.folds}; {args.folds} rather than the papers' 10
-folds because of CPU time{f"; **{done} of the {args.folds} folds finished**, means over those" if done < args.folds else ""}), `small` model size, {args.epochs} epochs, batch 16, Adam learning rate {args.lr:g}, clips of 8 frames with stride 2,
+folds because of CPU time{f"; **not every row finished all {args.folds} folds**: each row's mean +- std is over the folds in its 'folds' column (folds 0, 1, ... in order)" if done < args.folds else ""}), `small` model size, {args.epochs} epochs, batch 16, Adam learning rate {args.lr:g}, clips of 8 frames with stride 2,
 video label by majority vote over its clips. Each row gets its paper's input: paper 000's two-stream network reads RGB
 and optical flow (Farneback, computed when the records are prepared); paper 001's RAM models and their ConvLSTM /
 Enhanced ConvLSTM baselines (rows `*_rgb`, paper 001 Table 1) read RGB only. {machine()}. The paper column is CK+
 (paper 000 Table / paper 001 Table 1) and is a different dataset: compare orderings, not values.
 
-| row | input | paper | paper: CK+ video acc. % | SynthFER video acc. % | SynthFER clip acc. % | minutes |
-|---|---|---|---|---|---|---|
+| row | input | paper | paper: CK+ video acc. % | SynthFER video acc. % | SynthFER clip acc. % | folds | minutes |
+|---|---|---|---|---|---|---|---|
 {rows}
 
 {verdict}
@@ -159,28 +164,33 @@ PAPER_ORDERINGS = [
 
 
 def _verdict(results):
-    """Which of the papers' pairwise orderings hold on SynthFER, judged per fold (paired)."""
+    """Which of the papers' pairwise orderings hold on SynthFER, judged per fold (paired, on the folds both rows finished)."""
     import numpy as np
 
     chance = 1.0 / 7
     near = [m for m, r in results.items() if r["video_mean"] < chance + 0.10]
-    if min(len(r["per_fold_video"]) for r in results.values()) < 2:
-        return (f"**Only one fold finished: there is no fold-to-fold spread, so none of the papers' orderings is tested.** "
-                f"Within 10 points of chance ({100 * chance:.1f} % for 7 classes): {', '.join(near) or 'none'}.")
     best = max(r["video_mean"] for r in results.values())
-    if best < chance + 0.10:
+    if best < chance + 0.10 and min(len(r["folds"]) for r in results.values()) > 1:
         return (f"**Every configuration is within 10 points of chance ({100 * chance:.1f} % for 7 classes): at this "
                 "budget the models have not learned, so none of the papers' orderings can be confirmed or refuted "
                 "here.** A meaningful run needs more subjects and epochs (hours on 2 CPU cores, or a GPU).")
     order = sorted(results, key=lambda m: -results[m]["video_mean"])
-    lines = ["Order on SynthFER (mean video accuracy, best first): " + " > ".join(order) + ".", "",
-             "The papers' pairwise orderings, tested per fold (paired: same test subjects):", ""]
+    lines = ["Order on SynthFER (mean video accuracy over each row's folds, best first): " + " > ".join(order) + ".",
+             f"Within 10 points of chance ({100 * chance:.1f} % for 7 classes): {', '.join(near) or 'none'}.", "",
+             "The papers' pairwise orderings, tested per fold (paired: same test subjects, on the folds both rows finished; "
+             "'holds' needs the mean difference above 2 standard errors and a win in most folds):", ""]
     for better, worse in PAPER_ORDERINGS:
         if better not in results or worse not in results:
             continue
-        diff = np.array(results[better]["per_fold_video"]) - np.array(results[worse]["per_fold_video"])
+        a, b = results[better], results[worse]
+        common = sorted(set(a["folds"]) & set(b["folds"]))
+        diff = np.array([a["per_fold_video"][a["folds"].index(f)] - b["per_fold_video"][b["folds"].index(f)] for f in common])
         wins = int((diff > 0).sum())
-        mean, sem = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff))) if len(diff) > 1 else float("nan")
+        if len(diff) < 2:
+            lines.append(f"- {better} > {worse}: not tested (only {len(diff)} common fold; difference "
+                         f"{100 * float(diff.mean()):+.1f} points there).")
+            continue
+        mean, sem = float(diff.mean()), float(diff.std(ddof=1) / np.sqrt(len(diff)))
         if mean > 2 * sem and wins > len(diff) / 2:
             status = "holds"
         elif mean < -2 * sem and wins < len(diff) / 2:
