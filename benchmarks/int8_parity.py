@@ -88,6 +88,8 @@ def main():
     parser.add_argument("--epochs", default="", help="Per-model epochs, e.g. arm_resnet18=40,convlstm=40.")
     parser.add_argument("--debugger", default="",
                         help="Comma-separated models whose per-op int8 error is measured (QuantizationDebugger).")
+    parser.add_argument("--runs", default="",
+                        help="Also measure runs trained elsewhere: label=run_dir,... (rows named by label).")
     parser.add_argument("--merge", action="store_true",
                         help="Keep the previous JSON's rows for models not re-run in this invocation.")
     args = parser.parse_args()
@@ -115,15 +117,21 @@ def main():
     previous = json.loads((RESULTS / "int8_parity.json").read_text()) if args.merge else None
     if previous:  # the previous rows, in their order; those of the models re-run now are replaced in place below
         results.update(previous["results"])
-    for name in wanted:
+    given = dict(item.split("=", 1) for item in filter(None, args.runs.split(",")))
+    if args.runs and not args.models:
+        wanted = []
+    for name in wanted + list(given):
         cache = work / name / "result.json"
         if cache.exists():
             results[name] = json.loads(cache.read_text())
         else:
             start = time.time()
-            spec = get_spec(name)
             try:
-                result = run_model(name, spec, still if spec.kind == "still" else sequence, work, args)
+                if name in given:
+                    result = measure_given_run(name, given[name], work, args)
+                else:
+                    spec = get_spec(name)
+                    result = run_model(name, spec, still if spec.kind == "still" else sequence, work, args)
             except Exception as e:  # one model's failure is a row of the report, not the end of the run
                 result = {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
             result["seconds"] = round(time.time() - start, 1)
@@ -182,9 +190,6 @@ def _attempt(fn):
 
 
 def run_model(name, spec, data, work, args):
-    from fer_keras.exports.streaming import export_streaming
-    from fer_keras.exports.tflite import export_tflite
-
     epochs = EPOCHS.get(name, CLIP_EPOCHS if spec.kind == "clip" else 8)
     model_args = None
     if name == "landmark_arm":
@@ -193,10 +198,33 @@ def run_model(name, spec, data, work, args):
     run = train_run(name, data, work, args, epochs, model_args)
     rgb_epochs = json.loads((run.parent.parent / "arm_resnet18" / "run" / "config.json").read_text())["epochs"] \
         if name == "landmark_arm" else None
-    exports = work / name / "exports"
-    chance = 1.0 / 7
     result = {"kind": spec.kind, "family": spec.family, "epochs": epochs if rgb_epochs is None else f"{epochs} (+{rgb_epochs} RGB)",
               "image_size": args.clip_size if spec.kind == "clip" else args.still_size}
+    return measure(name, spec, run, work / name / "exports", result, args)
+
+
+def measure_given_run(label, run, work, args):
+    """The same measurements on a run trained elsewhere (e.g. a fold of benchmarks/video_ablation.py)."""
+    from fer_keras.models.registry import get_spec
+
+    config = json.loads((pathlib.Path(run) / "config.json").read_text())
+    spec = get_spec(config["model"])
+    result = {"kind": spec.kind, "family": spec.family, "epochs": config["epochs"], "image_size": config["image_size"],
+              "run": str(run), "streams": config.get("streams"), "capture": _capture(config),
+              "clip_length": config.get("clip_length"), "fold": config.get("fold"), "folds": config.get("folds")}
+    return measure(config["model"], spec, pathlib.Path(run), work / label / "exports", result, args)
+
+
+def _capture(config):
+    manifest = json.loads((pathlib.Path(config["data"]) / "manifest.json").read_text())
+    return manifest.get("params", {}).get("capture", "wild")
+
+
+def measure(name, spec, run, exports, result, args):
+    from fer_keras.exports.streaming import export_streaming
+    from fer_keras.exports.tflite import export_tflite
+
+    chance = 1.0 / 7
     result["int8"] = _attempt(lambda: export_tflite(run, out=exports, quantize="int8")[1]["parity"])
     float_acc = result["int8"].get("keras_accuracy")
     if name == "landmark_arm":
@@ -204,14 +232,15 @@ def run_model(name, spec, data, work, args):
     if spec.kind == "still":
         result["int16x8"] = _in_subprocess(run, exports, "int16x8")
     if spec.kind == "clip":
-        result["clip_length"] = args.clip_length
+        result.setdefault("clip_length", args.clip_length)
         result["stream_int8"] = _attempt(lambda: export_streaming(run, out=exports, quantize="int8")[1]["parity"])
         if float_acc is None:
             float_acc = result["stream_int8"].get("keras_accuracy")
         low = any(not result[k].get("meets_target", False) for k in ("int8", "stream_int8"))
-        if low and name in REMEDY_MODELS:  # the remedies
-            result["stream_int8_float_io"] = _attempt(
-                lambda: export_streaming(run, out=exports, quantize="int8", float_io=True)[1]["parity"])
+        if low and (name in REMEDY_MODELS or "run" in result):  # the remedies (always on runs given by --runs)
+            if "run" not in result:  # float state I/O was measured to change nothing on the trained-here models
+                result["stream_int8_float_io"] = _attempt(
+                    lambda: export_streaming(run, out=exports, quantize="int8", float_io=True)[1]["parity"])
             result["stream_int16x8"] = _attempt(lambda: export_streaming(run, out=exports, quantize="int16x8")[1]["parity"])
             result["int16x8"] = _in_subprocess(run, exports, "int16x8")
     result["float_accuracy"] = float_acc
@@ -370,6 +399,11 @@ def report(data):
                 f"| {'yes' if r['above_chance'] else 'no'} |"
             )
     skipped = "\n".join(f"- `{m}`: {why}" for m, why in data["skipped"].items())
+    given = [(m, r) for m, r in data["results"].items() if "run" in r]
+    given_text = ("\nRows measured on runs trained elsewhere (not on this benchmark's data): " + "; ".join(
+        f"`{m}` = {r['family']} model `{pathlib.Path(r['run']).parent.name}`, streams {r.get('streams')}, SynthFER "
+        f"{r.get('capture')} capture, subject {r.get('folds')}-fold split, test fold {r.get('fold')}, clips of "
+        f"{r.get('clip_length')} frames (`benchmarks/video_ablation.py --capture lab`)" for m, r in given) + ".\n") if given else ""
     a = data["args"]
     not_run = ("\nNot run (out of this run's time): " + ", ".join(data["not_run"]) + "\n") if data.get("not_run") else ""
     return f"""## int8 TFLite parity on held-out SynthFER (`benchmarks/int8_parity.py`)
@@ -395,7 +429,7 @@ accuracy is at least chance (14.3 %) + 15 points; agreement of a model that has 
 | model | epochs | px | variant | test samples | float acc. % | TFLite acc. % | drop (points) | agree % | 95 % CI | disagreements at exact ties | >= 97 % | above chance |
 |---|---|---|---|---|---|---|---|---|---|---|---|---|
 {chr(10).join(rows)}
-
+{given_text}
 {verdict(data)}
 
 Skipped:
