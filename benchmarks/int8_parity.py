@@ -209,7 +209,9 @@ def measure_given_run(label, run, work, args):
 
     config = json.loads((pathlib.Path(run) / "config.json").read_text())
     spec = get_spec(config["model"])
-    result = {"kind": spec.kind, "family": spec.family, "epochs": config["epochs"], "image_size": config["image_size"],
+    manifest = json.loads((pathlib.Path(config["data"]) / "manifest.json").read_text())
+    result = {"kind": spec.kind, "family": spec.family, "epochs": config["epochs"],
+              "image_size": config.get("image_size") or manifest["image"]["size"],  # None: the records' own size
               "run": str(run), "streams": config.get("streams"), "capture": _capture(config),
               "clip_length": config.get("clip_length"), "fold": config.get("fold"), "folds": config.get("folds")}
     return measure(config["model"], spec, pathlib.Path(run), work / label / "exports", result, args)
