@@ -56,6 +56,7 @@ def main():
     parser.add_argument("--sequences-per-emotion", type=int, default=1)
     parser.add_argument("--work", default="runs/video_ablation")
     parser.add_argument("--models", default=",".join(c[0] for c in CONFIGS), help="Comma-separated rows (first column of CONFIGS).")
+    parser.add_argument("--only-folds", default=None, help="Comma-separated folds to run (default: all); e.g. to split one row's folds across cores.")
     parser.add_argument("--report-only", action="store_true", help="Rewrite the report from the finished folds; train nothing.")
     parser.add_argument("--capture", choices=("wild", "lab"), default="wild")
     parser.add_argument("--lr", type=float, default=1e-3)
@@ -76,7 +77,8 @@ def main():
     wanted = [c for c in CONFIGS if c[0] in args.models.split(",")]
     # Fold by fold across the models, so a run cut short still compares every model on the same folds.
     per_model = {row: [] for row, *_ in wanted}
-    for fold in range(args.folds):
+    folds = range(args.folds) if args.only_folds is None else sorted(int(f) for f in args.only_folds.split(","))
+    for fold in folds:
         for row, model, streams, _, _ in wanted:
             run = work / row / f"fold-{fold}"
             if not (run / "metrics.json").exists():
