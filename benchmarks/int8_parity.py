@@ -374,11 +374,15 @@ def _ci(v):
     return "-" if ci is None else f"{100 * ci[0]:.1f}-{100 * ci[1]:.1f}"
 
 
+def _misses(v):
+    """How many test samples the TFLite model's top-1 disagrees on."""
+    return round((1 - v["top1_agreement"]) * v["samples"])
+
+
 def _ties(v):
     if "disagreements_at_ties" not in v:
         return "-"
-    wrong = round((1 - v["top1_agreement"]) * v["samples"])
-    return f"{v['disagreements_at_ties']} of {wrong}"
+    return f"{v['disagreements_at_ties']} of {_misses(v)}"
 
 
 def report(data):
@@ -473,9 +477,9 @@ def verdict(data):
     tie_rows = [(m, r["int8"]) for m, r in res.items() if m in trained and "disagreements_at_ties" in r.get("int8", {})]
     if tie_rows:
         lines.append("- int8 disagreements at exact ties of the int8 logits: " + ", ".join(
-            f"`{m}` {v['disagreements_at_ties']} of {round((1 - v['top1_agreement']) * v['samples'])}" for m, v in tie_rows)
+            f"`{m}` {_ties(v)}" for m, v in tie_rows)
             + "; without them the agreement would be " + ", ".join(
-            f"`{m}` {100 * (1 - (round((1 - v['top1_agreement']) * v['samples']) - v['disagreements_at_ties']) / v['samples']):.1f} %"
+            f"`{m}` {100 * (1 - (_misses(v) - v['disagreements_at_ties']) / v['samples']):.1f} %"
             for m, v in tie_rows) + " (ties counted as agreeing; shown to locate the error, not as the result).")
     straddle = [(m, label, a) for m, label, a, _ in hits + misses if m in trained and _straddles(res[m], label, data)]
     if straddle:
