@@ -244,9 +244,10 @@ def latest_checkpoint(run_dir):
 
 
 class EpochCheckpoint(keras.callbacks.Callback):
-    """After each epoch: the full model (weights + optimizer state) and the epoch counter.
+    """After each epoch: the full model (weights + optimizer state), the epoch counter and history.csv.
 
-    Each epoch is written as ``checkpoints/.epoch-NNNN.tmp`` and renamed to ``epoch-NNNN``: the
+    It must run after the CSVLogger, so the copy of history.csv it commits holds this epoch's
+    row: a kill between the two callbacks then cannot lose a row on resume. Each epoch is written as ``checkpoints/.epoch-NNNN.tmp`` and renamed to ``epoch-NNNN``: the
     rename is the commit point, so a kill at any moment leaves either the previous or the new
     checkpoint, never a torn one. The two newest are kept. ``best.keras`` (by `monitor`) is
     replaced atomically too.
@@ -268,7 +269,14 @@ class EpochCheckpoint(keras.callbacks.Callback):
             self.best = float(value)
             _save_atomic(self.model, self.folder / "best.keras")
         state = {"epoch": epoch + 1, "best": self.best, "monitor": self.monitor}
-        commit_checkpoint(self.folder, epoch + 1, lambda tmp: self.model.save(tmp / "model.keras"), state, keep=self.keep)
+        history = self.folder.parent / "history.csv"
+
+        def write(tmp):
+            self.model.save(tmp / "model.keras")
+            if history.exists():
+                shutil.copyfile(history, tmp / "history.csv")
+
+        commit_checkpoint(self.folder, epoch + 1, write, state, keep=self.keep)
 
 
 def commit_checkpoint(folder, epoch, write, state, *, keep=2):
@@ -304,10 +312,16 @@ def _save_atomic(model, path):
         raise
 
 
-def _truncate_history(path, epochs):
-    """Keeps the header and the first `epochs` rows of history.csv (a resumed run appends)."""
-    if path.exists():
-        lines = path.read_bytes().splitlines(keepends=True)  # bytes: keep CSVLogger's \r\n as written
+def _restore_history(run_dir, checkpoint, epochs):
+    """Puts back history.csv as the checkpoint saw it: the header and the first `epochs` rows.
+
+    The checkpoint's own copy is used where it has one (the live file may lack the last row, or
+    hold rows of an epoch that never committed); the resumed run appends to it.
+    """
+    path = run_dir / "history.csv"
+    source = checkpoint / "history.csv" if (checkpoint / "history.csv").exists() else path
+    if source.exists():
+        lines = source.read_bytes().splitlines(keepends=True)  # bytes: keep CSVLogger's \r\n as written
         path.write_bytes(b"".join(lines[: 1 + epochs]))
 
 
@@ -356,15 +370,15 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
         else:
             _register_custom_objects()
             model = keras.saving.load_model(checkpoint / "model.keras", compile=True)
-            _truncate_history(run_dir / "history.csv", start_epoch)
+            _restore_history(run_dir, checkpoint, start_epoch)
         if config["strategy"] != "default" and distribute.sync_batch_norm_requested():
             distribute.synchronize_batch_norm(model)
     monitor = "val_accuracy" if val_ds is not None else "accuracy"
     nan_guard = StopOnNaN()
     callbacks = [
         ReseedPerEpoch(config["seed"]),
+        keras.callbacks.CSVLogger(run_dir / "history.csv", append=checkpoint is not None),  # before the checkpoint copies it
         EpochCheckpoint(run_dir, monitor, best=state["best"] if state else None),
-        keras.callbacks.CSVLogger(run_dir / "history.csv", append=checkpoint is not None),
         keras.callbacks.TensorBoard(run_dir / "logs", write_graph=False, profile_batch=0),
         nan_guard,
     ]

@@ -3,6 +3,7 @@
 import csv
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,21 @@ def test_resume_after_sigkill_matches_uninterrupted_run(workdir, uninterrupted):
     assert _history(run) == _history(uninterrupted)
     for a, b in zip(_weights(uninterrupted / "model.keras"), _weights(run / "model.keras")):
         np.testing.assert_array_equal(a, b)
+
+
+def test_checkpoint_carries_history_so_a_lost_row_comes_back(workdir, uninterrupted):
+    """A kill after the checkpoint commits but before history.csv reaches disk must not lose the row."""
+    rows = _history(uninterrupted)
+    with open(uninterrupted / "checkpoints" / "epoch-0002" / "history.csv", newline="") as f:
+        assert list(csv.reader(f)) == rows[:3]  # header + epochs 0 and 1, as that checkpoint saw them
+    run = workdir / "runs" / "C"
+    shutil.copytree(uninterrupted, run)
+    shutil.rmtree(run / "checkpoints" / "epoch-0003")
+    (run / "model.keras").unlink()
+    (run / "history.csv").write_text(",".join(rows[0]) + "\r\n")  # the rows of epochs 0 and 1 never reached disk
+    done = _run(["train", "--resume", str(run)], workdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _history(run) == rows
 
 
 def test_resume_of_a_finished_run_says_so(workdir, uninterrupted):
