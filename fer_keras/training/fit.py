@@ -340,6 +340,11 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
     steps = math.ceil(examples / config["batch_size"])
     train_ds = make_dataset(config, manifest, split, "train", training=True, epochs=config["epochs"], start_epoch=start_epoch)
     val_ds = make_dataset(config, manifest, split, "val")
+    if val_ds is not None:
+        # A filtered dataset has unknown length: without it Keras warns "Your input ran out of data" after each first validation pass.
+        val_selection = {"split_name": "val"} if split.official else {"subjects": split.val}
+        val_examples = pipeline.count_examples(manifest, clip_length=config["clip_length"], clip_stride=config["clip_stride"], **val_selection)
+        val_ds = val_ds.apply(tf.data.experimental.assert_cardinality(math.ceil(val_examples / config["batch_size"])))
     train_ds, val_ds = distribute.distribute_dataset(train_ds, strategy), distribute.distribute_dataset(val_ds, strategy)
     spec = get_spec(config["model"])
     if checkpoint is None:
