@@ -128,7 +128,7 @@ class EnhancedConvGRUCell(TemporalGates, ConvGRUCell):
     def call(self, inputs, states, training=False):
         h_prev, h_prev2 = states[0], states[1]
         gru_out = self._gru_step(inputs, h_prev)  # (1 - z_t) ∘ h_{t-1} + z_t ∘ h~_t
-        h = self._enhance(gru_out, inputs, h_prev2)  # GroupNorm(gru_out + s_t ∘ s~_t + W_x * x_t)
+        h = self._enhance(gru_out, inputs, h_prev2, training=training)  # GroupNorm(gru_out + s_t ∘ s~_t + W_x * x_t)
         return h, [h, h_prev]
 
     def get_config(self):

@@ -178,7 +178,7 @@ class EnhancedConvLSTMCell(TemporalGates, ConvLSTMCell):
     def call(self, inputs, states, training=False):
         h_prev, c_prev, h_prev2 = states[0], states[1], states[2]
         lstm_out, c = self._lstm_step(inputs, h_prev, c_prev)  # o_t ∘ tanh(c_t), c_t
-        h = self._enhance(lstm_out, inputs, h_prev2)  # GroupNorm(lstm_out + s_t ∘ s~_t + W_x * x_t)
+        h = self._enhance(lstm_out, inputs, h_prev2, training=training)  # GroupNorm(lstm_out + s_t ∘ s~_t + W_x * x_t)
         return h, [h, c, h_prev]
 
     def get_config(self):

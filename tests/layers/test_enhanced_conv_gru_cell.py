@@ -45,11 +45,12 @@ def built_cell(**kwargs):
 
 
 @pytest.mark.parametrize("kwargs", [{}, {"skip_kernel_size": 3, "norm_epsilon": 1e-5}])
-def test_one_step_matches_numpy(kwargs):
+@pytest.mark.parametrize("training", [False, True])  # True: the one-pass GroupNorm of training steps
+def test_one_step_matches_numpy(kwargs, training):
     cell = built_cell(**kwargs)
     x, (h_prev, h_prev2) = random_step_inputs(2)
 
-    h, states = cell(x.astype("float32"), [h_prev.astype("float32"), h_prev2.astype("float32")])
+    h, states = cell(x.astype("float32"), [h_prev.astype("float32"), h_prev2.astype("float32")], training=training)
 
     eps = kwargs.get("norm_epsilon", 1e-3)
     want = np_enhanced_conv_gru_step(x, h_prev, h_prev2, weights_of(cell), eps=eps)

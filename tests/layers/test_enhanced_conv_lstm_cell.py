@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import tensorflow as tf
 from keras import ops
 
 from fer_keras.layers.conv_rnn import ConvRNN
@@ -53,11 +54,12 @@ def built_cell(**kwargs):
         {"skip_kernel_size": 3, "norm_epsilon": 1e-5},
     ],
 )
-def test_one_step_matches_numpy(kwargs):
+@pytest.mark.parametrize("training", [False, True])  # True: the one-pass GroupNorm of training steps
+def test_one_step_matches_numpy(kwargs, training):
     cell = built_cell(**kwargs)
     x, (h_prev, c_prev, h_prev2) = random_step_inputs(3)
 
-    h, states = cell(x.astype("float32"), [s.astype("float32") for s in (h_prev, c_prev, h_prev2)])
+    h, states = cell(x.astype("float32"), [s.astype("float32") for s in (h_prev, c_prev, h_prev2)], training=training)
 
     want_h, want_c = np_enhanced_conv_lstm_step(
         x,
@@ -141,6 +143,25 @@ def test_save_load_round_trip(tmp_path, peephole_mode):
 @pytest.mark.parametrize("peephole_mode", ["hadamard", "conv"])
 def test_every_weight_gets_gradient(peephole_mode):
     assert_every_weight_gets_gradient(EnhancedConvLSTMCell(F, 3, groups=GROUPS, peephole_mode=peephole_mode))
+
+
+def test_training_group_norm_matches_the_keras_layer_in_value_and_gradient():
+    """The one-pass GroupNorm of training steps is Keras's GroupNormalization, gradients included."""
+    rnn = ConvRNN(EnhancedConvLSTMCell(F, 3, groups=GROUPS), return_sequences=True)
+    rng = np.random.default_rng(7)
+    x = tf.constant((rng.normal(size=(B, T, H, W, C)) + 2.0).astype("float32"))  # off-centre: a one-pass variance's weak spot
+    rnn.build(x.shape)
+    randomize(rnn, seed=7)
+    target = tf.constant(rng.normal(size=(B, T, H, W, F)).astype("float32"))
+    results = {}
+    for training in (False, True):
+        with tf.GradientTape() as tape:
+            y = rnn(x, training=training)
+            loss = tf.reduce_sum(y * target)
+        results[training] = (y.numpy(), [g.numpy() for g in tape.gradient(loss, rnn.trainable_weights)])
+    np.testing.assert_allclose(results[True][0], results[False][0], atol=1e-5)
+    for v, g_train, g_infer in zip(rnn.trainable_weights, results[True][1], results[False][1]):
+        np.testing.assert_allclose(g_train, g_infer, rtol=1e-3, atol=1e-4, err_msg=v.path)
 
 
 @pytest.mark.parametrize(
