@@ -247,8 +247,9 @@ class EpochCheckpoint(keras.callbacks.Callback):
     """After each epoch: the full model (weights + optimizer state), the epoch counter and history.csv.
 
     It must run after the CSVLogger, so the copy of history.csv it commits holds this epoch's
-    row: a kill between the two callbacks then cannot lose a row on resume. Each epoch is written as ``checkpoints/.epoch-NNNN.tmp`` and renamed to ``epoch-NNNN``: the
-    rename is the commit point, so a kill at any moment leaves either the previous or the new
+    row: a kill between the two callbacks then cannot lose a row on resume. Each epoch is
+    written as ``checkpoints/.epoch-NNNN.tmp`` and renamed to ``epoch-NNNN``: the rename is the
+    commit point, so a kill at any moment leaves either the previous or the new
     checkpoint, never a torn one. The two newest are kept. ``best.keras`` (by `monitor`) is
     replaced atomically too.
     """
