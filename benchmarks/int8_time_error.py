@@ -26,6 +26,7 @@ import json
 import os
 import re
 import sys
+from unittest import mock
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -122,8 +123,6 @@ def trace_run(run, clips=40, remedies=False):
     as landmark_arm's heatmap ops are); int8 with the calibrated ranges of GroupNorm's 1/sqrt(variance + eps) and of
     the products it scales widened 4x (test subjects' groups can have a smaller variance than any training clip's).
     """
-    from unittest import mock
-
     from fer_keras.data.splits import Split
     from fer_keras.exports import tflite
     from fer_keras.training import fit
@@ -134,15 +133,16 @@ def trace_run(run, clips=40, remedies=False):
     representative, _ = tflite.collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), tflite.CALIBRATION_SAMPLES)
     representative = tflite._unbatch(representative)
     test_x, _ = tflite.collect(fit.make_dataset(config, manifest, split, "test", batch_size=64), tflite.PARITY_SAMPLES)
+    test_items = tflite._unbatch(test_x)
     float32 = tflite.convert(device, quantize="none")
     int8 = tflite.convert(device, quantize="int8", representative=representative)
-    result = trace(float32, int8, tflite._unbatch(test_x)[:clips])
+    result = trace(float32, int8, test_items[:clips])
     params = manifest.get("params", {})
     result.update(model=config["model"], streams=config.get("streams") or "rgb", epochs=config["epochs"],
-                  clips=min(clips, len(tflite._unbatch(test_x))), capture=params.get("capture", "wild"),
+                  clips=min(clips, len(test_items)), capture=params.get("capture", "wild"),
                   fold=config.get("fold"), folds=config.get("folds"))
     if remedies:
-        result["per_op_error"] = per_op_error(device, representative, tflite._unbatch(test_x)[:clips], float32)
+        result["per_op_error"] = per_op_error(device, representative, test_items[:clips], float32)
         candidates = {"int8 (as exported)": int8}
         if any(layer.name == "group_norm" for layer in device._flatten_layers(include_self=False, recursive=True)):
             with mock.patch.object(tflite, "FLOAT_SCOPES", ("group_norm",)):
@@ -152,7 +152,7 @@ def trace_run(run, clips=40, remedies=False):
         for label, flatbuffer in candidates.items():
             check = tflite.parity(model, tflite.LiteRTModel(flatbuffer), test_x)
             result["agreement"][label] = {"top1": check["top1_agreement"], "max_abs_diff": check["max_abs_diff"],
-                                          "samples": len(tflite._unbatch(test_x))}
+                                          "samples": len(test_items)}
             print(f"  {label}: agreement {check['top1_agreement']:.3f}", flush=True)
     return result
 
@@ -165,7 +165,6 @@ def per_op_error(model, representative, samples, float32):
     op on the same inputs, so it measures each op's own error, not the error it inherits."""
     import csv
     import io
-    from unittest import mock
 
     import tensorflow as tf
 
@@ -214,8 +213,6 @@ def widened_rsqrt(model, representative, factor):
         converter._experimental_calibrate_only = True
         calibrated["model"] = converter.convert()
         return calibrated["model"]
-
-    from unittest import mock
 
     with mock.patch.object(tflite, "_int8_with_float_scopes", calibrate_only), mock.patch.object(tflite, "FLOAT_SCOPES", ("group_norm",)):
         tflite.convert(model, quantize="int8", representative=representative)
