@@ -7,9 +7,14 @@
 3. Training clips/s of `econvlstm_ram` (and `econvlstm`) at the `small` and `paper` sizes.
 
 Paired `train_on_batch` steps after warm-up (graph mode): the models compared take one step each in turn. Writes
-benchmarks/results/video_speed.json and the "video_speed" section of docs/benchmarks.md.
+benchmarks/results/video_speed.json and the "video_speed" section of docs/benchmarks.md; with `--tag gpu`,
+video_speed_gpu.json and its own section, so a run on a lent GPU machine sits beside the CPU one.
 
-Usage: python benchmarks/video_speed.py [--steps 40] [--skip-paper] [--batch 8] [--size 64] [--frames 8]
+The video layers and models are backend-agnostic Keras (keras.ops only), so the script also runs under
+KERAS_BACKEND=jax, which is how the GPU figures were taken: a GPU build of TensorFlow does not fit on the
+lent machine (see the section). Under another backend only the video model modules are registered.
+
+Usage: python benchmarks/video_speed.py [--steps 40] [--skip-paper] [--batch 8] [--size 64] [--frames 8] [--tag gpu]
 """
 
 import argparse
@@ -29,6 +34,29 @@ from fer_keras.layers.conv_lstm_cell import ConvLSTMCell  # noqa: E402
 from fer_keras.layers.conv_rnn import ConvRNN  # noqa: E402
 from fer_keras.layers.enhanced_conv_lstm_cell import EnhancedConvLSTMCell  # noqa: E402
 from fer_keras.models.registry import get_model  # noqa: E402
+
+
+def only_video_models():
+    """Registers only the video models: the other model modules import TensorFlow, absent under another backend."""
+    from fer_keras.models import registry
+
+    registry._MODULES = ("fer_keras.models.convrnn", "fer_keras.models.ram")
+
+
+def device():
+    """Where the training steps run: the Keras backend and its first device."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        first = jax.devices()[0]
+        return f"Keras {keras.__version__}, JAX {jax.__version__} backend, {first.platform.upper()} {first.device_kind}"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        return f"Keras {keras.__version__}, TensorFlow {tf.__version__} backend, " + (gpus[0].name if gpus else "CPU")
+    return f"Keras {keras.__version__}, {backend} backend"
 
 
 def layer_model(kind, shape, filters, groups=8):
@@ -105,7 +133,13 @@ def main():
     parser.add_argument("--frames", type=int, default=8)
     parser.add_argument("--filters", type=int, default=32)
     parser.add_argument("--skip-paper", action="store_true", help="Skip the paper-size models (slow on 2 cores).")
+    parser.add_argument("--tag", default="", help="Suffix of the JSON and section names (e.g. gpu), to keep a CPU run's.")
     args = parser.parse_args()
+    if keras.backend.backend() != "tensorflow":
+        only_video_models()
+    where = device()
+    on_cpu = where.endswith("CPU") or " CPU " in where
+    out_name = "video_speed" + (f"_{args.tag}" if args.tag else "")
     rng = np.random.default_rng(0)
     y = rng.integers(0, 7, args.batch)
     base_name = "keras ConvLSTM2D"
@@ -154,7 +188,7 @@ def main():
                                           "parameters": int(model.count_params())}
             print(f"{name} {size}: {args.batch / seconds:.1f} clips/s", flush=True)
 
-    write_json("video_speed", {"args": vars(args), "layers": layers, "layers_step_seconds": layer_times,
+    write_json(out_name, {"args": vars(args), "device": where, "layers": layers, "layers_step_seconds": layer_times,
                                "layers_conv_macs_per_clip": macs, "paper_shape_layers": paper_layers, "econvlstm_vs_keras_twin": pairs, "models": models})
     spread = lambda r: f"{r['median']:.2f}x ({r['q1']:.2f}-{r['q3']:.2f})"  # noqa: E731
     rows = "\n".join(f"| {k} | {v['s_per_step'] * 1000:.1f} | {spread(v['vs_convlstm2d'])} | {macs[k] / 1e6:.1f} | "
@@ -171,8 +205,8 @@ def main():
                "met at " + (", ".join(v for v, m in zip(verdicts, met) if m) or "none") + "; missed at " +
                ", ".join(v for v, m in zip(verdicts, met) if not m)) + ". "
                f"The Enhanced cell does {flop_ratio:.2f}x the convolution work of ConvLSTM2D: its temporal gates read x_t "
-               "and h(t-2) through two more 3x3 convolutions of 2 x filters outputs and its spatial skip adds a 1x1 one. "
-               "Training steps normalise with a one-pass GroupNorm (both moments from one pass over the sum; the same "
+               "and h(t-2) through two more 3x3 convolutions of 2 x filters outputs and its spatial skip adds a 1x1 one.")
+    cpu_notes = (" Training steps normalise with a one-pass GroupNorm (both moments from one pass over the sum; the same "
                "function as Keras's layer, tested in value and gradient), which took about 10 % off the Enhanced layer's "
                "step here; inference and export keep Keras's layer. At the paper size the ratio approaches the work ratio: "
                "meeting 1.3x there would take convolutions about 15 % cheaper per MAC than Keras's ConvLSTM2D, and at that "
@@ -180,12 +214,15 @@ def main():
                "fusing the cell's two input convolutions into one (kernel and temporal kernel concatenated: 1.84x against "
                "1.39x in the same rounds), and computing every input convolution for all T frames before the time loop "
                "(2.5x against 1.2x, one thread).")
+    if on_cpu:
+        reading += cpu_notes
     model_rows = "\n".join(f"| {k} | {v['parameters']:,} | {v['ms_per_step']:.0f} | {v['clips_per_s']:.1f} |" for k, v in models.items())
-    write_section("video_speed", f"""## Recurrent layers and video models: training speed (`benchmarks/video_speed.py`)
+    title = "training speed" + (f" ({args.tag})" if args.tag else "")
+    write_section(out_name, f"""## Recurrent layers and video models: {title} (`benchmarks/video_speed.py{' --tag ' + args.tag if args.tag else ''}`)
 
-{machine()}; random inputs (speed does not depend on the data); batch {args.batch}, T = {args.frames}; graph mode,
+{machine()}; {where}; random inputs (speed does not depend on the data); batch {args.batch}, T = {args.frames}; graph mode,
 `train_on_batch` after warm-up. The models compared run one step each in turn ({args.steps} paired steps for the
-layers, {model_steps} for whole models): this shared CPU's step times drift by up to 2x over minutes, so each ratio is
+layers, {model_steps} for whole models): a shared machine's step times drift (by up to 2x over minutes on the CPU), so each ratio is
 the median of the step-by-step ratios, with its quartiles in brackets; ms / step are medians.
 
 One recurrent layer on (T, {layer_shape[1]}, {layer_shape[2]}, {layer_shape[3]}) features, {args.filters} filters (target: the Enhanced cell at most 1.3x Keras's ConvLSTM2D):
