@@ -8,6 +8,8 @@ import errno
 import json
 import os
 import pathlib
+import sys
+import tempfile
 import warnings
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -48,6 +50,31 @@ class _Group(click.Group):
             raise click.ClickException(f"{type(e).__name__}: {first} (run with --debug for the traceback)") from None
 
 
+def _import_tensorflow_quietly():
+    """Imports TensorFlow with the process's stderr (file descriptor 2) sent to a temporary file.
+
+    TensorFlow 2.21 writes "All log messages before absl::InitializeLog() is called ..." and its oneDNN
+    notice from C++ while it loads, whatever TF_CPP_MIN_LOG_LEVEL says, so every command would start with
+    four lines of noise. What it wrote is replayed if the import fails; `--debug` skips this.
+    """
+    if "tensorflow" in sys.modules:
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as captured:
+        os.dup2(captured.fileno(), 2)
+        try:
+            import tensorflow  # noqa: F401
+        except BaseException:
+            os.dup2(saved, 2)
+            captured.seek(0)
+            sys.stderr.write(captured.read().decode(errors="replace"))
+            raise
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def _echo(ctx, message):
     if not ctx.find_root().params.get("quiet"):
         click.echo(message)
@@ -59,6 +86,8 @@ def _echo(ctx, message):
 @click.version_option(package_name="fer-keras")
 def cli(debug, quiet):
     """Facial-expression recognition: prepare, train, evaluate, export, predict."""
+    if not debug:
+        _import_tensorflow_quietly()
 
 
 # --- models -------------------------------------------------------------------------------

@@ -8,6 +8,8 @@ starting "Error:", no traceback, and nothing half-written.
 import csv
 import json
 import shutil
+import subprocess
+import sys
 
 import cv2
 import numpy as np
@@ -47,6 +49,16 @@ def test_models_lists_both_baselines_with_their_kind():
     assert set(list_models()) <= set(lines)
     assert lines["frame_cnn"][1] == "still"
     assert lines["convlstm2d_clip"][1] == "clip"
+
+
+def test_a_command_in_a_fresh_process_writes_no_tensorflow_start_up_noise():
+    """TensorFlow's C++ start-up lines (absl, oneDNN) ignore TF_CPP_MIN_LOG_LEVEL; the CLI keeps them off stderr."""
+    run = [sys.executable, "-c", "from fer_keras.cli import main; main()"]
+    quiet = subprocess.run(run + ["models"], capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and "frame_cnn" in quiet.stdout
+    assert "absl::InitializeLog" not in quiet.stderr and "oneDNN" not in quiet.stderr, quiet.stderr[-1000:]
+    debug = subprocess.run(run + ["--debug", "models"], capture_output=True, text=True, timeout=300)
+    assert debug.returncode == 0 and "frame_cnn" in debug.stdout  # --debug leaves TensorFlow's own output alone
 
 
 def test_prepare_synth_stills_manifest(still_data):
