@@ -11,8 +11,10 @@ benchmarks/results/video_speed.json and the "video_speed" section of docs/benchm
 video_speed_gpu.json and its own section, so a run on a lent GPU machine sits beside the CPU one.
 
 The video layers and models are backend-agnostic Keras (keras.ops only), so the script also runs under
-KERAS_BACKEND=jax, which is how the GPU figures were taken: a GPU build of TensorFlow does not fit on the
-lent machine (see the section). Under another backend only the video model modules are registered.
+KERAS_BACKEND=jax, which is how the GPU figures were taken: the lent GPU machine has JAX but no TensorFlow, and
+TensorFlow's GPU build with its CUDA libraries is far over what may be carried there. Under another backend only
+the video model modules are registered (the others import TensorFlow). On the GPU machine, with the keras, namex
+and optree wheels carried: KERAS_BACKEND=jax python benchmarks/video_speed.py --steps 60 --batch 8 --tag gpu
 
 Usage: python benchmarks/video_speed.py [--steps 40] [--skip-paper] [--batch 8] [--size 64] [--frames 8] [--tag gpu]
 """
