@@ -12,7 +12,11 @@ import sys
 import tempfile
 import warnings
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow's C++ log: FATAL only. TF 2.21's tf.data logs an ERROR line "NodeDef mentions attribute
+# use_unbounded_threadpool ..." for its own graph rewrite on some pipelines, harmless; a real failure reaches the user as
+# a Python exception. `--debug` shows everything unless the user chose a level.
+_USER_TF_LOG_LEVEL = os.environ.get("TF_CPP_MIN_LOG_LEVEL")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # our own one-line error says when a video cannot be read
 # Keras warns that shuffle=True is ignored for tf.data input: our datasets shuffle themselves.
 warnings.filterwarnings("ignore", message=".*`shuffle=True` was passed.*")
@@ -88,6 +92,8 @@ def cli(debug, quiet):
     """Facial-expression recognition: prepare, train, evaluate, export, predict."""
     if not debug:
         _import_tensorflow_quietly()
+    elif _USER_TF_LOG_LEVEL is None and "tensorflow" not in sys.modules:
+        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
 
 
 # --- models -------------------------------------------------------------------------------

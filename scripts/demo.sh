@@ -4,7 +4,6 @@
 # Every step is a plain `fer-keras` command, so it doubles as a walkthrough.
 set -euo pipefail
 OUT=${DEMO_DIR:-demo}
-export TF_CPP_MIN_LOG_LEVEL=2
 rm -rf "$OUT"
 mkdir -p "$OUT"
 start=$(date +%s)

@@ -7,6 +7,7 @@ starting "Error:", no traceback, and nothing half-written.
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -59,6 +60,16 @@ def test_a_command_in_a_fresh_process_writes_no_tensorflow_start_up_noise():
     assert "absl::InitializeLog" not in quiet.stderr and "oneDNN" not in quiet.stderr, quiet.stderr[-1000:]
     debug = subprocess.run(run + ["--debug", "models"], capture_output=True, text=True, timeout=300)
     assert debug.returncode == 0 and "frame_cnn" in debug.stdout  # --debug leaves TensorFlow's own output alone
+
+
+@pytest.mark.parametrize("user_level, expected", [(None, "3"), ("1", "1")])
+def test_the_cli_keeps_tensorflow_c_plus_plus_logs_to_fatal_unless_the_user_chose_a_level(user_level, expected):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    if user_level is not None:
+        env["TF_CPP_MIN_LOG_LEVEL"] = user_level
+    code = "import os, fer_keras.cli; print(os.environ['TF_CPP_MIN_LOG_LEVEL'])"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0 and result.stdout.split()[-1] == expected
 
 
 def test_prepare_synth_stills_manifest(still_data):
