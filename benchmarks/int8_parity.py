@@ -211,7 +211,7 @@ def measure_given_run(label, run, work, args):
     config = json.loads((pathlib.Path(run) / "config.json").read_text())
     spec = get_spec(config["model"])
     manifest = json.loads((pathlib.Path(config["data"]) / "manifest.json").read_text())
-    result = {"kind": spec.kind, "family": spec.family, "epochs": config["epochs"],
+    result = {"kind": spec.kind, "family": spec.family, "model": config["model"], "epochs": config["epochs"],
               "image_size": config.get("image_size") or manifest["image"]["size"],  # None: the records' own size
               "run": str(run), "streams": config.get("streams"), "capture": _capture(config),
               "clip_length": config.get("clip_length"), "fold": config.get("fold"), "folds": config.get("folds")}
@@ -411,9 +411,11 @@ def report(data):
     skipped = "\n".join(f"- `{m}`: {why}" for m, why in data["skipped"].items())
     given = [(m, r) for m, r in data["results"].items() if "run" in r]
     given_text = ("\nRows measured on runs trained elsewhere (not on this benchmark's data): " + "; ".join(
-        f"`{m}` = {r['family']} model `{pathlib.Path(r['run']).parent.name}`, streams {r.get('streams')}, SynthFER "
-        f"{r.get('capture')} capture, subject {r.get('folds')}-fold split, test fold {r.get('fold')}, clips of "
-        f"{r.get('clip_length')} frames (`benchmarks/video_ablation.py --capture lab`)" for m, r in given) + ".\n") if given else ""
+        f"`{m}` = {r['family']} model `{r.get('model') or pathlib.Path(r['run']).parent.name}`, streams {r.get('streams')}, "
+        f"SynthFER {r.get('capture')} capture, subject {r.get('folds')}-fold split, test fold {r.get('fold')}, clips of "
+        f"{r.get('clip_length')} frames, {r.get('epochs')} epochs" for m, r in given) + " (`fer-keras train` on the data of "
+        "`benchmarks/video_ablation.py --capture lab`: the 20-epoch runs are that ablation's, the 40-epoch one a longer "
+        "training of the same fold; the checkpoint is the one with the best validation accuracy).\n") if given else ""
     a = data["args"]
     not_run = ("\nNot run (out of this run's time): " + ", ".join(data["not_run"]) + "\n") if data.get("not_run") else ""
     return f"""## int8 TFLite parity on held-out SynthFER (`benchmarks/int8_parity.py`)
