@@ -88,12 +88,14 @@ def _echo(ctx, message):
 @click.option("--debug", is_flag=True, help="Show full tracebacks.")
 @click.option("--quiet", "-q", is_flag=True, help="No progress bars or summaries.")
 @click.version_option(package_name="fer-keras")
-def cli(debug, quiet):
+@click.pass_context
+def cli(ctx, debug, quiet):
     """Facial-expression recognition: prepare, train, evaluate, export, predict."""
-    if not debug:
+    if debug:
+        if _USER_TF_LOG_LEVEL is None and "tensorflow" not in sys.modules:
+            os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
+    elif ctx.invoked_subcommand != "synth":  # the synth group decides for its own commands
         _import_tensorflow_quietly()
-    elif _USER_TF_LOG_LEVEL is None and "tensorflow" not in sys.modules:
-        os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
 
 
 # --- models -------------------------------------------------------------------------------
@@ -113,8 +115,11 @@ def models_cmd():
 
 
 @cli.group("synth", cls=_Group)
-def synth_group():
+@click.pass_context
+def synth_group(ctx):
     """SynthFER, the procedural face generator with exact ground truth."""
+    if ctx.invoked_subcommand != "preview" and not ctx.find_root().params.get("debug"):
+        _import_tensorflow_quietly()  # `preview` renders with NumPy and OpenCV alone: a second, not eight
 
 
 @synth_group.command("preview")

@@ -62,6 +62,19 @@ def test_a_command_in_a_fresh_process_writes_no_tensorflow_start_up_noise():
     assert debug.returncode == 0 and "frame_cnn" in debug.stdout  # --debug leaves TensorFlow's own output alone
 
 
+def test_synth_commands_in_a_fresh_process_are_quiet_and_preview_does_not_load_tensorflow(tmp_path):
+    code = ("import sys; from fer_keras.cli import cli; cli.main(sys.argv[1:], standalone_mode=False); "
+            "print('tensorflow loaded:', 'tensorflow' in sys.modules)")
+    preview = subprocess.run([sys.executable, "-c", code, "synth", "preview", "--out", str(tmp_path / "p.png")],
+                             capture_output=True, text=True, timeout=300)
+    assert preview.returncode == 0 and (tmp_path / "p.png").exists()
+    assert preview.stdout.strip().endswith("tensorflow loaded: False") and "absl" not in preview.stderr
+    generate = subprocess.run([sys.executable, "-c", code, "--quiet", "synth", "generate", "--out", str(tmp_path / "g"),
+                               "--subjects", "2", "--size", "64"], capture_output=True, text=True, timeout=300)
+    assert generate.returncode == 0 and (tmp_path / "g" / "labels.csv").exists()
+    assert "absl::InitializeLog" not in generate.stderr and "oneDNN" not in generate.stderr, generate.stderr[-1000:]
+
+
 @pytest.mark.parametrize("user_level, expected", [(None, "3"), ("1", "1")])
 def test_the_cli_keeps_tensorflow_c_plus_plus_logs_to_fatal_unless_the_user_chose_a_level(user_level, expected):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
