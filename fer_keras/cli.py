@@ -9,7 +9,6 @@ import json
 import os
 import pathlib
 import sys
-import tempfile
 import warnings
 
 # TensorFlow's C++ log: FATAL only. TF 2.21's tf.data logs an ERROR line "NodeDef mentions attribute
@@ -55,28 +54,13 @@ class _Group(click.Group):
 
 
 def _import_tensorflow_quietly():
-    """Imports TensorFlow with the process's stderr (file descriptor 2) sent to a temporary file.
-
-    TensorFlow 2.21 writes "All log messages before absl::InitializeLog() is called ..." and its oneDNN
-    notice from C++ while it loads, whatever TF_CPP_MIN_LOG_LEVEL says, so every command would start with
-    four lines of noise. What it wrote is replayed if the import fails; `--debug` skips this.
-    """
+    """Imports TensorFlow with its C++ start-up lines (absl, oneDNN) kept off stderr; `--debug` skips this."""
     if "tensorflow" in sys.modules:
         return
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with tempfile.TemporaryFile() as captured:
-        os.dup2(captured.fileno(), 2)
-        try:
-            import tensorflow  # noqa: F401
-        except BaseException:
-            os.dup2(saved, 2)
-            captured.seek(0)
-            sys.stderr.write(captured.read().decode(errors="replace"))
-            raise
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
+    from fer_keras.native_output import native_stderr_captured
+
+    with native_stderr_captured():
+        import tensorflow  # noqa: F401
 
 
 def _echo(ctx, message):

@@ -32,6 +32,7 @@ import tensorflow as tf
 
 from fer_keras import atomic
 from fer_keras.errors import UserError
+from fer_keras.native_output import native_stderr_captured
 
 QUANTIZE = ("none", "float16", "int8", "int16x8")
 # int8/int16x8 calibration: this many training samples (the issue asks for at least 100).
@@ -164,9 +165,11 @@ def _run_converter(converter, quantize, representative, float_io=False, float_sc
         converter.inference_output_type = io_type
         converter.representative_dataset = lambda: (_representative_item(x) for x in representative)
     try:
-        if quantize == "int8" and float_scopes:
-            return _int8_with_float_scopes(converter)
-        return converter.convert()
+        # The quantiser prints "fully_quantize: 0, inference_type: 6, ..."; a failure becomes the one-line UserError below.
+        with native_stderr_captured(replay_on_error=False):
+            if quantize == "int8" and float_scopes:
+                return _int8_with_float_scopes(converter)
+            return converter.convert()
     except UserError:
         raise
     except Exception as e:  # the converter raises ConverterError and friends, with long logs
@@ -211,7 +214,10 @@ def open_signature_runner(path_or_bytes, num_threads=1):
 
     kwargs = {"model_content": path_or_bytes} if isinstance(path_or_bytes, bytes) else {"model_path": str(path_or_bytes)}
     interpreter = Interpreter(num_threads=num_threads, **kwargs)
-    return interpreter, interpreter.get_signature_runner()
+    runner = interpreter.get_signature_runner()
+    with native_stderr_captured():  # LiteRT announces its XNNPACK delegate on the first call: make that call here
+        runner(**{name: np.zeros(d["shape"], d["dtype"]) for name, d in runner.get_input_details().items()})
+    return interpreter, runner
 
 
 class LiteRTModel:
