@@ -24,16 +24,16 @@ def native_stderr_captured(replay_on_error=True):
     saved = os.dup(2)
     with tempfile.TemporaryFile() as captured:
         os.dup2(captured.fileno(), 2)
+        failed = False
         try:
             yield
         except BaseException:
-            sys.stderr.flush()
-            os.dup2(saved, 2)
-            if replay_on_error:
-                captured.seek(0)
-                sys.stderr.write(captured.read().decode(errors="replace"))
+            failed = True
             raise
         finally:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+            if failed and replay_on_error:
+                captured.seek(0)
+                sys.stderr.write(captured.read().decode(errors="replace"))
