@@ -13,7 +13,7 @@ each unrolled step's ops after the cell call it came from, odd numbers 1, 3, ...
 found in the int8 model's execution order and matched by name in the float model.
 
 The int8 model is calibrated as `fer-keras export --quantize int8` calibrates it (200 training samples).
-`--remedies` also measures the top-1 agreement of two int8 variants aimed at GroupNorm (see `trace_run`).
+`--remedies` also measures the top-1 agreement of int8 variants that locate the loss (see `trace_run`).
 
 Writes benchmarks/results/int8_time_error.json and the "int8_time_error" section of docs/benchmarks.md.
 
@@ -22,6 +22,7 @@ Usage: python benchmarks/int8_time_error.py LABEL=RUN [LABEL=RUN ...] [--clips 4
 
 import argparse
 import collections
+import contextlib
 import json
 import os
 import re
@@ -121,7 +122,9 @@ def trace_run(run, clips=40, remedies=False):
     With `remedies`, also the top-1 agreement with the float Keras model on the held-out test clips (up to the
     export's PARITY_SAMPLES) of: the int8 export as it is; int8 with every GroupNorm op kept float32 (denylisted,
     as landmark_arm's heatmap ops are); int8 with the calibrated ranges of GroupNorm's 1/sqrt(variance + eps) and of
-    the products it scales widened 4x (test subjects' groups can have a smaller variance than any training clip's).
+    the products it scales widened 4x (test subjects' groups can have a smaller variance than any training clip's);
+    int8 with one stream's Conv-RNN layers float32 (each stream in turn); int8 calibrated on 5x more training clips;
+    and, in Keras, the float model with int8-rounded kernels (`int8_kernels`), the weights' share of the error.
     """
     from fer_keras.data.splits import Split
     from fer_keras.exports import tflite
@@ -148,13 +151,45 @@ def trace_run(run, clips=40, remedies=False):
             with mock.patch.object(tflite, "FLOAT_SCOPES", ("group_norm",)):
                 candidates["int8, GroupNorm ops float32"] = tflite.convert(device, quantize="int8", representative=representative)
             candidates["int8, 1/sqrt(var) ranges widened 4x"] = widened_rsqrt(device, representative, 4.0)
+        for stream in sorted({layer.name.split("_rnn")[0] for layer in device.layers if "_rnn" in layer.name}):
+            scopes = tuple(layer.name for layer in device.layers if layer.name.startswith(f"{stream}_rnn"))
+            with mock.patch.object(tflite, "FLOAT_SCOPES", scopes):
+                candidates[f"int8, the {stream} Conv-RNN layers float32 (all their ops)"] = tflite.convert(
+                    device, quantize="int8", representative=representative)
+        more, _ = tflite.collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), 5 * tflite.CALIBRATION_SAMPLES)
+        more = tflite._unbatch(more)
+        candidates[f"int8 calibrated on {len(more)} training clips instead of 200"] = tflite.convert(
+            device, quantize="int8", representative=more)
         result["agreement"] = {}
         for label, flatbuffer in candidates.items():
             check = tflite.parity(model, tflite.LiteRTModel(flatbuffer), test_x)
             result["agreement"][label] = {"top1": check["top1_agreement"], "max_abs_diff": check["max_abs_diff"],
                                           "samples": len(test_items)}
             print(f"  {label}: agreement {check['top1_agreement']:.3f}", flush=True)
+        reference = model.predict(test_x, verbose=0, batch_size=32)
+        with int8_kernels(model):
+            rounded = model.predict(test_x, verbose=0, batch_size=32)
+        result["agreement"]["int8 weights only (kernels rounded per output channel in Keras, activations float32)"] = {
+            "top1": tflite.agreement(reference, rounded)["top1_agreement"],
+            "max_abs_diff": float(np.max(np.abs(reference - rounded))), "samples": len(test_items)}
     return result
+
+
+@contextlib.contextmanager
+def int8_kernels(model):
+    """`model` with every kernel (weights of 2 or more dimensions) rounded to 255 symmetric int8 levels per output
+    channel, as TFLite's int8 convolutions and fully connected layers store them; biases, GroupNorm's gamma and beta
+    unchanged. Restores the weights on exit. Isolates the weights' share of the int8 error from the activations'."""
+    saved = [v.numpy() for v in model.weights]
+    try:
+        for v, w in zip(model.weights, saved):
+            if w.ndim >= 2:
+                step = np.abs(w).max(axis=tuple(range(w.ndim - 1)), keepdims=True) / 127
+                v.assign(np.where(step > 0, np.round(w / np.where(step > 0, step, 1)) * step, w))
+        yield model
+    finally:
+        for v, w in zip(model.weights, saved):
+            v.assign(w)
 
 
 def per_op_error(model, representative, samples, float32):
@@ -284,7 +319,7 @@ def main():
     parser.add_argument("runs", nargs="*", help="LABEL=RUN_FOLDER of trained clip models")
     parser.add_argument("--clips", type=int, default=40, help="Held-out test clips to average the traced errors over.")
     parser.add_argument("--remedies", action="store_true",
-                        help="Also measure the top-1 agreement of two int8 variants (see trace_run).")
+                        help="Also measure the top-1 agreement of int8 variants (see trace_run).")
     parser.add_argument("--report-only", action="store_true", help="Rewrite the docs section from the last JSON.")
     args = parser.parse_args()
     if args.report_only:

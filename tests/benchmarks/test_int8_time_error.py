@@ -7,7 +7,7 @@ import pytest
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))
 
-from benchmarks.int8_time_error import trace, widened_rsqrt  # noqa: E402
+from benchmarks.int8_time_error import int8_kernels, trace, widened_rsqrt  # noqa: E402
 from fer_keras.exports import tflite  # noqa: E402
 from fer_keras.models.registry import get_model  # noqa: E402
 
@@ -56,3 +56,22 @@ def test_widened_rsqrt_quantises_groupnorm_with_a_4x_wider_range(converted):
     wide = _rsqrt_scales(widened_rsqrt(model, samples, 4.0))
     assert len(plain) == len(wide) == 8 * T  # one GroupNorm per layer and time step
     np.testing.assert_allclose(np.array(wide) / np.array(plain), 4.0, rtol=0.02)
+
+
+def test_int8_kernels_rounds_each_output_channel_to_int8_levels_and_restores_the_weights(converted):
+    model = converted[0]
+    before = [v.numpy().copy() for v in model.weights]
+    with int8_kernels(model):
+        for v, w in zip(model.weights, before):
+            got = v.numpy()
+            if w.ndim < 2:
+                np.testing.assert_array_equal(got, w)  # biases, gamma and beta stay float
+                continue
+            flat_w, flat_got = w.reshape(-1, w.shape[-1]), got.reshape(-1, w.shape[-1])
+            step = np.abs(flat_w).max(axis=0) / 127
+            levels = flat_got / np.where(step > 0, step, 1)
+            np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)  # a whole number of steps
+            assert np.all(np.abs(flat_got - flat_w) <= step / 2 + 1e-7)  # rounded, not truncated or clipped
+            assert not np.array_equal(got, w)
+    for v, w in zip(model.weights, before):
+        np.testing.assert_array_equal(v.numpy(), w)
