@@ -143,6 +143,33 @@ def test_probabilities_after_frame_t_are_the_clip_model_on_frames_0_to_t():
         np.testing.assert_allclose(every[t]["attention_map"], out["attention_maps"][:, t], atol=1e-5)
 
 
+@pytest.mark.parametrize("count, limit, expected", [(10, 6, 6), (4, 10, 10), (2, 50, 2 * STEPS)])
+def test_calibration_samples_spread_over_the_clips_and_their_steps(count, limit, expected):
+    """One (frame, states) pair per clip in turn, each clip's t moving on a step per lap; no pair twice.
+
+    Taking every step of the first clips calibrated on a few subjects only (streaming int16x8 of a
+    SynthFER lab econvgru run agreed 91.6 % with float instead of 98.3 %).
+    """
+    model = get_model("convgru", (STEPS, SIZE, SIZE, 1), 7, size="small")
+    step = streaming.StreamingStep(model)
+    clips = tflite._unbatch(random_clips(("rgb",), count=count))
+    samples = streaming.representative_samples(step, clips, limit=limit)
+    assert len(samples) == expected
+    seen = set()
+    for i, sample in enumerate(samples):
+        index, lap = i % count, i // count
+        t = (index + lap) % STEPS
+        np.testing.assert_array_equal(sample["frame"], clips[index][t])
+        _, every = streaming.run_clip(step, clips[index][:t]) if t else (None, [])
+        for name in step.state_names:  # the states the clip's first t frames leave
+            want = np.asarray(step.next_states(every[-1])[name])[0] if t else np.zeros(sample[name].shape)
+            np.testing.assert_allclose(sample[name], want, atol=1e-5)
+        seen.add((index, t))
+    assert len(seen) == len(samples)
+    if count >= limit:
+        assert {index for index, _ in seen} == set(range(limit))  # a different clip for every sample
+
+
 def test_a_head_that_reads_every_step_cannot_stream():
     frames = keras.Input((STEPS, 8, 8, 1), name="frames")
     x = ConvRNN(ConvLSTMCell(4, 3), return_sequences=True, name="rnn")(frames)
