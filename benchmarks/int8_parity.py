@@ -9,7 +9,8 @@ For every registered classifier, trained here at its `small` size on a small Syn
   the issue's target of >= 97 %;
 * clip models: the same for the unrolled clip model (T frames at once) and for the streaming
   per-frame step model (`--streaming`, frames + recurrent states in, calibrated on 200
-  (frame, states) pairs that the float step model produces on training clips);
+  (frame, states) pairs that the float step model produces on training clips, one pair per clip
+  with the time step cycling, `streaming.representative_samples`);
 * for the recurrent models whose int8 agreement is below 97 % (tried on `REMEDY_MODELS` within
   the time budget), the two remedies the issue asks about: int8 ops with float32 inputs/outputs
   (the states then travel as floats between frames, `float_io`) and int16 activations with int8
@@ -427,7 +428,7 @@ Every registered classifier at its `small` size, trained here on SynthFER ({a['s
 {data['learning_rate']}, for the epochs in the "epochs" column (landmark_arm: on a frozen arm_resnet18 branch trained for the
 number of epochs after "+"). int8 = full-integer post-training
 quantisation (int8 weights and activations, int8 input/output), calibrated on 200 training samples (streaming: 200
-(frame, states) pairs from the float step model on training clips). "agree" is the top-1 agreement of the TFLite model
+(frame, states) pairs from the float step model on training clips, one per clip, the time step cycling). "agree" is the top-1 agreement of the TFLite model
 with the float Keras model on the same held-out test samples (streaming: after the last frame of each test clip, from
 zero states); the issue's target is >= {100 * data['target_top1_agreement']:.0f} %. "95 % CI": Wilson interval of the agreement
 over the test samples. "disagreements at exact ties": of the samples where TFLite and float disagree, those where the
