@@ -8,7 +8,7 @@ For every registered classifier, trained here at its `small` size on a small Syn
   accuracy drop, and the top-1 agreement of int8 with float on the same test samples, against
   the issue's target of >= 97 %;
 * clip models: the same for the unrolled clip model (T frames at once) and for the streaming
-  per-frame step model (`--streaming`, frames + recurrent states in, calibrated on 200
+  per-frame step model (`--streaming`, frames + recurrent states in, calibrated on up to 400
   (frame, states) pairs that the float step model produces on training clips, one pair per clip
   with the time step cycling, `streaming.representative_samples`);
 * for the recurrent models whose int8 agreement is below 97 % (tried on `REMEDY_MODELS` within
@@ -427,8 +427,9 @@ Every registered classifier at its `small` size, trained here on SynthFER ({a['s
 (clip models at 32 px were downscaled), 2-fold subject split (test = the other half of the subjects), batch 16, learning rate
 {data['learning_rate']}, for the epochs in the "epochs" column (landmark_arm: on a frozen arm_resnet18 branch trained for the
 number of epochs after "+"). int8 = full-integer post-training
-quantisation (int8 weights and activations, int8 input/output), calibrated on 200 training samples (streaming: 200
-(frame, states) pairs from the float step model on training clips, one per clip, the time step cycling). "agree" is the top-1 agreement of the TFLite model
+quantisation (int8 weights and activations, int8 input/output), calibrated on 200 training samples (streaming: one
+(frame, states) pair from the float step model on each of up to 400 training clips, the time step cycling; several
+steps per clip where the training split has fewer clips). "agree" is the top-1 agreement of the TFLite model
 with the float Keras model on the same held-out test samples (streaming: after the last frame of each test clip, from
 zero states); the issue's target is >= {100 * data['target_top1_agreement']:.0f} %. "95 % CI": Wilson interval of the agreement
 over the test samples. "disagreements at exact ties": of the samples where TFLite and float disagree, those where the
