@@ -393,6 +393,7 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
                    f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f} "
                    f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}), "
                    f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}")
+        _echo_hint(ctx, quantization_hint(quantize, p["top1_agreement"], streaming=True))
     elif fmt == "tflite":
         from fer_keras.exports.tflite import export_tflite
 
@@ -402,6 +403,7 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
                    f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f} "
                    f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}), "
                    f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}")
+        _echo_hint(ctx, quantization_hint(quantize, p["top1_agreement"], streaming=False, clip=meta.get("clip_length") is not None))
     else:
         if quantize != "none":
             raise UserError("--quantize applies to --format tflite only.")
@@ -501,6 +503,24 @@ def serve_request_cmd(ctx, url, images, size, channels, detect):
             records.append({"file": str(path), "face": i, "box": [int(v) for v in box] if box is not None else None,
                             "label": names[i] if names else k, "score": round(float(p[k]), 4)})
     write_records(records, None)
+
+
+# The top-1 agreement with float below which an int8 export says what to try instead (the target of issue 6).
+AGREEMENT_TARGET = 0.97
+
+
+def quantization_hint(quantize, agreement, *, streaming, clip=False):
+    """One line for a user whose int8 export agrees less than AGREEMENT_TARGET with float, else None."""
+    if quantize != "int8" or agreement >= AGREEMENT_TARGET:
+        return None
+    closer = "--streaming --quantize int16x8" if streaming or clip else "--quantize int16x8"
+    return (f"Note: int8 agrees {agreement:.1%} with float, below {AGREEMENT_TARGET:.0%}; {closer} (int16 activations) "
+            f"or --quantize float16 stay closer to float (docs/benchmarks.md, \"int8 TFLite parity\").")
+
+
+def _echo_hint(ctx, hint):
+    if hint:
+        _echo(ctx, hint)
 
 
 def _run_family(run):

@@ -388,3 +388,22 @@ def test_error_run_from_an_incompatible_version(still_run, tmp_path):
         line = expect_user_error(invoke(*args))
         assert "made by fer-keras 0.0.3" in line
     assert not (tmp_path / "ex").exists()
+
+
+@pytest.mark.parametrize("quantize, agreement, streaming, clip, expected", [
+    ("int8", 0.90, False, False, "--quantize int16x8"),
+    ("int8", 0.90, False, True, "--streaming --quantize int16x8"),
+    ("int8", 0.95, True, False, "--streaming --quantize int16x8"),
+    ("int8", 0.97, False, False, None),
+    ("int16x8", 0.90, True, False, None),
+    ("float16", 0.50, False, False, None),
+])
+def test_an_int8_export_below_the_target_says_what_to_try(quantize, agreement, streaming, clip, expected):
+    from fer_keras.cli import quantization_hint
+
+    hint = quantization_hint(quantize, agreement, streaming=streaming, clip=clip)
+    if expected is None:
+        assert hint is None
+    else:
+        assert f"{agreement:.1%}" in hint and expected in hint and "float16" in hint
+        assert ("--streaming" in hint) == (streaming or clip)
