@@ -341,12 +341,11 @@ def representative_samples(step, clips, limit=200):
     samples = []
     for i in range(limit):
         index, lap = i % len(clips), i // len(clips)
-        clip, states = clips[index], step.initial_states()
-        for t in range((index + lap) % step.clip_length + 1):  # run the clip up to its step for this lap
-            frame = {n: v[t][None].astype(np.float32) for n, v in clip.items()}
-            sample = {k: np.asarray(v)[0] for k, v in {**frame, **states}.items()}
+        clip, states, chosen = clips[index], step.initial_states(), (index + lap) % step.clip_length
+        frames = [{n: v[t][None].astype(np.float32) for n, v in clip.items()} for t in range(chosen + 1)]
+        for frame in frames[:-1]:  # the states the frames before the chosen step leave
             states = {k: np.asarray(v) for k, v in step.next_states(call({**frame, **states})).items()}
-        samples.append(sample)
+        samples.append({k: np.asarray(v)[0] for k, v in {**frames[-1], **states}.items()})
     return samples
 
 
