@@ -505,12 +505,10 @@ def serve_request_cmd(ctx, url, images, size, channels, detect):
     write_records(records, None)
 
 
-# The top-1 agreement with float below which an int8 export says what to try instead (the target of issue 6).
-AGREEMENT_TARGET = 0.97
-
-
 def quantization_hint(quantize, agreement, *, streaming, clip=False):
-    """One line for a user whose int8 export agrees less than AGREEMENT_TARGET with float, else None."""
+    """One line for a user whose int8 export agrees less than the target with float, else None."""
+    from fer_keras.exports.tflite import AGREEMENT_TARGET
+
     if quantize != "int8" or agreement >= AGREEMENT_TARGET:
         return None
     closer = "--streaming --quantize int16x8" if streaming or clip else "--quantize int16x8"
