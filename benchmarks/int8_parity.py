@@ -215,7 +215,8 @@ def measure_given_run(label, run, work, args):
     result = {"kind": spec.kind, "family": spec.family, "model": config["model"], "epochs": config["epochs"],
               "image_size": config.get("image_size") or manifest["image"]["size"],  # None: the records' own size
               "run": str(run), "streams": config.get("streams"), "capture": _capture(config),
-              "clip_length": config.get("clip_length"), "fold": config.get("fold"), "folds": config.get("folds")}
+              "clip_length": config.get("clip_length"), "fold": config.get("fold"), "folds": config.get("folds"),
+              "subjects": len(manifest.get("counts_per_subject", {})) or None}
     return measure(config["model"], spec, pathlib.Path(run), work / label / "exports", result, args)
 
 
@@ -413,10 +414,13 @@ def report(data):
     given = [(m, r) for m, r in data["results"].items() if "run" in r]
     given_text = ("\nRows measured on runs trained elsewhere (not on this benchmark's data): " + "; ".join(
         f"`{m}` = {r['family']} model `{r.get('model') or pathlib.Path(r['run']).parent.name}`, streams {r.get('streams')}, "
-        f"SynthFER {r.get('capture')} capture, subject {r.get('folds')}-fold split, test fold {r.get('fold')}, clips of "
-        f"{r.get('clip_length')} frames, {r.get('epochs')} epochs" for m, r in given) + " (`fer-keras train` on the data of "
-        "`benchmarks/video_ablation.py --capture lab`: the 20-epoch runs are that ablation's, the 40-epoch one a longer "
-        "training of the same fold; the checkpoint is the one with the best validation accuracy).\n") if given else ""
+        f"SynthFER {r.get('capture')} capture" + (f" of {r['subjects']} subjects" if r.get("subjects") else "")
+        + f", subject {r.get('folds')}-fold split, test fold {r.get('fold')}, clips of "
+        f"{r.get('clip_length')} frames, {r.get('epochs')} epochs" for m, r in given) + " (`fer-keras train`; the 24-subject "
+        "data is that of `benchmarks/video_ablation.py --capture lab`, whose fold-0 runs the 20-epoch rows are, the 40-epoch "
+        "one a longer training of the same fold; the 96-subject data is the same generator and settings with 4x the "
+        "subjects, `fer-keras prepare synth --kind sequence --subjects 96 --size 48 --label-set ckplus7 --flow --capture lab`; "
+        "the checkpoint is the one with the best validation accuracy).\n") if given else ""
     a = data["args"]
     not_run = ("\nNot run (out of this run's time): " + ", ".join(data["not_run"]) + "\n") if data.get("not_run") else ""
     return f"""## int8 TFLite parity on held-out SynthFER (`benchmarks/int8_parity.py`)
