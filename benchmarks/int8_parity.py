@@ -140,6 +140,11 @@ def main():
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(result, indent=2, default=float))
             results[name] = result
+        clip_export = work / name / "exports" / pathlib.Path(given.get(name, "run")).name / "tflite" / "model_int8.tflite"
+        if name in given and results[name].get("kind") == "clip" and "int8_per_video" not in results[name] \
+                and clip_export.exists():
+            results[name]["int8_per_video"] = _attempt_raw(lambda: per_video(given[name], clip_export))
+            cache.write_text(json.dumps(results[name], indent=2, default=float))
         if name in args.debugger.split(",") and "quantization_error" not in results[name]:
             try:
                 results[name]["quantization_error"] = quantization_error(work / name / "run")
@@ -269,6 +274,51 @@ def _in_subprocess(run, exports, quantize):
             (done.stderr.strip().splitlines() or ["failed"])[-1]
         return {"error": why[:300]}
     return _row(json.loads(line[len("PARITY"):]))
+
+
+def _attempt_raw(fn):
+    try:
+        return fn()
+    except Exception as e:
+        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
+
+
+def per_video(run, lite_path):
+    """The int8 clip model against float on every held-out clip, per video as the project scores videos.
+
+    Video models are scored per clip and per video (`evaluation.metrics.majority_vote`, paper 001);
+    this measures whether int8 changes the video's decision, and the agreement on each video's last
+    clip (the window that ends at the apex of an onset->apex sequence).
+    """
+    import numpy as np
+
+    from fer_keras.data.splits import Split
+    from fer_keras.evaluation.metrics import majority_vote
+    from fer_keras.exports import tflite
+    from fer_keras.training import fit
+
+    config, manifest, model = fit.load_run(run)
+    split = Split.from_dict(config["split_subjects"])
+    lite = tflite.LiteRTModel(str(lite_path))
+    ref, got, labels, videos, starts = [], [], [], [], []
+    for x, y, meta in fit.make_dataset(config, manifest, split, "test", batch_size=64, with_meta=True):
+        out = model(x, training=False)
+        ref.append(np.asarray(out["probabilities"] if isinstance(out, dict) else out))
+        batch = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy()
+        got.append(np.stack([lite(s) for s in tflite._unbatch(batch)]))
+        labels.append(y.numpy()), videos.append(meta["video"].numpy()), starts.append(meta["start"].numpy())
+    ref, got, labels, videos, starts = (np.concatenate(a) for a in (ref, got, labels, videos, starts))
+    _, float_vote, video_labels = majority_vote(videos, ref, labels)
+    _, int8_vote, _ = majority_vote(videos, got, labels)
+    same = float_vote == int8_vote
+    last = np.array([starts[i] == starts[videos == videos[i]].max() for i in range(len(videos))])
+    return {"clips": int(len(videos)), "videos": int(len(same)), "clip_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
+            "video_agreement": float(np.mean(same)),
+            "video_agreement_95ci": list(tflite.wilson_interval(int(same.sum()), len(same))),
+            "last_clip_agreement": float(np.mean(ref[last].argmax(1) == got[last].argmax(1))),
+            "float_video_accuracy": float(np.mean(float_vote == video_labels)),
+            "int8_video_accuracy": float(np.mean(int8_vote == video_labels)),
+            "float_last_clip_accuracy": float(np.mean(ref[last].argmax(1) == labels[last]))}
 
 
 def _full_int8_landmark_arm(run):
@@ -490,6 +540,17 @@ def verdict(data):
             + "; without them the agreement would be " + ", ".join(
             f"`{m}` {100 * (1 - (_misses(v) - v['disagreements_at_ties']) / v['samples']):.1f} %"
             for m, v in tie_rows) + " (ties counted as agreeing; shown to locate the error, not as the result).")
+    videos = [(m, r["int8_per_video"]) for m, r in res.items() if "video_agreement" in r.get("int8_per_video", {})]
+    if videos:
+        lines.append("- Per video, the unit the project also scores video models by (majority vote over a video's clips, "
+                     "ties to the larger summed probability; the int8 clip model on every held-out clip of the runs given "
+                     "by `--runs`): the int8 video decision agrees with float on " + ", ".join(
+                         f"`{m}` {100 * v['video_agreement']:.1f} % of {v['videos']} videos ({_ci({'top1_agreement_95ci': v['video_agreement_95ci']})})"
+                         for m, v in videos) + "; on each video's last clip (the window ending at the apex) " + ", ".join(
+                         f"`{m}` {100 * v['last_clip_agreement']:.1f} %" for m, v in videos) + ". Float video accuracy "
+                     "(SynthFER, unseen subjects): " + ", ".join(
+                         f"`{m}` {100 * v['float_video_accuracy']:.1f} % (int8 {100 * v['int8_video_accuracy']:.1f} %)"
+                         for m, v in videos) + ".")
     straddle = [(m, label, a) for m, label, a, _ in hits + misses if m in trained and _straddles(res[m], label, data)]
     if straddle:
         lines.append("- Rows whose 95 % interval contains the 97 % target (the sample cannot tell them from it): "
