@@ -190,8 +190,13 @@ def _row(parity):
 
 
 def _attempt(fn):
+    return _attempt_raw(lambda: _row(fn()))
+
+
+def _attempt_raw(fn):
+    """fn()'s result, or {"error": its first line} (one measurement's failure is a cell of the report)."""
     try:
-        return _row(fn())
+        return fn()
     except Exception as e:
         return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
 
@@ -276,13 +281,6 @@ def _in_subprocess(run, exports, quantize):
     return _row(json.loads(line[len("PARITY"):]))
 
 
-def _attempt_raw(fn):
-    try:
-        return fn()
-    except Exception as e:
-        return {"error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"[:300]}
-
-
 def per_video(run, lite_path):
     """The int8 clip model against float on every held-out clip, per video as the project scores videos.
 
@@ -306,7 +304,9 @@ def per_video(run, lite_path):
         ref.append(np.asarray(out["probabilities"] if isinstance(out, dict) else out))
         batch = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy()
         got.append(np.stack([lite(s) for s in tflite._unbatch(batch)]))
-        labels.append(y.numpy()), videos.append(meta["video"].numpy()), starts.append(meta["start"].numpy())
+        labels.append(y.numpy())
+        videos.append(meta["video"].numpy())
+        starts.append(meta["start"].numpy())
     ref, got, labels, videos, starts = (np.concatenate(a) for a in (ref, got, labels, videos, starts))
     _, float_vote, video_labels = majority_vote(videos, ref, labels)
     _, int8_vote, _ = majority_vote(videos, got, labels)
