@@ -140,11 +140,11 @@ def main():
             cache.parent.mkdir(parents=True, exist_ok=True)
             cache.write_text(json.dumps(result, indent=2, default=float))
             results[name] = result
-        clip_export = work / name / "exports" / pathlib.Path(given.get(name, "run")).name / "tflite" / "model_int8.tflite"
-        if name in given and results[name].get("kind") == "clip" and "int8_per_video" not in results[name] \
-                and clip_export.exists():
-            results[name]["int8_per_video"] = _attempt_raw(lambda: per_video(given[name], clip_export))
-            cache.write_text(json.dumps(results[name], indent=2, default=float))
+        if name in given and results[name].get("kind") == "clip" and "int8_per_video" not in results[name]:
+            clip_export = work / name / "exports" / pathlib.Path(given[name]).name / "tflite" / "model_int8.tflite"
+            if clip_export.exists():
+                results[name]["int8_per_video"] = _attempt_raw(lambda: per_video(given[name], clip_export))
+                cache.write_text(json.dumps(results[name], indent=2, default=float))
         if name in args.debugger.split(",") and "quantization_error" not in results[name]:
             try:
                 results[name]["quantization_error"] = quantization_error(work / name / "run")
@@ -297,21 +297,17 @@ def per_video(run, lite_path):
 
     config, manifest, model = fit.load_run(run)
     split = Split.from_dict(config["split_subjects"])
+    ref, labels, meta = fit.predict_numpy(model, fit.make_dataset(config, manifest, split, "test", batch_size=64, with_meta=True))
+    videos, starts = meta["video"], meta["start"]
     lite = tflite.LiteRTModel(str(lite_path))
-    ref, got, labels, videos, starts = [], [], [], [], []
-    for x, y, meta in fit.make_dataset(config, manifest, split, "test", batch_size=64, with_meta=True):
-        out = model(x, training=False)
-        ref.append(np.asarray(out["probabilities"] if isinstance(out, dict) else out))
-        batch = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy()
-        got.append(np.stack([lite(s) for s in tflite._unbatch(batch)]))
-        labels.append(y.numpy())
-        videos.append(meta["video"].numpy())
-        starts.append(meta["start"].numpy())
-    ref, got, labels, videos, starts = (np.concatenate(a) for a in (ref, got, labels, videos, starts))
+    # The test side is read in its stored order (no shuffling), so this second pass lines up with `ref`.
+    got = np.stack([lite(s) for x, _ in fit.make_dataset(config, manifest, split, "test", batch_size=64)
+                    for s in tflite._unbatch({k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy())])
     _, float_vote, video_labels = majority_vote(videos, ref, labels)
     _, int8_vote, _ = majority_vote(videos, got, labels)
     same = float_vote == int8_vote
-    last = np.array([starts[i] == starts[videos == videos[i]].max() for i in range(len(videos))])
+    last_start = {v: starts[videos == v].max() for v in set(videos.tolist())}
+    last = starts == np.array([last_start[v] for v in videos.tolist()])
     return {"clips": int(len(videos)), "videos": int(len(same)), "clip_agreement": float(np.mean(ref.argmax(1) == got.argmax(1))),
             "video_agreement": float(np.mean(same)),
             "video_agreement_95ci": list(tflite.wilson_interval(int(same.sum()), len(same))),
