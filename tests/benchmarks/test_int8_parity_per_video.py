@@ -37,3 +37,21 @@ def test_the_report_names_each_runs_video_agreement():
     line = next(ln for ln in text.splitlines() if ln.startswith("- Per video"))
     assert "`lab` 97.1 % of 35 videos (85.5-99.5)" in line
     assert "`lab` 94.3 %" in line and "`lab` 62.9 % (int8 65.7 %)" in line
+
+
+def test_a_given_runs_description_names_its_learning_rate_when_known():
+    from benchmarks.int8_parity import report
+
+    row = {"samples": 200, "keras_accuracy": 0.5, "tflite_accuracy": 0.5, "accuracy_drop": 0.0, "top1_agreement": 0.98,
+           "top1_agreement_95ci": [0.95, 0.99], "meets_target": True}
+    given = {"kind": "clip", "family": "convrnn", "model": "convgru", "epochs": 20, "image_size": 48, "run": "/r/a",
+             "streams": "rgb,flow", "capture": "lab", "clip_length": 8, "fold": 0, "folds": 5, "subjects": 24,
+             "float_accuracy": 0.5, "above_chance": True, "int8": row}
+    args = {"still_subjects": 24, "per_emotion": 6, "sequence_subjects": 12, "sequences_per_emotion": 2, "clip_length": 6,
+            "clip_stride": 3}
+    data = {"args": args, "target_top1_agreement": 0.97, "learning_rate": 0.002, "skipped": {},
+            "results": {"old": given, "new": dict(given, learning_rate=0.001)}}
+    text = report(data)
+    assert "`new` = convrnn model `convgru`" in text and "20 epochs, learning rate 0.001" in text
+    old = text.split("`old` = ")[1].split(";")[0]
+    assert "learning rate" not in old  # a result cached before the field existed says nothing rather than a guess
