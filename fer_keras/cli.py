@@ -506,14 +506,19 @@ def serve_request_cmd(ctx, url, images, size, channels, detect):
 
 
 def quantization_hint(quantize, agreement, *, streaming, clip=False):
-    """One line for a user whose int8 export agrees less than the target with float, else None."""
+    """One line for a user whose int8 or int16x8 export agrees less than the target with float, else None.
+
+    int16x8 of a clip model exists only as a streaming step model; float16 as either.
+    """
     from fer_keras.exports.tflite import AGREEMENT_TARGET
 
-    if quantize != "int8" or agreement >= AGREEMENT_TARGET:
+    if quantize not in ("int8", "int16x8") or agreement >= AGREEMENT_TARGET:
         return None
-    closer = "--streaming --quantize int16x8" if streaming or clip else "--quantize int16x8"
-    return (f"Note: int8 agrees {agreement:.1%} with float, below {AGREEMENT_TARGET:.0%}; {closer} (int16 activations) "
-            f"or --quantize float16 stay closer to float (docs/benchmarks.md, \"int8 TFLite parity\").")
+    float16 = "--streaming --quantize float16" if streaming else "--quantize float16"
+    int16x8 = "--streaming --quantize int16x8" if streaming or clip else "--quantize int16x8"
+    closer = f"{int16x8} (int16 activations) or {float16} stay" if quantize == "int8" else f"{float16} stays"
+    return (f"Note: {quantize} agrees {agreement:.1%} with float, below {AGREEMENT_TARGET:.0%}; {closer} closer to float "
+            f"(docs/benchmarks.md, \"int8 TFLite parity\").")
 
 
 def _echo_hint(ctx, hint):
