@@ -141,7 +141,8 @@ def main():
             cache.write_text(json.dumps(result, indent=2, default=float))
             results[name] = result
         if name in given and "learning_rate" not in results[name]:  # a result cached before the field was recorded
-            results[name]["learning_rate"] = json.loads((pathlib.Path(given[name]) / "config.json").read_text()).get("learning_rate")
+            config = json.loads((pathlib.Path(given[name]) / "config.json").read_text())
+            results[name]["learning_rate"] = config.get("learning_rate")
             cache.write_text(json.dumps(results[name], indent=2, default=float))
         if name in given and results[name].get("kind") == "clip" and "int8_per_video" not in results[name]:
             clip_export = work / name / "exports" / pathlib.Path(given[name]).name / "tflite" / "model_int8.tflite"
@@ -467,9 +468,9 @@ def report(data):
         f"SynthFER {r.get('capture')} capture" + (f" of {r['subjects']} subjects" if r.get("subjects") else "")
         + f", subject {r.get('folds')}-fold split, test fold {r.get('fold')}, clips of "
         f"{r.get('clip_length')} frames, {r.get('epochs')} epochs"
-        + (f", learning rate {r['learning_rate']:g}" if r.get("learning_rate") else "") for m, r in given) + " (`fer-keras train`; the 24-subject "
-        "data is that of `benchmarks/video_ablation.py --capture lab`, whose fold-0 runs (learning rate 0.002) the 20-epoch rows "
-        "are, except those ending in `_lr1e-3`, the same folds trained again at that learning rate; the 40-epoch "
+        + (f", learning rate {r['learning_rate']:g}" if r.get("learning_rate") else "") for m, r in given)
+        + " (`fer-keras train`; the 24-subject data is that of `benchmarks/video_ablation.py --capture lab`, whose fold-0 "
+        "runs (learning rate 0.002) the 20-epoch rows are, except those ending in `_lr1e-3`, the same folds trained again at that learning rate; the 40-epoch "
         "one a longer training of the same fold; the 96-subject data is the same generator and settings with 4x the "
         "subjects, `fer-keras prepare synth --kind sequence --subjects 96 --size 48 --label-set ckplus7 --flow --capture lab`; "
         "the checkpoint is the one with the best validation accuracy).\n") if given else ""

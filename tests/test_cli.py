@@ -400,7 +400,7 @@ def test_error_run_from_an_incompatible_version(still_run, tmp_path):
     ("int16x8", 0.99, True, False, None),
     ("float16", 0.50, False, False, None),
 ])
-def test_an_int8_export_below_the_target_says_what_to_try(quantize, agreement, streaming, clip, expected):
+def test_an_export_below_the_target_says_what_to_try(quantize, agreement, streaming, clip, expected):
     from fer_keras.cli import quantization_hint
 
     hint = quantization_hint(quantize, agreement, streaming=streaming, clip=clip)
