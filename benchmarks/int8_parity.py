@@ -470,7 +470,8 @@ def report(data):
         f"{r.get('clip_length')} frames, {r.get('epochs')} epochs"
         + (f", learning rate {r['learning_rate']:g}" if r.get("learning_rate") else "") for m, r in given)
         + " (`fer-keras train`; the 24-subject data is that of `benchmarks/video_ablation.py --capture lab`, whose fold-0 "
-        "runs (learning rate 0.002) the 20-epoch rows are, except those ending in `_lr1e-3`, the same folds trained again at that learning rate; the 40-epoch "
+        "runs (learning rate 0.002) the 20-epoch rows are, except those ending in `_lr1e-3`, the same folds trained "
+        "again at that learning rate; the 40-epoch "
         "one a longer training of the same fold; the 96-subject data is the same generator and settings with 4x the "
         "subjects, `fer-keras prepare synth --kind sequence --subjects 96 --size 48 --label-set ckplus7 --flow --capture lab`; "
         "the checkpoint is the one with the best validation accuracy).\n") if given else ""
