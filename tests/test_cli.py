@@ -164,6 +164,16 @@ def test_train_keeps_input_shape_of_config(still_run, clip_run):
     assert tuple(clip.inputs[0].shape[1:]) == (4, MODEL_SIZE, MODEL_SIZE, 1)
 
 
+@pytest.mark.parametrize("flag, expected", [([], True), (["--no-augment"], False), (["--augment"], True)])
+def test_train_augment_flag_reaches_the_run_config(monkeypatch, tmp_path, flag, expected):
+    from fer_keras.training import fit
+
+    seen = {}
+    monkeypatch.setattr(fit, "train", lambda config, **kw: seen.setdefault("config", config) and tmp_path)
+    expect_ok(invoke("train", "--model", "frame_cnn", *flag))
+    assert seen["config"]["augment"] is expected  # make_dataset hands it to the pipeline (tests/data/test_pipeline.py)
+
+
 def test_train_refuses_an_existing_run_name(still_run, still_data):
     before = listing(still_run)
     expect_user_error(invoke("train", "--model", "frame_cnn", "--data", still_data, "--epochs", 1,

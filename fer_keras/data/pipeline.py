@@ -1,7 +1,7 @@
 """tf.data pipelines over prepared TFRecords.
 
 interleave shards -> parse -> select (subjects or official split) -> decode -> resize ->
-augment (training only) -> batch -> prefetch.
+augment (training with `augment`; a clip's frames all get the same jitter) -> batch -> prefetch.
 
 Images leave the pipeline as float32 pixel values in [0, 255]; each model rescales inside
 itself, so exported models take the same raw pixels an app has.
@@ -91,6 +91,52 @@ def augment_image(image, seed):
     return tf.clip_by_value(image, 0.0, 255.0)
 
 
+def augment_clip(frames, seed, flow=None):
+    """`augment_image`'s jitter for a clip: drawn once from `seed` and applied to every frame alike.
+
+    A flip or shift that changed from frame to frame would add motion the face does not make.
+    The flow stream, when given, follows the geometry: flipped (its x component negated) and
+    shifted with the frames; brightness and contrast touch the pixels only.
+
+    Args:
+        frames: (T, S, S, C) float32 pixels in [0, 255].
+        seed: (2,) int tensor (stateless ops).
+        flow: optional (T, S, S, 2) float32 flow (dx, dy) in pixels per frame.
+
+    Returns:
+        The jittered frames, in [0, 255], or (frames, flow) when `flow` is given.
+    """
+    seeds = tf.random.experimental.stateless_split(seed, 4)
+    size = tf.shape(frames)[1]
+    pad = tf.maximum(size // 16, 1)
+    flip = tf.random.stateless_uniform([], seeds[0]) < 0.5
+    delta = tf.random.stateless_uniform([], seeds[1], -20.0, 20.0)
+    factor = tf.random.stateless_uniform([], seeds[2], 0.8, 1.2)
+    offset = tf.random.stateless_uniform([2], seeds[3], minval=0, maxval=2 * pad + 1, dtype=tf.int32)
+    return transform_clip(frames, flip=flip, delta=delta, factor=factor, offset=offset, pad=pad, flow=flow)
+
+
+def transform_clip(frames, *, flip, delta, factor, offset, pad, flow=None):
+    """One jitter on every frame: mirror, brightness + `delta`, contrast x `factor`, shift within a `pad` reflect border.
+
+    `offset` (row, column) in [0, 2 * pad] picks the crop of the padded frames; `pad` is the
+    offset of no shift. See `augment_clip`.
+    """
+    size = tf.shape(frames)[1]
+
+    def shift(x):
+        padded = tf.pad(x, [[0, 0], [pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
+        return padded[:, offset[0] : offset[0] + size, offset[1] : offset[1] + size]
+
+    frames = tf.cond(flip, lambda: tf.reverse(frames, [2]), lambda: frames)
+    frames = tf.image.adjust_contrast(frames + delta, factor)  # contrast about each frame's own mean
+    frames = tf.clip_by_value(shift(frames), 0.0, 255.0)
+    if flow is None:
+        return frames
+    flow = tf.cond(flip, lambda: tf.reverse(flow, [2]) * tf.constant([-1.0, 1.0]), lambda: flow)
+    return frames, shift(flow)
+
+
 def still_dataset(
     manifest,
     *,
@@ -105,6 +151,7 @@ def still_dataset(
     epochs=None,
     start_epoch=0,
     with_landmarks=False,
+    augment=True,
 ):
     """Batches of (image, label), or (image, label, meta) with `with_meta`.
 
@@ -112,7 +159,7 @@ def still_dataset(
         manifest: from `records.read_manifest`, kind "still".
         image_size, channels: output size; grey sources become RGB and back as asked.
         subjects: keep only these subject ids (or `split_name`: records whose split field equals it).
-        training: shuffle and augment.
+        training: shuffle, and augment when `augment` is true (`augment_image`).
         with_landmarks: the image becomes {"images": image, "landmarks": (68, 2) points} (zeros where
             a record has none); the landmarks are not augmented (landmark_arm aligns them anyway).
         epochs, start_epoch: with `training`, one stream of epochs start_epoch..epochs-1 whose
@@ -130,7 +177,7 @@ def still_dataset(
 
         def to_example(index, r):
             image = decode_image(r["image/encoded"], channels, image_size)
-            if training:
+            if training and augment:
                 image = augment_image(image, tf.stack([tf.constant(epoch_seed, tf.int64), index]))
             label = tf.cast(r["label"], tf.int32)
             if with_landmarks:
@@ -180,11 +227,14 @@ def clip_dataset(
     streams=("rgb",),
     epochs=None,
     start_epoch=0,
+    augment=True,
 ):
     """Batches of clips (B, T, S, S, C) and labels; with `with_meta` also {"video", "subject", "start"}.
 
     `streams` ("rgb", "flow"): with "flow" the input is a dict {"rgb": clips, "flow": (B, T, S, S, 2)}
-    with the flow dequantised to pixels per frame.
+    with the flow dequantised to pixels per frame. `training` shuffles, and with `augment` jitters
+    each clip (`augment_clip`: one flip, brightness, contrast and shift for all its frames and its
+    flow), drawn from (seed, epoch, position in the epoch) like the stills.
     """
     if clip_length < 1 or clip_stride < 1:
         raise ValueError(f"clip_length and clip_stride must be >= 1. Received: {clip_length}, {clip_stride}")
@@ -228,13 +278,23 @@ def clip_dataset(
         ds = ds.flat_map(to_clips)
         if training:
             ds = ds.shuffle(1024, seed=epoch_seed, reshuffle_each_iteration=False)
-        return ds.map(finish, num_parallel_calls=AUTOTUNE, deterministic=True).batch(batch_size)
+        ds = ds.enumerate().map(
+            lambda index, example: finish(*example, seed=tf.stack([tf.constant(epoch_seed, tf.int64), index])),
+            num_parallel_calls=AUTOTUNE,
+            deterministic=True,
+        )
+        return ds.batch(batch_size)
 
-    def finish(inputs, label, meta):
+    def finish(inputs, label, meta, seed):
         inputs = {
             k: tf.ensure_shape(v, (clip_length, image_size, image_size, channels if k == "rgb" else 2))
             for k, v in inputs.items()
         }
+        if training and augment:
+            if use_flow:
+                inputs["rgb"], inputs["flow"] = augment_clip(inputs["rgb"], seed, flow=inputs["flow"])
+            else:
+                inputs["rgb"] = augment_clip(inputs["rgb"], seed)
         x = inputs if use_flow else inputs["rgb"]
         return (x, label, meta) if with_meta else (x, label)
 

@@ -121,7 +121,7 @@ def make_dataset(config, manifest, split, side, *, training=False, with_meta=Fal
         if not subjects:
             return None
         selection = {"subjects": subjects}
-    common = dict(image_size=size, channels=channels, batch_size=batch_size or config["batch_size"], training=training, seed=config["seed"], with_meta=with_meta, epochs=epochs, start_epoch=start_epoch, **selection)
+    common = dict(image_size=size, channels=channels, batch_size=batch_size or config["batch_size"], training=training, augment=config.get("augment", True), seed=config["seed"], with_meta=with_meta, epochs=epochs, start_epoch=start_epoch, **selection)
     if manifest["kind"] == "still":
         import inspect
 

@@ -305,3 +305,89 @@ def test_clip_training_stream_resumes_exactly(tmp_path):
     for x, y in zip(full[1], resumed[0]):
         np.testing.assert_array_equal(x[0], y[0])
         np.testing.assert_array_equal(x[2]["video"], y[2]["video"])
+
+
+# --- augmentation: one jitter per clip, the flow following the frames; `augment=False` turns it off --------
+
+
+def _clip_and_flow(t=3, size=8, seed=0):
+    rng = np.random.default_rng(seed)
+    frames = rng.uniform(40, 200, size=(t, size, size, 1)).astype(np.float32)
+    flow = rng.uniform(-3, 3, size=(t, size, size, 2)).astype(np.float32)
+    return frames, flow
+
+
+def test_transform_clip_mirrors_frames_and_negates_the_flow_x():
+    frames, flow = _clip_and_flow()
+    pad = tf.constant(1)
+    got, got_flow = pipeline.transform_clip(frames, flip=tf.constant(True), delta=0.0, factor=1.0,
+                                            offset=tf.constant([1, 1]), pad=pad, flow=flow)  # offset = pad: no shift
+    np.testing.assert_allclose(got.numpy(), frames[:, :, ::-1], atol=1e-4)
+    np.testing.assert_allclose(got_flow.numpy()[..., 0], -flow[:, :, ::-1, 0], atol=1e-6)
+    np.testing.assert_allclose(got_flow.numpy()[..., 1], flow[:, :, ::-1, 1], atol=1e-6)
+
+
+def test_transform_clip_shifts_frames_and_flow_together_and_jitters_pixels_only():
+    frames, _ = _clip_and_flow()
+    flow = np.concatenate([frames, -frames], axis=-1) / 100.0  # the flow carries the frames' pattern
+    got, got_flow = pipeline.transform_clip(frames, flip=tf.constant(False), delta=0.0, factor=1.0,
+                                            offset=tf.constant([0, 2]), pad=tf.constant(1), flow=flow)
+    np.testing.assert_allclose(got_flow.numpy()[..., :1] * 100.0, got.numpy(), atol=1e-3)
+    np.testing.assert_allclose(got.numpy()[:, 1:, :-1], frames[:, :-1, 1:], atol=1e-4)  # one row down, one column left
+    bright, bright_flow = pipeline.transform_clip(frames, flip=tf.constant(False), delta=10.0, factor=1.0,
+                                                  offset=tf.constant([1, 1]), pad=tf.constant(1), flow=flow)
+    np.testing.assert_allclose(bright.numpy(), frames + 10.0, atol=1e-3)
+    np.testing.assert_allclose(bright_flow.numpy(), flow, atol=1e-6)
+
+
+def test_augment_clip_gives_every_frame_the_same_jitter():
+    frame = np.random.default_rng(1).uniform(0, 255, size=(1, 16, 16, 1)).astype(np.float32)
+    clip = np.repeat(frame, 5, axis=0)
+    changed = 0
+    for s in range(6):
+        got = pipeline.augment_clip(clip, tf.constant([s, 7], tf.int64)).numpy()
+        assert got.shape == clip.shape and got.min() >= 0 and got.max() <= 255
+        np.testing.assert_allclose(got, np.repeat(got[:1], 5, axis=0), atol=1e-4)  # the same on every frame
+        changed += not np.allclose(got, clip, atol=1e-3)
+    assert changed >= 5
+
+
+def test_augment_clip_eager_and_in_map_agree():
+    frames, flow = _clip_and_flow(size=16)
+    seed = tf.constant([3, 9], tf.int64)
+    eager = pipeline.augment_clip(frames, seed, flow=flow)
+    mapped = next(iter(tf.data.Dataset.from_tensors((frames, seed, flow)).map(
+        lambda f, s, fl: pipeline.augment_clip(f, s, flow=fl))))
+    for a, b in zip(eager, mapped):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), atol=1e-4)
+
+
+def _clips_by_key(x, meta):
+    keys = [f"{v}/{s}" for v, s in zip(meta["video"].astype(str), meta["start"])]
+    return {k: c for k, c in zip(keys, x)}
+
+
+@pytest.mark.parametrize("use_flow", [False, True])
+def test_clip_training_augments_unless_augment_is_false(tmp_path, use_flow):
+    manifest = write_sequence_set(tmp_path, SEQUENCES, size=16, flow=use_flow)
+    common = dict(image_size=16, channels=1, batch_size=4, clip_length=4, clip_stride=2, with_meta=True,
+                  streams=("rgb", "flow") if use_flow else ("rgb",))
+    plain_x, _, plain_meta = all_batches(pipeline.clip_dataset(manifest, **common))
+    off_x, _, off_meta = all_batches(pipeline.clip_dataset(manifest, **common, training=True, seed=2, augment=False))
+    on_x, _, on_meta = all_batches(pipeline.clip_dataset(manifest, **common, training=True, seed=2))
+    for key in (["rgb", "flow"] if use_flow else [None]):
+        pick = (lambda x: x[key]) if key else (lambda x: x)
+        plain, off, on = (_clips_by_key(pick(x), m) for x, m in ((plain_x, plain_meta), (off_x, off_meta), (on_x, on_meta)))
+        assert set(plain) == set(off) == set(on)
+        for k in plain:
+            np.testing.assert_array_equal(off[k], plain[k])  # augment=False: shuffled, not jittered
+        if key != "flow":
+            assert sum(not np.allclose(on[k], plain[k]) for k in plain) >= len(plain) // 2
+
+
+def test_still_training_without_augment_gives_the_decoded_images(tmp_path):
+    manifest, images = write_still_set(tmp_path, PLAN, size=12)
+    x, _, meta = all_batches(pipeline.still_dataset(manifest, image_size=12, channels=1, batch_size=3, training=True,
+                                                    augment=False, seed=4, with_meta=True))
+    for image, source in zip(x, meta["source"].astype(str)):
+        np.testing.assert_array_equal(image, images[int(source[3:-4])].astype(np.float32))

@@ -98,3 +98,26 @@ def test_a_runs_config_json_repeats_the_run(still_run):
     again = config_lib.resolve(config_lib.load_config_file(still_run / "config.json"))
     assert again == {k: v for k, v in written.items() if k not in ("run_name", "version", "split_subjects", "dataset")}
     assert again["model"] == "frame_cnn" and again["epochs"] == 2 and again["image_size"] == 32 and again["folds"] == 2
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_make_dataset_hands_augment_to_the_pipeline(sequence_data, augment):
+    import numpy as np
+
+    from fer_keras.data import records
+    from fer_keras.data.splits import Split
+    from fer_keras.training import fit
+
+    config = config_lib.resolve(model="convlstm2d_clip", image_size=16, clip_length=4, clip_stride=4, augment=augment)
+    manifest = records.read_manifest(sequence_data)
+    split = Split(train=("synth0000",), test=("synth0001",))
+
+    def clips(training):
+        ds = fit.make_dataset(config, manifest, split, "train", training=training, with_meta=True, batch_size=64)
+        x, _, meta = next(iter(ds))
+        return {f"{v}/{s}": c for v, s, c in zip(meta["video"].numpy(), meta["start"].numpy(), x.numpy())}
+
+    plain, trained = clips(False), clips(True)
+    assert set(plain) == set(trained)
+    same = [np.array_equal(plain[k], trained[k]) for k in plain]
+    assert all(same) if not augment else not all(same)
