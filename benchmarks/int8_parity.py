@@ -474,7 +474,9 @@ def report(data):
         "again at that learning rate; the 40-epoch "
         "one a longer training of the same fold; the 96-subject data is the same generator and settings with 4x the "
         "subjects, `fer-keras prepare synth --kind sequence --subjects 96 --size 48 --label-set ckplus7 --flow --capture lab`; "
-        "the checkpoint is the one with the best validation accuracy).\n") if given else ""
+        "the checkpoint is the one with the best validation accuracy). Rows ending in `_aug` were trained with clip "
+        "augmentation (one flip, brightness, contrast and shift per clip; `fer-keras train`'s default since 2026-11-23); "
+        "every other clip row was trained without it (the pipeline did not jitter clips before).\n") if given else ""
     a = data["args"]
     not_run = ("\nNot run (out of this run's time): " + ", ".join(data["not_run"]) + "\n") if data.get("not_run") else ""
     return f"""## int8 TFLite parity on held-out SynthFER (`benchmarks/int8_parity.py`)
