@@ -169,7 +169,12 @@ def test_train_augment_flag_reaches_the_run_config(monkeypatch, tmp_path, flag, 
     from fer_keras.training import fit
 
     seen = {}
-    monkeypatch.setattr(fit, "train", lambda config, **kw: seen.setdefault("config", config) and tmp_path)
+
+    def train(config, **kwargs):  # stands in for the training only: the test is the CLI -> config plumbing
+        seen["config"] = config
+        return tmp_path
+
+    monkeypatch.setattr(fit, "train", train)
     expect_ok(invoke("train", "--model", "frame_cnn", *flag))
     assert seen["config"]["augment"] is expected  # make_dataset hands it to the pipeline (tests/data/test_pipeline.py)
 
