@@ -18,6 +18,9 @@ import tensorflow as tf
 from fer_keras.data import records
 
 AUTOTUNE = tf.data.AUTOTUNE
+# Training jitter, shared by stills (`augment_image`) and clips (`augment_clip`).
+BRIGHTNESS_DELTA = 20.0  # grey levels, +-
+CONTRAST_RANGE = (0.8, 1.2)
 
 
 def _select_predicate(subjects=None, split_name=None):
@@ -82,13 +85,18 @@ def augment_image(image, seed):
     """Light photometric and geometric jitter; `seed` is a (2,) int tensor (stateless ops)."""
     seeds = tf.random.experimental.stateless_split(seed, 4)
     image = tf.image.stateless_random_flip_left_right(image, seeds[0])
-    image = tf.image.stateless_random_brightness(image, 20.0, seeds[1])
-    image = tf.image.stateless_random_contrast(image, 0.8, 1.2, seeds[2])
+    image = tf.image.stateless_random_brightness(image, BRIGHTNESS_DELTA, seeds[1])
+    image = tf.image.stateless_random_contrast(image, *CONTRAST_RANGE, seeds[2])
     size = tf.shape(image)[0]
-    pad = tf.maximum(size // 16, 1)
+    pad = _shift_pad(size)
     padded = tf.pad(image, [[pad, pad], [pad, pad], [0, 0]], mode="REFLECT")
     image = tf.image.stateless_random_crop(padded, tf.shape(image), seeds[3])
     return tf.clip_by_value(image, 0.0, 255.0)
+
+
+def _shift_pad(size):
+    """Reflect border of the random shift: 1/16 of the side, at least one pixel."""
+    return tf.maximum(size // 16, 1)
 
 
 def augment_clip(frames, seed, flow=None):
@@ -107,11 +115,10 @@ def augment_clip(frames, seed, flow=None):
         The jittered frames, in [0, 255], or (frames, flow) when `flow` is given.
     """
     seeds = tf.random.experimental.stateless_split(seed, 4)
-    size = tf.shape(frames)[1]
-    pad = tf.maximum(size // 16, 1)
+    pad = _shift_pad(tf.shape(frames)[1])
     flip = tf.random.stateless_uniform([], seeds[0]) < 0.5
-    delta = tf.random.stateless_uniform([], seeds[1], -20.0, 20.0)
-    factor = tf.random.stateless_uniform([], seeds[2], 0.8, 1.2)
+    delta = tf.random.stateless_uniform([], seeds[1], -BRIGHTNESS_DELTA, BRIGHTNESS_DELTA)
+    factor = tf.random.stateless_uniform([], seeds[2], *CONTRAST_RANGE)
     offset = tf.random.stateless_uniform([2], seeds[3], minval=0, maxval=2 * pad + 1, dtype=tf.int32)
     return transform_clip(frames, flip=flip, delta=delta, factor=factor, offset=offset, pad=pad, flow=flow)
 
