@@ -228,6 +228,8 @@ for _name, _help in (
               help="SAE models: greedy pretraining epochs per layer (default: --epochs).")
 @click.option("--batch-size", default=None, type=int)
 @click.option("--lr", "learning_rate", default=None, type=float)
+@click.option("--lr-schedule", default=None, type=click.Choice(["constant", "cosine"]),
+              help="constant (default), or cosine: decay from --lr to 0 over the run's epochs.")
 @click.option("--folds", default=None, type=int, help="K of the subject k-fold split.")
 @click.option("--fold", default=None, type=int, help="Test fold (0-based).")
 @click.option("--split", default=None, type=click.Choice(["kfold", "official"]))
@@ -249,7 +251,7 @@ for _name, _help in (
 @click.option("--resume", "resume_run", default=None, type=click.Path(file_okay=False),
               help="Continue a killed run from its last complete epoch (with --epochs N: extend it).")
 @click.pass_context
-def train_cmd(ctx, model, data, model_size, epochs, pretrain_epochs, batch_size, learning_rate, folds, fold, split, image_size,
+def train_cmd(ctx, model, data, model_size, epochs, pretrain_epochs, batch_size, learning_rate, lr_schedule, folds, fold, split, image_size,
               clip_length, clip_stride, streams, seed, augment, synth_subjects, config_file, out, name, strategy, resume_run):
     """Train a model into runs/<name>/."""
     from fer_keras.training import config as config_lib
@@ -269,7 +271,7 @@ def train_cmd(ctx, model, data, model_size, epochs, pretrain_epochs, batch_size,
     config = config_lib.resolve(
         file_config, model=model, data=data, size=model_size, epochs=epochs, pretrain_epochs=pretrain_epochs,
         batch_size=batch_size,
-        learning_rate=learning_rate, folds=folds, fold=fold, split=split, image_size=image_size,
+        learning_rate=learning_rate, lr_schedule=lr_schedule, folds=folds, fold=fold, split=split, image_size=image_size,
         clip_length=clip_length, clip_stride=clip_stride, streams=streams, seed=seed, augment=augment, strategy=strategy,
         synth={"subjects": synth_subjects} if synth_subjects else None,
     )

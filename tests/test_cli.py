@@ -179,6 +179,21 @@ def test_train_augment_flag_reaches_the_run_config(monkeypatch, tmp_path, flag, 
     assert seen["config"]["augment"] is expected  # make_dataset hands it to the pipeline (tests/data/test_pipeline.py)
 
 
+@pytest.mark.parametrize("flag, expected", [([], "constant"), (["--lr-schedule", "cosine"], "cosine")])
+def test_train_lr_schedule_flag_reaches_the_run_config(monkeypatch, tmp_path, flag, expected):
+    from fer_keras.training import fit
+
+    seen = {}
+
+    def train(config, **kwargs):  # stands in for the training only: the test is the CLI -> config plumbing
+        seen["config"] = config
+        return tmp_path
+
+    monkeypatch.setattr(fit, "train", train)
+    expect_ok(invoke("train", "--model", "frame_cnn", *flag))
+    assert seen["config"]["lr_schedule"] == expected  # fit.learning_rate reads it (tests/training/test_config.py)
+
+
 def test_train_refuses_an_existing_run_name(still_run, still_data):
     before = listing(still_run)
     expect_user_error(invoke("train", "--model", "frame_cnn", "--data", still_data, "--epochs", 1,

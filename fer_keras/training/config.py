@@ -9,6 +9,8 @@ import pathlib
 
 from fer_keras.errors import UserError
 
+LR_SCHEDULES = ("constant", "cosine")
+
 DEFAULTS = {
     "model": "frame_cnn",
     "size": "small",
@@ -18,6 +20,9 @@ DEFAULTS = {
     "pretrain_epochs": None,
     "batch_size": 32,
     "learning_rate": 1e-3,
+    # constant | cosine: from learning_rate down to 0 at the last step of the last epoch (cosine decay,
+    # Loshchilov and Hutter's SGDR without restarts). Constant is the default every recorded run used.
+    "lr_schedule": "constant",
     "folds": 5,
     "fold": 0,
     "split": "kfold",  # kfold | official
@@ -97,6 +102,8 @@ def _validate(c):
         raise UserError(f"strategy must be 'default', 'mirrored' or 'multiworker'. Received: strategy={c['strategy']!r}")
     if c["split"] not in ("kfold", "official"):
         raise UserError(f"split must be 'kfold' or 'official'. Received: split={c['split']!r}")
+    if c["lr_schedule"] not in LR_SCHEDULES:
+        raise UserError(f"lr_schedule must be one of {', '.join(LR_SCHEDULES)}. Received: lr_schedule={c['lr_schedule']!r}")
     if c["learning_rate"] <= 0:
         raise UserError(f"learning_rate must be > 0. Received: {c['learning_rate']}")
     streams = tuple(s.strip() for s in str(c["streams"]).split(","))

@@ -155,13 +155,23 @@ def build_model(config, manifest, **overrides):
     return get_model(config["model"], model_input_shape(config, manifest), len(manifest["labels"]), size=config["size"], **args)
 
 
-def make_optimizer(config):
-    """The optimizer the model's registration names: Adam, or AdaBelief (paper 003 Table 4)."""
+def make_optimizer(config, steps_per_epoch=None):
+    """The optimizer the model's registration names: Adam, or AdaBelief (paper 003 Table 4), at `learning_rate(...)`."""
+    rate = learning_rate(config, steps_per_epoch)
     if get_spec(config["model"]).optimizer == "adabelief":
         from fer_keras.training.adabelief import AdaBelief
 
-        return AdaBelief(learning_rate=config["learning_rate"])
-    return keras.optimizers.Adam(config["learning_rate"])
+        return AdaBelief(learning_rate=rate)
+    return keras.optimizers.Adam(rate)
+
+
+def learning_rate(config, steps_per_epoch):
+    """`config["learning_rate"]`, or with lr_schedule "cosine" a decay from it to 0 over all the run's steps."""
+    if config.get("lr_schedule", "constant") == "cosine":
+        if not steps_per_epoch:
+            raise ValueError(f"A cosine learning rate needs steps_per_epoch. Received: steps_per_epoch={steps_per_epoch!r}")
+        return keras.optimizers.schedules.CosineDecay(config["learning_rate"], decay_steps=config["epochs"] * steps_per_epoch)
+    return config["learning_rate"]
 
 
 def _new_run_dir(out, name):
@@ -180,7 +190,9 @@ def train(config, *, out="runs", name=None, quiet=False):
     """
     from fer_keras.training import distribute
 
-    get_spec(config["model"])  # unknown model: fail before creating anything
+    spec = get_spec(config["model"])  # unknown model: fail before creating anything
+    if spec.trainer and config.get("lr_schedule", "constant") != "constant":
+        raise UserError(f"{config['model']} trains in stages with its own optimizers; lr_schedule must be 'constant' for it. Received: {config['lr_schedule']!r}")
     strategy = distribute.make_strategy(config["strategy"])  # a bad TF_CONFIG fails before any folder exists
     name = name or f"{config['model']}-{time.strftime('%Y%m%d-%H%M%S')}"
     write_dir, throw_away = distribute.worker_run_dir(pathlib.Path(out) / name, strategy)
@@ -369,13 +381,16 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
         if checkpoint is None:
             model = build_model(config, manifest)
             model.compile(
-                optimizer=make_optimizer(config),
+                optimizer=make_optimizer(config, steps),
                 loss=keras.losses.SparseCategoricalCrossentropy(),
                 metrics=["accuracy"],
             )
         else:
             _register_custom_objects()
             model = keras.saving.load_model(checkpoint / "model.keras", compile=True)
+            if config.get("lr_schedule", "constant") != "constant":
+                # The same decay when the run resumes; spread over the new total when --epochs extends it.
+                model.optimizer.learning_rate = learning_rate(config, steps)
             _restore_history(run_dir, checkpoint, start_epoch)
         if config["strategy"] != "default" and distribute.sync_batch_norm_requested():
             distribute.synchronize_batch_norm(model)

@@ -54,6 +54,7 @@ def test_unknown_cli_key():
     ({"folds": 0}, "folds"),
     ({"split": "random"}, "split must be"),
     ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+    ({"lr_schedule": "step"}, "lr_schedule must be one of constant, cosine"),
     ({"streams": "flow"}, "streams"),
     ({"streams": "rgb,depth"}, "streams"),
     ({"image_size": 8}, "image_size must be in 16..512"),
@@ -121,3 +122,24 @@ def test_make_dataset_hands_augment_to_the_pipeline(sequence_data, augment):
     assert set(plain) == set(trained)
     same = [np.array_equal(plain[k], trained[k]) for k in plain]
     assert all(same) if not augment else not all(same)
+
+
+def test_learning_rate_is_constant_or_a_cosine_decay_to_zero_over_the_run():
+    from keras import ops
+
+    from fer_keras.training import fit
+
+    assert fit.learning_rate(config_lib.resolve(learning_rate=0.01), steps_per_epoch=7) == 0.01
+    schedule = fit.learning_rate(config_lib.resolve(learning_rate=0.01, lr_schedule="cosine", epochs=4), steps_per_epoch=5)
+    rates = [float(ops.convert_to_numpy(schedule(step))) for step in (0, 10, 20)]
+    assert rates == pytest.approx([0.01, 0.005, 0.0], abs=1e-7)  # start, half-way (2 of 4 epochs), last step
+    with pytest.raises(ValueError, match="steps_per_epoch"):
+        fit.make_optimizer(config_lib.resolve(lr_schedule="cosine"))
+
+
+def test_staged_trainers_refuse_a_schedule_before_creating_a_run(tmp_path):
+    from fer_keras.training import fit
+
+    with pytest.raises(UserError, match="lr_schedule must be 'constant' for it"):
+        fit.train(config_lib.resolve(model="vae_swap", lr_schedule="cosine"), out=tmp_path, name="v")
+    assert not (tmp_path / "v").exists()

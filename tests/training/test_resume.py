@@ -106,6 +106,37 @@ def test_resume_takes_no_other_options(workdir, uninterrupted):
     assert "it takes only --epochs" in done.stderr
 
 
+def _optimizer(path):
+    import keras
+
+    load_model(path)  # registers fer_keras's classes
+    return keras.saving.load_model(path, compile=True).optimizer
+
+
+def test_cosine_schedule_resumes_exactly_and_stretches_when_extended(workdir):
+    cosine = TRAIN + ["--data", "data", "--lr-schedule", "cosine"]
+    done = _run(cosine + ["--name", "cos"], workdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    whole = workdir / "runs" / "cos"
+    optimizer = _optimizer(whole / "checkpoints" / "epoch-0003" / "model.keras")
+    steps = int(optimizer.iterations) // 3
+    assert optimizer._learning_rate.decay_steps == 3 * steps and float(optimizer.learning_rate) == pytest.approx(0.0, abs=1e-9)
+
+    run = workdir / "runs" / "cos-killed"
+    _kill_after_first_checkpoint(cosine + ["--name", "cos-killed"], workdir, run, "epoch-0003")
+    done = _run(["train", "--resume", str(run)], workdir)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert _history(run) == _history(whole)
+    for a, b in zip(_weights(whole / "model.keras"), _weights(run / "model.keras")):
+        np.testing.assert_array_equal(a, b)
+
+    done = _run(["train", "--resume", str(run), "--epochs", "4"], workdir)  # the decay now spans 4 epochs
+    assert done.returncode == 0, done.stderr[-2000:]
+    optimizer = _optimizer(run / "checkpoints" / "epoch-0004" / "model.keras")
+    assert int(optimizer.iterations) == 4 * steps and optimizer._learning_rate.decay_steps == 4 * steps
+    assert len(_history(run)) == 1 + 4
+
+
 def _kill_after_first_checkpoint(args, cwd, run, last):
     """Starts `fer-keras ARGS`, SIGKILLs it once checkpoints/epoch-0001 is committed; checks it was cut short."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
