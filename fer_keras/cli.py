@@ -241,6 +241,9 @@ for _name, _help in (
 @click.option("--augment/--no-augment", default=None,
               help="Jitter training images and clips: flip, brightness, contrast, shift; one draw per clip, its flow "
                    "included (default: on).")
+@click.option("--init-from", default=None, type=click.Path(file_okay=False),
+              help="Start from the weights of a finished run of the same model and size (fine-tuning); weights of "
+                   "another shape, such as a classifier for other labels, start afresh.")
 @click.option("--synth-subjects", default=None, type=int, help="Subjects to generate with --data synth.")
 @click.option("--config", "config_file", default=None, type=click.Path(dir_okay=False), help="JSON config (CLI options win).")
 @click.option("--out", default="runs", show_default=True, type=click.Path(file_okay=False))
@@ -252,7 +255,7 @@ for _name, _help in (
               help="Continue a killed run from its last complete epoch (with --epochs N: extend it).")
 @click.pass_context
 def train_cmd(ctx, model, data, model_size, epochs, pretrain_epochs, batch_size, learning_rate, lr_schedule, folds, fold, split, image_size,
-              clip_length, clip_stride, streams, seed, augment, synth_subjects, config_file, out, name, strategy, resume_run):
+              clip_length, clip_stride, streams, seed, augment, init_from, synth_subjects, config_file, out, name, strategy, resume_run):
     """Train a model into runs/<name>/."""
     from fer_keras.training import config as config_lib
 
@@ -272,7 +275,7 @@ def train_cmd(ctx, model, data, model_size, epochs, pretrain_epochs, batch_size,
         file_config, model=model, data=data, size=model_size, epochs=epochs, pretrain_epochs=pretrain_epochs,
         batch_size=batch_size,
         learning_rate=learning_rate, lr_schedule=lr_schedule, folds=folds, fold=fold, split=split, image_size=image_size,
-        clip_length=clip_length, clip_stride=clip_stride, streams=streams, seed=seed, augment=augment, strategy=strategy,
+        clip_length=clip_length, clip_stride=clip_stride, streams=streams, seed=seed, augment=augment, init_from=init_from, strategy=strategy,
         synth={"subjects": synth_subjects} if synth_subjects else None,
     )
     from fer_keras.training.fit import train

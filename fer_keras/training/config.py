@@ -33,6 +33,9 @@ DEFAULTS = {
     "clip_stride": 2,
     "streams": "rgb",
     "augment": True,
+    # A finished run folder whose weights start this run (fine-tuning), or null. Weights whose shape differs
+    # (another number of classes, other input channels) keep their fresh initial values.
+    "init_from": None,
     "model_args": {},
     # default | mirrored (this machine's GPUs) | multiworker (TF_CONFIG); batch_size is the global batch.
     "strategy": "default",
@@ -91,6 +94,8 @@ def _validate(c):
         if not isinstance(c[key], types) or (isinstance(c[key], bool) and bool not in types):
             expected = " or ".join(t.__name__ for t in types).replace("NoneType", "null")
             raise UserError(f"{key} must be {expected}. Received: {key}={c[key]!r}")
+    if c["init_from"] is not None and not isinstance(c["init_from"], str):
+        raise UserError(f"init_from must be a run folder path or null. Received: init_from={c['init_from']!r}")
     positive = ("epochs", "batch_size", "clip_length", "clip_stride", "folds")
     for key in positive:
         if not isinstance(c[key], int) or isinstance(c[key], bool) or c[key] < 1:

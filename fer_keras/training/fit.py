@@ -14,6 +14,7 @@ import math
 import os
 import pathlib
 import shutil
+import sys
 import time
 
 import keras
@@ -174,6 +175,45 @@ def learning_rate(config, steps_per_epoch):
     return config["learning_rate"]
 
 
+def initialise_from(model, config, source_run):
+    """Copies a finished run's weights into `model` (built from `config`) for fine-tuning; returns (copied, kept).
+
+    The source must be a run of the same model and size. Weights are matched in order, and one whose shape
+    differs keeps `model`'s initial value: a classifier for another number of classes, a first convolution
+    for other input channels. `kept` lists their paths. The optimizer is not copied.
+    """
+    source_run = pathlib.Path(source_run)
+    if not (source_run / "config.json").exists():
+        raise UserError(f"--init-from takes a fer-keras run folder; {str(source_run)!r} has no config.json.")
+    source_config = json.loads((source_run / "config.json").read_text())
+    for key in ("model", "size"):
+        if source_config.get(key) != config[key]:
+            raise UserError(
+                f"--init-from {str(source_run)!r} is a run of {key} {source_config.get(key)!r}; this run trains "
+                f"{key} {config[key]!r}. Fine-tune a run of the same model and size."
+            )
+    check_version(source_run, source_config)
+    if not (source_run / "model.keras").exists():
+        raise UserError(f"--init-from {str(source_run)!r} has no model.keras: its training did not finish.")
+    source = load_model(source_run / "model.keras")
+    targets, sources = model.weights, source.weights
+    if len(targets) != len(sources):
+        raise UserError(
+            f"--init-from {str(source_run)!r} holds {len(sources)} weights and this {config['model']} {len(targets)} "
+            "(other model arguments or streams?); it cannot start this run."
+        )
+    copied, kept = 0, []
+    for target, weight in zip(targets, sources):
+        if tuple(target.shape) == tuple(weight.shape):
+            target.assign(weight)
+            copied += 1
+        else:
+            kept.append(f"{target.path} {tuple(target.shape)} (source {tuple(weight.shape)})")
+    if not copied:
+        raise UserError(f"--init-from {str(source_run)!r}: no weight has the shape this run needs.")
+    return copied, kept
+
+
 def _new_run_dir(out, name):
     run_dir = pathlib.Path(out) / name
     if run_dir.exists() and any(run_dir.iterdir()):
@@ -191,6 +231,8 @@ def train(config, *, out="runs", name=None, quiet=False):
     from fer_keras.training import distribute
 
     spec = get_spec(config["model"])  # unknown model: fail before creating anything
+    if spec.trainer and config.get("init_from"):
+        raise UserError(f"{config['model']} trains in stages with its own networks; --init-from cannot start it.")
     if spec.trainer and config.get("lr_schedule", "constant") != "constant":
         raise UserError(f"{config['model']} trains in stages with its own optimizers; lr_schedule must be 'constant' for it. Received: {config['lr_schedule']!r}")
     strategy = distribute.make_strategy(config["strategy"])  # a bad TF_CONFIG fails before any folder exists
@@ -367,6 +409,7 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
             dataset={"dir": os.path.relpath(manifest["_dir"], run_dir) if config["data"] == "synth" else os.path.abspath(manifest["_dir"]),
                      "name": manifest["dataset"], "kind": manifest["kind"], "label_set": manifest["label_set"], "labels": manifest["labels"]},
             split_subjects=split.to_dict(),
+            init_from=os.path.abspath(config["init_from"]) if config.get("init_from") else None,
             version=__import__("fer_keras").__version__,
         )
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
@@ -380,6 +423,11 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
     with strategy.scope():  # variables, optimizer slots and metrics are created distributed
         if checkpoint is None:
             model = build_model(config, manifest)
+            if config.get("init_from"):
+                copied, kept = initialise_from(model, config, config["init_from"])
+                if not quiet:
+                    print(f"Initialised {copied} of {len(model.weights)} weights from {config['init_from']}"
+                          + (f"; kept this run's own: {', '.join(kept)}" if kept else ""), file=sys.stderr)
             model.compile(
                 optimizer=make_optimizer(config, steps),
                 loss=keras.losses.SparseCategoricalCrossentropy(),
@@ -404,7 +452,7 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
         nan_guard,
     ]
     verbose = 0 if quiet else (1 if os.isatty(2) else 2)
-    if hasattr(model, "pretrain") and checkpoint is None:
+    if hasattr(model, "pretrain") and checkpoint is None and not config.get("init_from"):  # fine-tuning skips it
         # Staged models (e.g. greedy layer-wise autoencoder pretraining) run their own stage first.
         pretrain_epochs = config.get("pretrain_epochs") or config["epochs"]
         with strategy.scope():
