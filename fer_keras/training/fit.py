@@ -175,12 +175,15 @@ def learning_rate(config, steps_per_epoch):
     return config["learning_rate"]
 
 
-def initialise_from(model, config, source_run):
+def initialise_from(model, config, source_run, *, dataset=None, test_subjects=()):
     """Copies a finished run's weights into `model` (built from `config`) for fine-tuning; returns (copied, kept).
 
     The source must be a run of the same model and size. Weights are matched in order, and one whose shape
     differs keeps `model`'s initial value: a classifier for another number of classes, a first convolution
     for other input channels. `kept` lists their paths. The optimizer is not copied.
+
+    Subject independence: a source trained (or validated) on the same `dataset` with any of this run's
+    `test_subjects` is refused, since the test scores would then have seen those faces.
     """
     source_run = pathlib.Path(source_run)
     if not (source_run / "config.json").exists():
@@ -193,6 +196,14 @@ def initialise_from(model, config, source_run):
                 f"{key} {config[key]!r}. Fine-tune a run of the same model and size."
             )
     check_version(source_run, source_config)
+    seen = set(source_config.get("split_subjects", {}).get("train", ())) | set(source_config.get("split_subjects", {}).get("val", ()))
+    leaked = sorted(seen & set(test_subjects)) if source_config.get("dataset", {}).get("name") == dataset else []
+    if leaked:
+        raise UserError(
+            f"--init-from {str(source_run)!r} was trained on {dataset} subjects that this run tests on "
+            f"({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), so the scores would not be subject-independent. "
+            "Fine-tune from a run of another dataset, or of the same split."
+        )
     if not (source_run / "model.keras").exists():
         raise UserError(f"--init-from {str(source_run)!r} has no model.keras: its training did not finish.")
     source = load_model(source_run / "model.keras")
@@ -424,7 +435,8 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
         if checkpoint is None:
             model = build_model(config, manifest)
             if config.get("init_from"):
-                copied, kept = initialise_from(model, config, config["init_from"])
+                copied, kept = initialise_from(model, config, config["init_from"], dataset=manifest["dataset"],
+                                               test_subjects=() if split.official else split.test)
                 if not quiet:
                     print(f"Initialised {copied} of {len(model.weights)} weights from {config['init_from']}"
                           + (f"; kept this run's own: {', '.join(kept)}" if kept else ""), file=sys.stderr)

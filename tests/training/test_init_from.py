@@ -57,6 +57,11 @@ def test_refusals_name_the_problem(still_run, clip_run, tmp_path):
         fit.initialise_from(model, config_lib.resolve(model="frame_cnn", size="paper"), still_run)
     with pytest.raises(UserError, match="has no config.json"):
         fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), tmp_path)
+    with pytest.raises(UserError, match="not be subject-independent"):  # its fold 1 trained the source
+        fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), still_run, dataset="synthfer",
+                            test_subjects=json.loads((still_run / "config.json").read_text())["split_subjects"]["train"][:1])
+    fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), still_run, dataset="ckplus",  # another dataset
+                        test_subjects=json.loads((still_run / "config.json").read_text())["split_subjects"]["train"][:1])
     with pytest.raises(UserError, match="--init-from cannot start it"):
         fit.train(config_lib.resolve(model="vae_swap", init_from=str(still_run)), out=tmp_path, name="v")
     assert not (tmp_path / "v").exists()
