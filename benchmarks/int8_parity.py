@@ -231,7 +231,7 @@ def measure_given_run(label, run, work, args):
               "run": str(run), "streams": config.get("streams"), "capture": _capture(config),
               "clip_length": config.get("clip_length"), "fold": config.get("fold"), "folds": config.get("folds"),
               "subjects": len(manifest.get("counts_per_subject", {})) or None,
-              "learning_rate": config.get("learning_rate")}
+              "learning_rate": config.get("learning_rate"), "init_from": config.get("init_from")}
     return measure(config["model"], spec, pathlib.Path(run), work / label / "exports", result, args)
 
 
@@ -468,7 +468,8 @@ def report(data):
         f"SynthFER {r.get('capture')} capture" + (f" of {r['subjects']} subjects" if r.get("subjects") else "")
         + f", subject {r.get('folds')}-fold split, test fold {r.get('fold')}, clips of "
         f"{r.get('clip_length')} frames, {r.get('epochs')} epochs"
-        + (f", learning rate {r['learning_rate']:g}" if r.get("learning_rate") else "") for m, r in given)
+        + (f", learning rate {r['learning_rate']:g}" if r.get("learning_rate") else "")
+        + (f", fine-tuned from run `{pathlib.Path(r['init_from']).name}` (`--init-from`)" if r.get("init_from") else "") for m, r in given)
         + " (`fer-keras train`; the 24-subject data is that of `benchmarks/video_ablation.py --capture lab`, whose fold-0 "
         "runs (learning rate 0.002) the 20-epoch rows are, except those ending in `_lr1e-3`, the same folds trained "
         "again at that learning rate; the 40-epoch "
