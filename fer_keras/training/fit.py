@@ -464,7 +464,9 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
         nan_guard,
     ]
     verbose = 0 if quiet else (1 if os.isatty(2) else 2)
-    if hasattr(model, "pretrain") and checkpoint is None and not config.get("init_from"):  # fine-tuning skips it
+    if hasattr(model, "pretrain") and checkpoint is None and config.get("init_from") and not quiet:
+        print("Greedy layer-wise pretraining skipped: the weights come from --init-from.", file=sys.stderr)
+    if hasattr(model, "pretrain") and checkpoint is None and not config.get("init_from"):
         # Staged models (e.g. greedy layer-wise autoencoder pretraining) run their own stage first.
         pretrain_epochs = config.get("pretrain_epochs") or config["epochs"]
         with strategy.scope():
