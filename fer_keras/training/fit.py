@@ -186,16 +186,7 @@ def initialise_from(model, config, source_run, *, dataset=None, test_subjects=()
     `test_subjects` is refused, since the test scores would then have seen those faces.
     """
     source_run = pathlib.Path(source_run)
-    if not (source_run / "config.json").exists():
-        raise UserError(f"--init-from takes a fer-keras run folder; {str(source_run)!r} has no config.json.")
-    source_config = json.loads((source_run / "config.json").read_text())
-    for key in ("model", "size"):
-        if source_config.get(key) != config[key]:
-            raise UserError(
-                f"--init-from {str(source_run)!r} is a run of {key} {source_config.get(key)!r}; this run trains "
-                f"{key} {config[key]!r}. Fine-tune a run of the same model and size."
-            )
-    check_version(source_run, source_config)
+    source_config = init_source_config(config, source_run)
     seen = set(source_config.get("split_subjects", {}).get("train", ())) | set(source_config.get("split_subjects", {}).get("val", ()))
     leaked = sorted(seen & set(test_subjects)) if source_config.get("dataset", {}).get("name") == dataset else []
     if leaked:
@@ -204,8 +195,6 @@ def initialise_from(model, config, source_run, *, dataset=None, test_subjects=()
             f"({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), so the scores would not be subject-independent. "
             "Fine-tune from a run of another dataset, or of the same split."
         )
-    if not (source_run / "model.keras").exists():
-        raise UserError(f"--init-from {str(source_run)!r} has no model.keras: its training did not finish.")
     source = load_model(source_run / "model.keras")
     targets, sources = model.weights, source.weights
     if len(targets) != len(sources):
@@ -223,6 +212,24 @@ def initialise_from(model, config, source_run, *, dataset=None, test_subjects=()
     if not copied:
         raise UserError(f"--init-from {str(source_run)!r}: no weight has the shape this run needs.")
     return copied, kept
+
+
+def init_source_config(config, source_run):
+    """The config of `source_run` after the checks that need no model: a finished run of config's model and size."""
+    source_run = pathlib.Path(source_run)
+    if not (source_run / "config.json").exists():
+        raise UserError(f"--init-from takes a fer-keras run folder; {str(source_run)!r} has no config.json.")
+    source_config = json.loads((source_run / "config.json").read_text())
+    for key in ("model", "size"):
+        if source_config.get(key) != config[key]:
+            raise UserError(
+                f"--init-from {str(source_run)!r} is a run of {key} {source_config.get(key)!r}; this run trains "
+                f"{key} {config[key]!r}. Fine-tune a run of the same model and size."
+            )
+    check_version(source_run, source_config)
+    if not (source_run / "model.keras").exists():
+        raise UserError(f"--init-from {str(source_run)!r} has no model.keras: its training did not finish.")
+    return source_config
 
 
 def _new_run_dir(out, name):
@@ -244,6 +251,8 @@ def train(config, *, out="runs", name=None, quiet=False):
     spec = get_spec(config["model"])  # unknown model: fail before creating anything
     if spec.trainer and config.get("init_from"):
         raise UserError(f"{config['model']} trains in stages with its own networks; --init-from cannot start it.")
+    if config.get("init_from"):
+        init_source_config(config, config["init_from"])  # a wrong source fails before data is generated
     if spec.trainer and config.get("lr_schedule", "constant") != "constant":
         raise UserError(f"{config['model']} trains in stages with its own optimizers; lr_schedule must be 'constant' for it. Received: {config['lr_schedule']!r}")
     strategy = distribute.make_strategy(config["strategy"])  # a bad TF_CONFIG fails before any folder exists

@@ -49,7 +49,7 @@ def test_a_classifier_for_other_labels_starts_afresh(still_run):
             np.testing.assert_array_equal(target.numpy(), start)  # the new classifier keeps its initial values
 
 
-def test_refusals_name_the_problem(still_run, clip_run, tmp_path):
+def test_refusals_name_the_problem(still_run, clip_run, tmp_path, monkeypatch):
     model = get_model("frame_cnn", (MODEL_SIZE, MODEL_SIZE, 1), 7)
     with pytest.raises(UserError, match="is a run of model 'convlstm2d_clip'"):
         fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), clip_run)
@@ -62,6 +62,10 @@ def test_refusals_name_the_problem(still_run, clip_run, tmp_path):
                             test_subjects=json.loads((still_run / "config.json").read_text())["split_subjects"]["train"][:1])
     fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), still_run, dataset="ckplus",  # another dataset
                         test_subjects=json.loads((still_run / "config.json").read_text())["split_subjects"]["train"][:1])
+    monkeypatch.setattr(fit, "load_dataset", lambda *a, **k: pytest.fail("data was prepared before the source was checked"))
+    with pytest.raises(UserError, match="has no config.json"):
+        fit.train(config_lib.resolve(model="frame_cnn", init_from=str(tmp_path / "none")), out=tmp_path, name="f")
+    assert not (tmp_path / "f").exists()
     with pytest.raises(UserError, match="--init-from cannot start it"):
         fit.train(config_lib.resolve(model="vae_swap", init_from=str(still_run)), out=tmp_path, name="v")
     assert not (tmp_path / "v").exists()
