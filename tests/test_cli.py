@@ -164,8 +164,14 @@ def test_train_keeps_input_shape_of_config(still_run, clip_run):
     assert tuple(clip.inputs[0].shape[1:]) == (4, MODEL_SIZE, MODEL_SIZE, 1)
 
 
-@pytest.mark.parametrize("flag, expected", [([], True), (["--no-augment"], False), (["--augment"], True)])
-def test_train_augment_flag_reaches_the_run_config(monkeypatch, tmp_path, flag, expected):
+# make_dataset hands `augment` to the pipeline (tests/data/test_pipeline.py); fit.learning_rate reads `lr_schedule` and
+# fit.initialise_from `init_from` (tests/training/).
+@pytest.mark.parametrize("flag, key, expected", [
+    ([], "augment", True), (["--no-augment"], "augment", False), (["--augment"], "augment", True),
+    ([], "lr_schedule", "constant"), (["--lr-schedule", "cosine"], "lr_schedule", "cosine"),
+    ([], "init_from", None), (["--init-from", "runs/source"], "init_from", "runs/source"),
+])
+def test_train_flags_reach_the_run_config(monkeypatch, tmp_path, flag, key, expected):
     from fer_keras.training import fit
 
     seen = {}
@@ -176,22 +182,7 @@ def test_train_augment_flag_reaches_the_run_config(monkeypatch, tmp_path, flag, 
 
     monkeypatch.setattr(fit, "train", train)
     expect_ok(invoke("train", "--model", "frame_cnn", *flag))
-    assert seen["config"]["augment"] is expected  # make_dataset hands it to the pipeline (tests/data/test_pipeline.py)
-
-
-@pytest.mark.parametrize("flag, expected", [([], "constant"), (["--lr-schedule", "cosine"], "cosine")])
-def test_train_lr_schedule_flag_reaches_the_run_config(monkeypatch, tmp_path, flag, expected):
-    from fer_keras.training import fit
-
-    seen = {}
-
-    def train(config, **kwargs):  # stands in for the training only: the test is the CLI -> config plumbing
-        seen["config"] = config
-        return tmp_path
-
-    monkeypatch.setattr(fit, "train", train)
-    expect_ok(invoke("train", "--model", "frame_cnn", *flag))
-    assert seen["config"]["lr_schedule"] == expected  # fit.learning_rate reads it (tests/training/test_config.py)
+    assert seen["config"][key] == expected and type(seen["config"][key]) is type(expected)
 
 
 def test_train_refuses_an_existing_run_name(still_run, still_data):
