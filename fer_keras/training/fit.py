@@ -187,7 +187,8 @@ def initialise_from(model, config, source_run, *, dataset=None, test_subjects=()
     """
     source_run = pathlib.Path(source_run)
     source_config = init_source_config(config, source_run)
-    seen = set(source_config.get("split_subjects", {}).get("train", ())) | set(source_config.get("split_subjects", {}).get("val", ()))
+    sides = source_config.get("split_subjects", {})
+    seen = set(sides.get("train", ())) | set(sides.get("val", ()))
     leaked = sorted(seen & set(test_subjects)) if source_config.get("dataset", {}).get("name") == dataset else []
     if leaked:
         raise UserError(
@@ -473,9 +474,12 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
         nan_guard,
     ]
     verbose = 0 if quiet else (1 if os.isatty(2) else 2)
-    if hasattr(model, "pretrain") and checkpoint is None and config.get("init_from") and not quiet:
-        print("Greedy layer-wise pretraining skipped: the weights come from --init-from.", file=sys.stderr)
-    if hasattr(model, "pretrain") and checkpoint is None and not config.get("init_from"):
+    pretrain = hasattr(model, "pretrain") and checkpoint is None
+    if pretrain and config.get("init_from"):
+        pretrain = False
+        if not quiet:
+            print("Greedy layer-wise pretraining skipped: the weights come from --init-from.", file=sys.stderr)
+    if pretrain:
         # Staged models (e.g. greedy layer-wise autoencoder pretraining) run their own stage first.
         pretrain_epochs = config.get("pretrain_epochs") or config["epochs"]
         with strategy.scope():
