@@ -7,6 +7,7 @@ on held-out test subjects and on random raw-pixel inputs.
 
 import json
 
+import keras
 import numpy as np
 import pytest
 from ai_edge_litert.interpreter import Interpreter
@@ -150,3 +151,73 @@ def test_two_stream_model_exports_with_named_rgb_and_flow_inputs(tmp_path):
     rng = np.random.default_rng(0)
     x = {"rgb": rng.uniform(0, 255, (1, 4, 32, 32, 1)).astype("float32"), "flow": rng.normal(0, 3, (1, 4, 32, 32, 2)).astype("float32")}
     np.testing.assert_allclose(lite(x), model.predict(x, verbose=0)[0], atol=1e-4)
+
+
+def _wide_logit_model():
+    """Dense softmax whose last class sits ~40 below the others: the int8 range TFLite would calibrate."""
+    inputs = keras.Input((6,), batch_size=1)
+    hidden = keras.layers.Dense(12, activation="relu", name="hidden")(inputs)
+    outputs = keras.layers.Dense(5, activation="softmax", name="probabilities")(hidden)
+    model = keras.Model(inputs, outputs)
+    rng = np.random.default_rng(0)
+    model.get_layer("hidden").set_weights([rng.normal(size=(6, 12)).astype(np.float32), np.zeros(12, np.float32)])
+    kernel = rng.normal(scale=0.5, size=(12, 5)).astype(np.float32)
+    model.get_layer("probabilities").set_weights([kernel, np.array([0, 0.5, 1, 0.2, -40], np.float32)])
+    return model, rng.normal(size=(120, 6)).astype(np.float32)
+
+
+def _numpy_logits(model, x):
+    w1, b1 = model.get_layer("hidden").get_weights()
+    w2, b2 = model.get_layer("probabilities").get_weights()
+    return np.maximum(x @ w1 + b1, 0) @ w2 + b2
+
+
+def test_int8_logits_floored_below_the_runner_up():
+    """The int8 logits' range starts LOGIT_FLOOR_MARGIN below the calibration's lowest runner-up, not at the
+    far-off class, and the Keras model is left as it was."""
+    model, samples = _wide_logit_model()
+    logits = _numpy_logits(model, samples)
+    assert logits.min() < -35  # what TFLite would otherwise spend the int8 range on
+    floor = np.sort(logits, axis=1)[:, -2].min() - tflite.LOGIT_FLOOR_MARGIN
+    before = model.predict(samples, verbose=0, batch_size=1)
+
+    interpreter = Interpreter(model_content=tflite.convert(model, quantize="int8", representative=list(samples)))
+    tensors = interpreter.get_tensor_details()
+    fc = [op for op in interpreter._get_ops_details() if op["op_name"] == "FULLY_CONNECTED"][-1]
+    scale, zero = tensors[fc["outputs"][0]]["quantization"]
+    low, high = (-128 - zero) * scale, (127 - zero) * scale
+    assert abs(low - floor) <= 2 * scale, (low, floor)
+    assert high >= logits.max() - 2 * scale
+    assert scale < (logits.max() - logits.min()) / 255 / 2  # the step is at least 2x finer than without the floor
+
+    np.testing.assert_array_equal(model.predict(samples, verbose=0, batch_size=1), before)
+    assert model.get_layer("probabilities").activation is keras.activations.softmax
+
+
+def test_logit_floor_moves_float_probabilities_by_little():
+    """Under the floor, a class gains at most e^-margin of the runner-up's probability: the argmax never changes."""
+    model, samples = _wide_logit_model()
+    logits = _numpy_logits(model, samples)
+    def probabilities():  # eager calls: a traced predict function would keep the activation it was traced with
+        return np.concatenate([keras.ops.convert_to_numpy(model(x[None], training=False)) for x in samples])
+
+    with tflite.logit_floor(model, lambda x: model(x, training=False), list(samples)) as floor:
+        floored = probabilities()
+    assert floor == pytest.approx(np.sort(logits, axis=1)[:, -2].min() - tflite.LOGIT_FLOOR_MARGIN, abs=1e-4)
+    original = probabilities()
+    assert np.array_equal(floored.argmax(1), original.argmax(1))
+    assert 0 < np.max(np.abs(floored - original)) <= 4 * np.exp(-tflite.LOGIT_FLOOR_MARGIN)
+
+
+def test_final_classifier_is_the_outermost():
+    """landmark_arm's network holds the RGB branch's own "probabilities" one model down; the floor goes on the output's."""
+    inner_in = keras.Input((4,))
+    inner = keras.Model(inner_in, keras.layers.Dense(3, activation="softmax", name="probabilities")(inner_in), name="rgb")
+    outer_in = keras.Input((4,))
+    outer_out = keras.layers.Dense(3, activation="softmax", name="probabilities")(
+        keras.layers.Concatenate()([outer_in, inner(outer_in)]))
+    outer = keras.Model(outer_in, outer_out)
+    assert tflite.final_classifier(outer) is outer.layers[-1]
+    assert tflite.final_classifier(outer) is not inner.get_layer("probabilities")
+    assert tflite.final_classifier(inner) is inner.get_layer("probabilities")
+    assert tflite.final_classifier(keras.Model(inner_in, keras.layers.Dense(2, name="logits")(inner_in))) is None
