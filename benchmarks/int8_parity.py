@@ -55,6 +55,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._report import RESULTS, machine, write_json, write_section  # noqa: E402
 from fer_keras.exports.tflite import AGREEMENT_TARGET as TARGET  # noqa: E402
+from fer_keras.exports.tflite import LOGIT_FLOOR_MARGIN  # noqa: E402
 
 SKIPPED = {
     "vae_swap": "not a classifier: exports the float32 expression encoder only (codes for k-means++), no int8",
@@ -215,7 +216,7 @@ def run_model(name, spec, data, work, args):
     rgb_epochs = json.loads((run.parent.parent / "arm_resnet18" / "run" / "config.json").read_text())["epochs"] \
         if name == "landmark_arm" else None
     result = {"kind": spec.kind, "family": spec.family, "epochs": epochs if rgb_epochs is None else f"{epochs} (+{rgb_epochs} RGB)",
-              "image_size": args.clip_size if spec.kind == "clip" else args.still_size}
+              "image_size": args.clip_size if spec.kind == "clip" else args.still_size, "logit_floor": LOGIT_FLOOR_MARGIN}
     return measure(name, spec, run, work / name / "exports", result, args)
 
 
@@ -227,6 +228,7 @@ def measure_given_run(label, run, work, args):
     spec = get_spec(config["model"])
     manifest = json.loads((pathlib.Path(config["data"]) / "manifest.json").read_text())
     result = {"kind": spec.kind, "family": spec.family, "model": config["model"], "epochs": config["epochs"],
+              "logit_floor": LOGIT_FLOOR_MARGIN,
               "image_size": config.get("image_size") or manifest["image"]["size"],  # None: the records' own size
               "run": str(run), "streams": config.get("streams"), "capture": _capture(config),
               "clip_length": config.get("clip_length"), "fold": config.get("fold"), "folds": config.get("folds"),
@@ -452,6 +454,8 @@ def report(data):
             v = r[key]
             if key == "int8" and r["kind"] == "still":
                 label = "int8" + (" (landmarks float32)" if name == "landmark_arm" else "")
+            if "int8" in key and "logit_floor" not in r:
+                label += " †"
             if "error" in v:
                 rows.append(f"| {name} | {trained} | {label} | | error: {v['error'][:120]} | | | | | | | |")
                 continue
@@ -495,9 +499,12 @@ with the float Keras model on the same held-out test samples (streaming: after t
 zero states); the issue's target is >= {100 * data['target_top1_agreement']:.0f} %. "95 % CI": Wilson interval of the agreement
 over the test samples. "disagreements at exact ties": of the samples where TFLite and float disagree, those where the
 int8 model gives its top two classes exactly the same probability (argmax then takes the first). Such a tie comes from
-the classifier's int8 logits: two logits closer than one int8 step (the calibrated logit range / 256; 0.154 for
-frame_cnn, 0.054 for arm_resnet18, read from the .tflite files) become the same integer before the softmax. It is a
-resolution limit of the last layer, not error accumulated through the network. "above chance": the float model's
+the classifier's int8 logits: two logits closer than one int8 step (the calibrated logit range / 256) become the same
+integer before the softmax. int8 exports raise the final logits to {LOGIT_FLOOR_MARGIN:g} below the lowest runner-up logit of
+the calibration samples (`tflite.logit_floor`, since 2026-11-23), so that the range, and the step, cover the decisions
+rather than the most negative logit of any class. Rows whose int8 variants are marked † were measured before that,
+on runs no longer at hand ([quantisation.md](quantisation.md), "A floor under the logits", gives before and after for
+the runs measured again). "above chance": the float model's
 accuracy is at least chance (14.3 %) + 15 points; agreement of a model that has learned little is a weak signal
 (near-uniform probabilities flip under any rounding). {machine()}.
 

@@ -55,3 +55,18 @@ def test_a_given_runs_description_names_its_learning_rate_when_known():
     assert "`new` = convrnn model `convgru`" in text and "20 epochs, learning rate 0.001" in text
     old = text.split("`old` = ")[1].split(";")[0]
     assert "learning rate" not in old  # a result cached before the field existed says nothing rather than a guess
+
+
+def test_the_report_marks_int8_rows_measured_before_the_logit_floor():
+    from benchmarks.int8_parity import report
+
+    row = {"samples": 200, "keras_accuracy": 0.5, "tflite_accuracy": 0.5, "accuracy_drop": 0.0, "top1_agreement": 0.98,
+           "top1_agreement_95ci": [0.95, 0.99], "meets_target": True}
+    still = {"kind": "still", "family": "baseline", "epochs": 8, "image_size": 48, "above_chance": True, "int8": row}
+    args = {"still_subjects": 24, "per_emotion": 6, "sequence_subjects": 12, "sequences_per_emotion": 2, "clip_length": 6,
+            "clip_stride": 3}
+    data = {"args": args, "target_top1_agreement": 0.97, "learning_rate": 0.002, "skipped": {},
+            "results": {"before": still, "after": dict(still, logit_floor=4.0)}}
+    rows = {line.split(" | ")[0].strip("| "): line for line in report(data).splitlines() if line.startswith("| before") or line.startswith("| after")}
+    assert "| int8 † |" in rows["before"]
+    assert "| int8 |" in rows["after"] and "†" not in rows["after"]
