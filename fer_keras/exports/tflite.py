@@ -144,9 +144,10 @@ def logit_floor(model, fn, representative):
     probabilities tie and the first class wins. Raised to the floor, the range holds the
     decisions only (the step falls to about 0.1 there). A class at the floor lies at least the
     margin below the runner-up, so the float probabilities move by less than e^-4 of the
-    runner-up's. Measured on six convlstm_ram/econvlstm_ram runs (SynthFER lab, 96 subjects,
-    fold 0, 500 held-out clips): full int8 agreement +1 to +6 points, exact ties about a third
-    of before (docs/quantisation.md, "A floor under the logits").
+    runner-up's. Measured on the six convlstm_ram/econvlstm_ram runs of docs/quantisation.md
+    (SynthFER lab, 96 subjects, fold 0, 500 held-out clips): full int8 agreement +0.4 to +6.6
+    points, clip and streaming, and a third to three quarters fewer exact ties; none reaches 97 %
+    ("A floor under the logits" there).
     """
     layer = final_classifier(model)
     if layer is None or representative is None:
