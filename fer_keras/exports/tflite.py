@@ -104,9 +104,9 @@ def convert_function(model, fn, input_signature, *, quantize="none", representat
     """
     if quantize not in QUANTIZE:
         raise UserError(f"--quantize must be one of {', '.join(QUANTIZE)}. Received: {quantize!r}")
+    floor = contextlib.nullcontext() if quantize != "int8" else logit_floor(model, fn, representative)
     # Through a SavedModel: the converter then freezes the weights into constants (a concrete
     # function of a Keras 3 model would keep them as resource variables, READ_VARIABLE ops).
-    floor = contextlib.nullcontext() if quantize != "int8" else logit_floor(model, fn, representative)
     with builtin_argmax(), floor, tempfile.TemporaryDirectory() as tmp:
         archive = keras.export.ExportArchive()
         archive.track(model)
