@@ -54,8 +54,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from benchmarks._report import RESULTS, machine, write_json, write_section  # noqa: E402
-from fer_keras.exports.tflite import AGREEMENT_TARGET as TARGET  # noqa: E402
-from fer_keras.exports.tflite import LOGIT_FLOOR_MARGIN  # noqa: E402
+from fer_keras.exports.tflite import AGREEMENT_TARGET as TARGET, LOGIT_FLOOR_MARGIN  # noqa: E402
 
 SKIPPED = {
     "vae_swap": "not a classifier: exports the float32 expression encoder only (codes for k-means++), no int8",
