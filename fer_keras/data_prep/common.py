@@ -28,7 +28,8 @@ and recorded, with its sha256, counts and skipped items, in ``<out>.partial/prog
 with the same arguments keeps every recorded shard whose checksum still matches and prepares only the rest; a run with
 other arguments starts afresh. When every shard is done, ``skipped.csv`` and ``manifest.json``
 are written and the folder is renamed to ``<out>``; a later run with the same arguments finds
-the finished folder and returns its manifest.
+the finished folder and returns its manifest. A run in which every item is skipped removes
+``<out>.partial/`` and raises `UserError` with the first skip reasons: no empty dataset is left.
 """
 
 import collections
@@ -593,9 +594,7 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
         else:
             skipped.append([item["source_path"], f"label {item['emotion']} is not in label set {label_set}"])
     if not items:
-        reasons = "; ".join(f"{p}: {r}" for p, r in skipped[:3])
-        detail = f" ({len(skipped)} skipped, e.g. {reasons})." if skipped else "."
-        raise UserError(f"No usable {adapter.title} items under {root}{detail}")
+        raise _nothing_usable(adapter, root, skipped)
     fp = fingerprint(adapter, root, options, items, skipped)
 
     finished = _finished_manifest(out, fp)
@@ -667,8 +666,13 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
         results.close()
         bar.close()
 
+    work_skipped = [s for k in range(len(plan)) for s in shards[k]["skipped"]]
+    if not any(shards[k]["num_examples"] for k in range(len(plan))):  # every item skipped in the image work
+        shutil.rmtree(partial)
+        # the image work's reasons first: a missing landmark file says more than CK+'s unlabelled sequences
+        raise _nothing_usable(adapter, root, work_skipped + skipped)
     manifest = _manifest(adapter, root, options, kind, label_set, labels, plan, shards, skipped, fp)
-    _write_skipped(partial / SKIPPED, skipped + [s for k in range(len(plan)) for s in shards[k]["skipped"]])
+    _write_skipped(partial / SKIPPED, skipped + work_skipped)
     _write_json(partial / records.MANIFEST, manifest)
     (partial / PROGRESS).unlink()
     shutil.rmtree(partial / PROGRESS_DIR)
@@ -676,6 +680,14 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
         out.rmdir()  # empty, checked above
     os.replace(partial, out)
     return records.read_manifest(out)
+
+
+def _nothing_usable(adapter, root, skipped):
+    """The `UserError` of a run that has no item left to write, with the first two skip reasons."""
+    if not skipped:
+        return UserError(f"No usable {adapter.title} items in {root}: none were found.")
+    first = "; ".join(f"{path}: {' '.join(str(reason).split())}" for path, reason in skipped[:2])
+    return UserError(f"No usable {adapter.title} items in {root}: all {len(skipped)} were skipped (first: {first}).")
 
 
 def _write_skipped(path, rows):

@@ -36,6 +36,16 @@ def _columns(header):
         return None
 
 
+def _csv_problem(error):
+    # csv's "... - do you need to open the file in universal-newline mode?" is no help to a user
+    return str(error).split(" - ")[0]
+
+
+def _shown(text, limit=80):
+    """`text` quoted on one short printable line (the first line of a binary file can be anything)."""
+    return ascii(text[:limit]) + ("..." if len(text) > limit else "")
+
+
 class FER2013Adapter(common.DatasetAdapter):
     """fer2013.csv rows -> 48 x 48 faces with the Training/PublicTest/PrivateTest split."""
 
@@ -60,10 +70,18 @@ class FER2013Adapter(common.DatasetAdapter):
         items, skipped = [], []
         codes = DATASET_CODES["fer2013"]
         with open(path, "rb") as f:
-            header = next(csv.reader([f.readline().decode("utf-8-sig", "replace")]), [])
+            invalid = f"{path} is not a valid FER2013 CSV"
+            first = f.readline().decode("utf-8-sig", "replace")
+            if not first.strip():
+                raise UserError(f"{invalid} (line 1 is empty; expected the header emotion,pixels,Usage).")
+            try:
+                header = next(csv.reader([first]), [])
+            except csv.Error as e:
+                raise UserError(f"{invalid} (line 1: {_csv_problem(e)}).") from None
             columns = _columns(header)
             if columns is None:
-                raise UserError(f"{path.name} must have the columns emotion, pixels, Usage. Found: {header}")
+                found = _shown(",".join(header))
+                raise UserError(f"{invalid} (line 1: expected the columns emotion, pixels, Usage; found {found}).")
             i_emotion, i_pixels, i_usage = columns
             row = -1
             while True:
@@ -75,7 +93,11 @@ class FER2013Adapter(common.DatasetAdapter):
                     continue
                 row += 1
                 rel = f"{path.name}:row{row:05d}"
-                fields = next(csv.reader([line.decode("utf-8", "replace")]))
+                try:
+                    fields = next(csv.reader([line.decode("utf-8", "replace")]))
+                except csv.Error as e:  # one corrupt row, not the whole file: skipped like a short row
+                    skipped.append((rel, f"malformed row: {_csv_problem(e)}"))
+                    continue
                 if len(fields) <= max(columns):
                     skipped.append((rel, f"malformed row: {len(fields)} columns"))
                     continue

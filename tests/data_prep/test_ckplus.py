@@ -10,6 +10,7 @@ import pytest
 from fer_keras.data import pipeline, splits
 from fer_keras.data_prep import common, faces
 from fer_keras.data_prep.adapters import prepare_dataset
+from fer_keras.errors import UserError
 from fer_keras.labels import get_label_set
 from tests.data_prep import synth_trees as trees
 
@@ -141,6 +142,22 @@ def test_still_protocol_first_frame_neutral_last_three_the_emotion(root, tmp_pat
     assert len(stills) == 4 * 5 + 3 + 3 and manifest["num_skipped"] == 4
     assert manifest["counts_per_class"]["neutral"] == 7 + 3  # 7 first frames + S011/003's last three
     assert all(s["image"].shape == (SIZE, SIZE, 3) and s["has_landmarks"] for s in stills)
+
+
+def test_dataset_landmarks_without_landmark_files_is_one_clear_error_and_no_folder(root, tmp_path):
+    import shutil
+
+    bare = tmp_path / "CK+"
+    shutil.copytree(root, bare, ignore=shutil.ignore_patterns("*_landmarks.txt"))  # Landmarks/ folders, no files
+    with pytest.raises(UserError) as error:
+        prepare_dataset("ckplus", bare, tmp_path / "ck", size=SIZE, landmarks="dataset", quiet=True)
+    message = str(error.value)
+    assert message == (  # the reasons of the image work, which stopped the run, before the unlabelled sequences
+        f"No usable CK+ items in {bare}: all 9 were skipped (first: "
+        "cohn-kanade-images/S005/001: landmark file S005_001_00000001_landmarks.txt is missing; "
+        "cohn-kanade-images/S005/002: landmark file S005_002_00000001_landmarks.txt is missing)."
+    )
+    assert not (tmp_path / "ck").exists() and not (tmp_path / "ck.partial").exists()
 
 
 def test_archives_unzipped_into_folders_of_their_own_are_found(root, tmp_path):

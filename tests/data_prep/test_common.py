@@ -141,6 +141,23 @@ def test_an_empty_root_is_a_user_error_naming_the_layout(name, tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_run_in_which_every_item_is_skipped_leaves_no_folder(tmp_path):
+    folder = tmp_path / "raw" / "jaffe"
+    trees.save(folder / "KA.XX1.91.tiff", trees.still(0, "anger", size=64, grey=True)["image"])  # skipped when listed
+    for name in ("KA.AN1.39.tiff", "KL.HA2.40.tiff", "KM.NE1.41.tiff"):  # skipped in the image work (2 shards)
+        (folder / name).write_bytes(np.random.default_rng(0).bytes(999))
+    out = tmp_path / "jaffe"
+    for _ in range(2):  # a second run finds nothing left over and fails the same way
+        with pytest.raises(UserError) as error:
+            prepare_dataset("jaffe", tmp_path / "raw", out, **ARGS)
+        message = str(error.value)
+        assert message.startswith(f"No usable JAFFE items in {tmp_path / 'raw'}: all 4 were skipped (first: "), message
+        assert "(first: jaffe/KA.AN1.39.tiff: corrupt or unreadable image (cannot identify image file" in message
+        assert "; jaffe/KL.HA2.40.tiff: corrupt or unreadable image" in message
+        assert "KM.NE1" not in message and "KA.XX1" not in message and "\n" not in message
+        assert not out.exists() and not (tmp_path / "jaffe.partial").exists()
+
+
 def test_option_checks():
     with pytest.raises(UserError, match="--size"):
         ADAPTERS["jaffe"].resolve(size=8)

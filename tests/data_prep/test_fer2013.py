@@ -1,5 +1,6 @@
 """FER2013 adapter on a tiny fer2013.csv: label codes, the Training/PublicTest/PrivateTest split,
-row subject ids, and rows with corrupt pixels, an unknown code, no label, an unknown Usage."""
+row subject ids, and rows with corrupt pixels, an unknown code, no label, an unknown Usage, a line
+that is not CSV; files that are not a FER2013 CSV."""
 
 import numpy as np
 import pytest
@@ -7,12 +8,14 @@ import pytest
 from fer_keras.data import splits
 from fer_keras.data_prep import common
 from fer_keras.data_prep.adapters import prepare_dataset
+from fer_keras.errors import UserError
 from fer_keras.labels import get_label_set
 from tests.data_prep import synth_trees as trees
 
 # (emotion code, Usage) of each good row; codes: 0 angry 1 disgust 2 fear 3 happy 4 sad 5 surprise 6 neutral
 ROWS = [(0, "Training"), (3, "Training"), (6, "Training"), (5, "PublicTest"), (2, "PrivateTest"), (4, "PrivateTest")]
 NAMES = {0: "anger", 2: "fear", 3: "happiness", 4: "sadness", 5: "surprise", 6: "neutral"}
+COLUMNS = "line 1: expected the columns emotion, pixels, Usage"  # the start of a wrong header's message
 
 
 def pixels(k):
@@ -26,6 +29,7 @@ def write_csv(path, columns=("emotion", "pixels", "Usage"), crlf=False):
     rows.append(("9", " ".join(["7"] * 2304), "Training"))  # unknown code
     rows.append(("", " ".join(["7"] * 2304), "PrivateTest"))  # no label
     rows.append(("3", " ".join(["7"] * 2304), "Validation"))  # unknown Usage
+    rows.append(("3", " ".join(["7"] * 2304), "Train\ring"))  # a carriage return in an unquoted field: not CSV
     order = [["emotion", "pixels", "usage"].index(c.strip().lower()) for c in columns]
     lines = [",".join(columns)] + [",".join(f'"{row[i]}"' if i == 1 else row[i] for i in order) for row in rows]
     end = "\r\n" if crlf else "\n"
@@ -60,11 +64,12 @@ def test_rows_become_records_with_labels_splits_and_row_subjects(prepared):
 def test_bad_rows_are_skipped_with_their_reason(prepared):
     out, manifest, _ = prepared
     skipped = dict(common.read_skipped(out))
-    assert manifest["num_skipped"] == 4
+    assert manifest["num_skipped"] == 5
     assert skipped["fer2013.csv:row00002"].startswith("corrupt pixels: 2300 values")
     assert "unknown FER2013 emotion code '9'" in skipped["fer2013.csv:row00007"]
     assert skipped["fer2013.csv:row00008"].startswith("no label")
     assert "unknown Usage 'Validation'" in skipped["fer2013.csv:row00009"]
+    assert skipped["fer2013.csv:row00010"] == "malformed row: new-line character seen in unquoted field"
 
 
 def test_icml_file_with_spaced_header_crlf_and_csv_as_root(tmp_path):
@@ -72,3 +77,37 @@ def test_icml_file_with_spaced_header_crlf_and_csv_as_root(tmp_path):
     write_csv(path, columns=("emotion", " Usage", " pixels"), crlf=True)
     manifest = prepare_dataset("fer2013", path, tmp_path / "out", size=32, quiet=True)
     assert manifest["num_examples"] == len(ROWS) and manifest["image"] == {"size": 32, "channels": 3}
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (b"\x1f\x8b\x08\x00\rbinary\xff,\x00\n1,2,3\n", "line 1: new-line character seen in unquoted field"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00", f"{COLUMNS}; found '\\ufffdPNG'"),
+        (b"emotion,pixel,Usage\n0,1 2,Training\n", f"{COLUMNS}; found 'emotion,pixel,Usage'"),
+        (b"", "line 1 is empty; expected the header emotion,pixels,Usage"),
+    ],
+    ids=["binary", "png", "wrong_header", "empty"],
+)
+def test_a_file_that_is_not_a_fer2013_csv_is_one_clear_error(content, problem, tmp_path):
+    path = tmp_path / "raw" / "fer2013.csv"
+    path.parent.mkdir()
+    path.write_bytes(content)
+    with pytest.raises(UserError) as error:
+        prepare_dataset("fer2013", tmp_path / "raw", tmp_path / "out", quiet=True)
+    assert str(error.value) == f"{path} is not a valid FER2013 CSV ({problem})."
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_a_file_whose_rows_all_fail_is_one_clear_error(tmp_path):
+    path = tmp_path / "raw" / "fer2013.csv"
+    path.parent.mkdir()
+    path.write_text("emotion,pixels,Usage\n" + f'3,"{" ".join(["7"] * 2300)}",Training\n' + "0,1 2\r3,Training\n")
+    with pytest.raises(UserError) as error:
+        prepare_dataset("fer2013", tmp_path / "raw", tmp_path / "out", quiet=True)
+    assert str(error.value) == (
+        f"No usable FER2013 items in {tmp_path / 'raw'}: all 2 were skipped (first: "
+        "fer2013.csv:row00000: corrupt pixels: 2300 values, expected 2304 in 0..255; "
+        "fer2013.csv:row00001: malformed row: new-line character seen in unquoted field)."
+    )
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()

@@ -81,3 +81,23 @@ def test_a_folder_in_the_wrong_layout_is_one_clear_error(tmp_path):
     line = expect_user_error(invoke("prepare", "ckplus", "--root", tmp_path / "not_ck", "--out", tmp_path / "out"))
     assert "cohn-kanade-images" in line
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_a_dataset_whose_every_item_is_skipped_is_one_clear_error_and_no_folder(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "KA.AN1.1.tiff").write_bytes(bytes(range(256)) * 4)  # not an image
+    out = tmp_path / "out"
+    for _ in range(2):  # nothing is left behind to change the second run
+        line = expect_user_error(invoke("--quiet", "prepare", "jaffe", "--root", tmp_path / "raw", "--out", out, "--size", 48))
+        assert line.startswith(f"Error: No usable JAFFE items in {tmp_path / 'raw'}: all 1 were skipped "
+                               "(first: KA.AN1.1.tiff: corrupt or unreadable image"), line
+        assert not out.exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_a_csv_that_is_not_fer2013_is_one_clear_error(tmp_path):
+    (tmp_path / "raw").mkdir()
+    (tmp_path / "raw" / "fer2013.csv").write_bytes(b"\x1f\x8b\x08\x00\rbinary\xff\x00" * 300)
+    line = expect_user_error(invoke("prepare", "fer2013", "--root", tmp_path / "raw", "--out", tmp_path / "out", "--size", 48))
+    path = tmp_path / "raw" / "fer2013.csv"
+    assert line == f"Error: {path} is not a valid FER2013 CSV (line 1: new-line character seen in unquoted field)."
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
