@@ -290,7 +290,8 @@ def read_manifest(data_dir, *, verify=False):
     """
     data_dir = pathlib.Path(data_dir)
     if not data_dir.is_dir():
-        raise UserError(f"Data folder {str(data_dir)!r} does not exist.")
+        state = "is a file, not a prepared dataset folder" if data_dir.exists() else "does not exist"
+        raise UserError(f"Data folder {str(data_dir)!r} {state}.")
     path = data_dir / MANIFEST
     if not path.exists():
         raise UserError(

@@ -19,6 +19,7 @@ finds no face, with dlib's 68 landmarks fitted to the whole image for `landmark_
 
 import pathlib
 import re
+import sys
 
 import cv2
 import keras
@@ -226,6 +227,7 @@ def image_inputs(path, input_shape, with_landmarks=False):
     size, channels = int(input_shape[0]), int(input_shape[-1])
     found = crop_faces(rgb, size, channels, detect="dlib")
     if not found:
+        print(f"dlib found no face in {path}; explaining the whole image as one face crop.", file=sys.stderr)
         height, width = rgb.shape[:2]
         found = [((0, 0, width - 1, height - 1), None, crop) for _, _, crop in crop_faces(rgb, size, channels, detect="none")]
     images = np.stack([crop for _, _, crop in found])

@@ -32,11 +32,10 @@ def fold_config(run_dir, folds, fold, epochs=None):
     """The run's configuration with the split set to fold `fold` of `folds`."""
     from fer_keras.training.config import resolve
 
+    from fer_keras.training.fit import read_run_config
+
     run_dir = pathlib.Path(run_dir)
-    path = run_dir / "config.json"
-    if not path.exists():
-        raise UserError(f"{str(run_dir)!r} is not a fer-keras run folder (no config.json).")
-    saved = json.loads(path.read_text())
+    saved = read_run_config(run_dir)
     data_dir = pathlib.Path(saved["dataset"]["dir"])
     if not data_dir.is_absolute():
         data_dir = (run_dir / data_dir).resolve()
@@ -87,7 +86,9 @@ def _fold_rgb_run(run_dir, root, config, fold, epochs, quiet):
 
 def _check_no_leak(fold_dir, rgb_dir):
     """A fold reused from an earlier call must use its own fold's RGB run (not the run's shared one)."""
-    saved = json.loads((fold_dir / "config.json").read_text())
+    from fer_keras.training.fit import read_run_config
+
+    saved = read_run_config(fold_dir)
     used = pathlib.Path(str(saved.get("model_args", {}).get("rgb_run", "")))
     if used.resolve() != rgb_dir.resolve():
         raise UserError(

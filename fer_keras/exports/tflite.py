@@ -474,7 +474,7 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
     keras_acc = float(np.mean(_probabilities(model, test_x).argmax(1) == test_y))
     lite_acc = float(np.mean(np.stack([lite(x) for x in _unbatch(test_x)]).argmax(1) == test_y))
     check.update(keras_accuracy=keras_acc, tflite_accuracy=lite_acc, accuracy_drop=keras_acc - lite_acc,
-                 on="held-out " + ("SynthFER" if manifest["dataset"] == "synthfer" else manifest["dataset"]) + " test subjects")
+                 on="held-out " + ("SynthFER" if manifest["dataset"] == "synthfer" else manifest["dataset"]) + " samples of the test subjects")
 
     folder = pathlib.Path(out) / run_dir.name / "tflite"
     folder.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import sys
 import time
+import zipfile
 
 import keras
 import numpy as np
@@ -220,7 +221,7 @@ def init_source_config(config, source_run):
     source_run = pathlib.Path(source_run)
     if not (source_run / "config.json").exists():
         raise UserError(f"--init-from takes a fer-keras run folder; {str(source_run)!r} has no config.json.")
-    source_config = json.loads((source_run / "config.json").read_text())
+    source_config = read_run_config(source_run)
     for key in ("model", "size"):
         if source_config.get(key) != config[key]:
             raise UserError(
@@ -234,11 +235,24 @@ def init_source_config(config, source_run):
 
 
 def _new_run_dir(out, name):
+    """Creates out/name; returns it and the folders above it that this call created, deepest first."""
+    if not name or name in (".", "..") or "/" in name or os.sep in name:
+        raise UserError(f"--name must be a plain folder name inside --out, without '/'. Received: {name!r}")
     run_dir = pathlib.Path(out) / name
     if run_dir.exists() and any(run_dir.iterdir()):
         raise UserError(f"Run folder {str(run_dir)!r} already exists; choose another --name or remove it.")
+    created = [folder for folder in run_dir.parents if not folder.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)
-    return run_dir
+    return run_dir, created
+
+
+def _remove_empty(folders):
+    """Removes `folders` (deepest first) while they are empty: what a failed run created around itself."""
+    for folder in folders:
+        try:
+            folder.rmdir()
+        except OSError:
+            return
 
 
 def train(config, *, out="runs", name=None, quiet=False):
@@ -259,14 +273,15 @@ def train(config, *, out="runs", name=None, quiet=False):
     strategy = distribute.make_strategy(config["strategy"])  # a bad TF_CONFIG fails before any folder exists
     name = name or f"{config['model']}-{time.strftime('%Y%m%d-%H%M%S')}"
     write_dir, throw_away = distribute.worker_run_dir(pathlib.Path(out) / name, strategy)
-    run_dir = _new_run_dir(out, name) if distribute.is_chief(strategy) else pathlib.Path(out) / name
+    run_dir, created = _new_run_dir(out, name) if distribute.is_chief(strategy) else (pathlib.Path(out) / name, [])
     try:
         _train(config, write_dir, quiet=quiet, strategy=strategy)
         return run_dir
     except BaseException:
-        # Nothing half-written: a run that did not finish one epoch leaves no folder behind.
+        # Nothing half-written: a run that did not finish one epoch leaves no folder behind, nor the --out it created.
         if latest_checkpoint(write_dir) is None and distribute.is_chief(strategy):
             shutil.rmtree(write_dir, ignore_errors=True)
+            _remove_empty(created)
         raise
     finally:
         if throw_away:
@@ -281,9 +296,7 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
     """
     run_dir = pathlib.Path(run_dir)
     config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise UserError(f"{str(run_dir)!r} is not a fer-keras run folder (no config.json).")
-    saved = json.loads(config_path.read_text())
+    saved = read_run_config(run_dir)
     check_version(run_dir, saved)
     from fer_keras.training.config import resolve
 
@@ -300,8 +313,14 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
         raise UserError(f"{config['model']} runs resume with their own epochs per stage ({saved.get('epochs')}); --epochs cannot extend them.")
     # A run killed after its last checkpoint but before model.keras just finishes.
     if state["epoch"] >= total and (run_dir / "model.keras").exists():
-        raise UserError(f"Run {str(run_dir)!r} already finished its {config['epochs']} epochs; pass --epochs N to extend it.")
+        raise UserError(f"Run {str(run_dir)!r} already finished its {state['epoch']} epochs; pass --epochs N (more than "
+                        f"{state['epoch']}) to extend it.")
+    if epochs is not None and epochs < state["epoch"]:
+        raise UserError(f"Run {str(run_dir)!r} has trained {state['epoch']} epochs; --epochs {epochs} would not extend it.")
     strategy = distribute.make_strategy(config["strategy"])
+    if epochs is not None and epochs != saved.get("epochs") and distribute.is_chief(strategy):
+        # The run's own record of its length: a later plain --resume, --protocol kfold and --config follow the extension.
+        atomic.write_text(config_path, json.dumps(dict(saved, epochs=epochs), indent=2) + "\n")
     # Every worker reads the chief's checkpoint (a shared folder, or a copy at the same path).
     write_dir, throw_away = distribute.worker_run_dir(run_dir, strategy)
     try:
@@ -507,13 +526,25 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
     return run_dir
 
 
+def read_run_config(run_dir):
+    """config.json of a run folder; one clear line when RUN is not a run folder or its config is damaged."""
+    run_dir = pathlib.Path(run_dir)
+    path = run_dir / "config.json"
+    if not path.is_file():
+        raise UserError(f"{str(run_dir)!r} is not a fer-keras run folder (no config.json).")
+    try:
+        config = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}): the run folder is damaged.") from None
+    if not isinstance(config, dict) or "model" not in config:
+        raise UserError(f"{path} is not a fer-keras run configuration (it names no model).")
+    return config
+
+
 def load_run(run_dir):
     """(config, manifest, model) of a finished run folder."""
     run_dir = pathlib.Path(run_dir)
-    config_path = run_dir / "config.json"
-    if not config_path.exists():
-        raise UserError(f"{str(run_dir)!r} is not a fer-keras run folder (no config.json).")
-    config = json.loads(config_path.read_text())
+    config = read_run_config(run_dir)
     check_version(run_dir, config)
     model_path = run_dir / "model.keras"
     if not model_path.exists():
@@ -536,6 +567,8 @@ def check_version(run_dir, config):
 
 def load_model(path):
     _register_custom_objects()
+    if pathlib.Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise UserError(f"{str(path)!r} is not a valid .keras model file (truncated or damaged).")
     try:
         return keras.saving.load_model(path, compile=False)
     except (ValueError, OSError, TypeError) as e:

@@ -135,6 +135,12 @@ def test_cosine_schedule_resumes_exactly_and_stretches_when_extended(workdir):
     optimizer = _optimizer(run / "checkpoints" / "epoch-0004" / "model.keras")
     assert int(optimizer.iterations) == 4 * steps and optimizer._learning_rate.decay_steps == 4 * steps
     assert len(_history(run)) == 1 + 4
+    # The extension is the run's length from now on: config.json says 4, and a plain --resume knows it finished.
+    assert json.loads((run / "config.json").read_text())["epochs"] == 4
+    done = _run(["train", "--resume", str(run)], workdir)
+    assert done.returncode == 1 and "already finished its 4 epochs" in done.stderr
+    done = _run(["train", "--resume", str(run), "--epochs", "2"], workdir)
+    assert done.returncode == 1 and "more than 4" in done.stderr
 
 
 def _kill_after_first_checkpoint(args, cwd, run, last):
