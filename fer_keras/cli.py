@@ -29,12 +29,34 @@ import click  # noqa: E402
 from fer_keras.errors import UserError  # noqa: E402
 
 
+class _UsageLine(click.ClickException):
+    """A usage error (bad option or argument) as one line like every other error, with click's exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, error):
+        hint = f" (see '{error.ctx.command_path} --help')" if error.ctx is not None else ""
+        super().__init__(f"{error.format_message()}{hint}")
+
+
 class _Group(click.Group):
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.exceptions.NoArgsIsHelpError:
+            raise  # a bare group prints its help
+        except click.UsageError as e:  # the root's own options; a subcommand's fail inside invoke
+            raise _UsageLine(e) from None
+
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except UserError as e:
             raise click.ClickException(str(e)) from None
+        except click.exceptions.NoArgsIsHelpError:
+            raise
+        except click.UsageError as e:
+            raise _UsageLine(e) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt:
@@ -60,7 +82,10 @@ def _import_tensorflow_quietly():
     from fer_keras.native_output import native_stderr_captured
 
     with native_stderr_captured():
-        import tensorflow  # noqa: F401
+        import tensorflow
+
+    # Its Python log says when a tf.function retraces (sae pretraining does, per layer): `--debug` shows it.
+    tensorflow.get_logger().setLevel("ERROR")
 
 
 def _echo(ctx, message):
@@ -119,6 +144,8 @@ def synth_preview(ctx, out, subjects, size, seed, grey, capture):
     """Draw a subjects x emotions grid and a sequence strip to a PNG."""
     from fer_keras.data import synth
 
+    if pathlib.Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise UserError(f"--out must name a .png or .jpg file. Received: {out!r}")
     path = synth.preview(out, num_subjects=subjects, size=size, seed=seed, grey=grey, capture=capture)
     _echo(ctx, f"Wrote {path}")
 
@@ -382,6 +409,9 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
     if _run_family(run) == "vae_swap":
         from fer_keras.exports import vae_swap as vae_export
 
+        if streaming:
+            raise UserError("--streaming makes per-frame models of clip models; a vae_swap run exports its encoders without it.")
+
         if fmt == "savedmodel":
             path = vae_export.export_savedmodel(run, out=out)
             _echo(ctx, f"Wrote SavedModel {path} (signatures encode_expression, encode_identity, decode, swap)")
@@ -389,7 +419,9 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
             if quantize != "none":
                 raise UserError("The vae_swap expression encoder exports as float32 TFLite only (--quantize none).")
             path, meta = vae_export.export_expression_tflite(run, out=out)
-            _echo(ctx, f"Wrote the expression encoder {path}; {json.dumps(meta.get('parity', {}))}")
+            p = meta["parity"]
+            _echo(ctx, f"Wrote the expression encoder {path} ({path.stat().st_size / 1024:.0f} KiB). Parity on {p['samples']} "
+                       f"test images: max |dz| {p['max_abs_diff']:.2e}")
         return
     if fmt == "tflite" and streaming:
         from fer_keras.exports.streaming import export_streaming
@@ -442,8 +474,9 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
 def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, streaming, webcam, show, max_frames):
     """Predict the expression of faces in images, folders, videos or a webcam, with a run, a SavedModel or a .tflite."""
     from fer_keras.inference.images import VIDEO_SUFFIXES, expand_inputs
-    from fer_keras.inference.predictor import Predictor, annotate_image
+    from fer_keras.inference.predictor import Predictor, annotate_image, check_annotate, video_frame_count
     from fer_keras.inference.writer import write_records
+    from fer_keras.progress import progress
 
     if (webcam is None) == (not inputs):
         raise UserError("Give IMAGE, FOLDER or VIDEO inputs, or --webcam N (not both).")
@@ -451,6 +484,8 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
         raise UserError("--show and --max-frames apply to --webcam only.")
     quiet = ctx.find_root().params["quiet"]
     if webcam is not None:
+        if annotate:
+            check_annotate(annotate)
         predictor = Predictor(model_path, detect=detect, streaming=streaming)
         records = predictor.predict_webcam(webcam, annotate=annotate, smoothing=smoothing, show=show, max_frames=max_frames)
         write_records(records, out)
@@ -458,16 +493,21 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
             _echo(ctx, f"{sum(1 for r in records if not r.get('error'))} faces in {len(records)} webcam frames -> {out}")
         return
     files = expand_inputs(inputs)
+    single_video_file = check_annotate(annotate, files) if annotate else False
     predictor = Predictor(model_path, detect=detect, streaming=streaming)
     records = []
     videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
-    single_video_file = annotate and pathlib.Path(annotate).suffix.lower() in (".mp4", ".avi") and len(videos) == 1 and len(files) == 1
     for path in _iter(files, quiet):
         if path.suffix.lower() in VIDEO_SUFFIXES:
             target = None
             if annotate:
                 target = pathlib.Path(annotate) if single_video_file else pathlib.Path(annotate) / f"{path.stem}.mp4"
-            records.extend(predictor.predict_video(path, annotate=target, smoothing=smoothing))
+            frames = video_frame_count(path)  # 0: not a video, and predict_video_file says so in its record
+            bar = progress(total=frames, desc=path.name, unit="frame", quiet=quiet or frames == 0)
+            try:  # an unreadable video is one record with its error, as an unreadable image is
+                records.extend(predictor.predict_video_file(path, annotate=target, smoothing=smoothing, progress=bar))
+            finally:
+                bar.close()
         else:
             found = predictor.predict_file(path)
             records.extend(found)
@@ -496,9 +536,10 @@ def serve_request_cmd(ctx, url, images, size, channels, detect):
 
     from fer_keras.inference.images import read_rgb
     from fer_keras.inference.predictor import crop_faces
-    from fer_keras.inference.serving_client import predict_url
+    from fer_keras.inference.serving_client import check_url, predict_url
     from fer_keras.inference.writer import write_records
 
+    check_url(url)
     records = []
     for path in images:
         found = crop_faces(read_rgb(path), size, int(channels), detect)
@@ -537,11 +578,11 @@ def _echo_hint(ctx, hint):
 def _run_family(run):
     """The registered family of a run folder's model, or None when RUN is not a run folder."""
     from fer_keras.models.registry import get_spec
+    from fer_keras.training.fit import read_run_config
 
-    config = pathlib.Path(run) / "config.json"
-    if not config.exists():
+    if not (pathlib.Path(run) / "config.json").exists():
         return None
-    return get_spec(json.loads(config.read_text())["model"]).family
+    return get_spec(read_run_config(run)["model"]).family
 
 
 def _iter(files, quiet):

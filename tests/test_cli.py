@@ -310,9 +310,69 @@ def test_error_unknown_config_key(still_data, tmp_path, out_dir):
 )
 def test_error_unknown_option_value_is_a_usage_error(args, tmp_path, out_dir):
     args = [str(tmp_path / a) if a in ("RUN", "OUT", "IMG") else a for a in args]
-    line = expect_user_error(invoke(*args), exit_code=2)
-    assert "Invalid value" in line
+    result = invoke(*args)
+    line = expect_user_error(result, exit_code=2)
+    assert "Invalid value" in line and line.endswith("--help')")
+    assert result.output.strip() == line  # one line, no usage block
     assert listing(tmp_path) == ["runs"]
+
+
+def test_error_unknown_command_and_root_option_are_one_line():
+    for args, expected in ((("no-such-command",), "No such command"), (("--no-such-option", "models"), "No such option")):
+        result = invoke(*args)
+        line = expect_user_error(result, exit_code=2)
+        assert expected in line and result.output.strip() == line
+
+
+def test_a_bare_group_still_prints_its_help():
+    result = invoke("prepare")
+    assert "Commands:" in result.output and "ckplus" in result.output and "Error:" not in result.output
+
+
+def test_error_run_name_outside_out(still_data, tmp_path):
+    out = tmp_path / "runs"
+    for name in ("../escaped", "a/b", ".."):
+        line = expect_user_error(invoke(*train_args(still_data, out, "--name", name)))
+        assert "--name" in line and repr(name) in line
+    assert listing(tmp_path) == []
+
+
+def test_a_failed_training_removes_the_out_folders_it_created(tmp_path):
+    out = tmp_path / "new" / "runs"  # made for the run folder, which exists before the data is read
+    line = expect_user_error(invoke(*train_args(tmp_path / "missing", out)))
+    assert "does not exist" in line
+    assert listing(tmp_path) == []
+
+
+def test_error_data_that_is_a_file(tmp_path, out_dir):
+    not_a_folder = tmp_path / "data.txt"
+    not_a_folder.write_text("x")
+    line = expect_user_error(invoke(*train_args(not_a_folder, out_dir)))
+    assert "is a file, not a prepared dataset folder" in line
+    assert listing(out_dir) == []
+
+
+def test_error_damaged_run_files_are_named(still_run, tmp_path):
+    bad_config = tmp_path / "bad_config"
+    shutil.copytree(still_run, bad_config)
+    (bad_config / "config.json").write_text("{oops")
+    for args in (("evaluate", bad_config), ("export", bad_config, "--out", tmp_path / "ex"), ("train", "--resume", bad_config)):
+        line = expect_user_error(invoke(*args))
+        assert str(bad_config / "config.json") in line and "not valid JSON" in line
+    truncated = tmp_path / "truncated"
+    shutil.copytree(still_run, truncated)
+    model = truncated / "model.keras"
+    model.write_bytes(model.read_bytes()[:5000])
+    for args in (("evaluate", truncated), ("export", truncated, "--out", tmp_path / "ex")):
+        line = expect_user_error(invoke(*args))
+        assert str(model) in line and "truncated or damaged" in line
+    assert not (tmp_path / "ex").exists()
+
+
+def test_error_preview_to_a_file_type_it_cannot_write(tmp_path):
+    line = expect_user_error(invoke("synth", "preview", "--out", tmp_path / "grid.xyz"))
+    assert "--out" in line and "grid.xyz" in line
+    assert listing(tmp_path) == []
 
 
 def test_error_fold_out_of_range(still_data, out_dir):

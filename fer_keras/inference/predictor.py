@@ -1,7 +1,10 @@
 """detect -> align -> model -> labels, for a Keras run folder, a SavedModel or a .tflite file.
 
 One record per face: file, face index, box, landmarks, label, scores. An image where no face
-is found is recorded with ``"error": "no face found"`` rather than stopping the batch.
+is found is recorded with ``"error": "no face found"`` rather than stopping the batch, and so is
+a file that cannot be read as an image (`predict_file`) or a video (`predict_video_file`), with
+its own error. Models that do not classify expressions (vae_swap runs and exports) and exports
+without fer-keras's metadata are refused with a `UserError` naming the file.
 
 Videos and webcams run a clip model in one of two ways: over a sliding window of the last T
 aligned faces (the clip model itself, T times the work per frame), or, with a streaming step
@@ -26,11 +29,15 @@ import numpy as np
 
 from fer_keras.data_prep import faces
 from fer_keras.errors import UserError
-from fer_keras.inference.images import read_rgb
+from fer_keras.inference.images import VIDEO_SUFFIXES, read_rgb
 
 # dlib HOG+SVM scores below this are dropped: weak boxes on textured backgrounds (the astronaut's
 # suit scores 0.12 at upsample 1, her face 1.16) would otherwise be reported as faces.
 DETECTION_MIN_SCORE = 0.3
+
+
+class _UnreadableVideo(UserError):
+    """A file that is not a readable video: the end of `predict_video`, one record of `predict_video_file`."""
 
 
 class _KerasBackend:
@@ -63,8 +70,16 @@ class _SavedModelBackend:
         info_path = path / "assets.extra" / "fer_keras.json"
         if not info_path.exists():
             raise UserError(f"SavedModel {str(path)!r} was not exported by fer-keras (no assets.extra/fer_keras.json).")
-        info = json.loads(info_path.read_text())
-        self.fn = tf.saved_model.load(str(path)).signatures["serving_default"]
+        info = _read_json(info_path)
+        _check_classifier_metadata(f"SavedModel {str(path)!r}", info, info_path, ("input", "labels", "input_shape"))
+        try:
+            signatures = tf.saved_model.load(str(path)).signatures
+        except (OSError, ValueError, tf.errors.OpError) as e:
+            raise UserError(f"{path} is not a valid SavedModel ({_first_line(e)}).") from None
+        if "serving_default" not in signatures:
+            raise UserError(f"SavedModel {str(path)!r} has no serving_default signature, which predict calls. "
+                            f"It has: {', '.join(sorted(signatures)) or 'none'}.")
+        self.fn = signatures["serving_default"]
         self.input_name = info["input"]
         self.labels = info["labels"]
         self.input_shape = tuple(info["input_shape"][1:])
@@ -122,7 +137,10 @@ class _TFLiteStreamingBackend(_StreamingBackend):
         from fer_keras.exports.streaming import StreamingLiteRT
 
         self.source = f"TFLite {path} (streaming)"
-        self.lite = StreamingLiteRT(path)
+        _check_classifier_metadata(f"TFLite {str(path)!r}", meta, path.with_suffix(".json"), ("labels", "input"))
+        if not isinstance(meta["input"], dict) or "shape" not in meta["input"]:
+            raise UserError(f"{path.with_suffix('.json')} gives no input shape ('input': {{'shape': ...}}), which predict needs.")
+        self.lite = _open_tflite(StreamingLiteRT, path)
         self._check_one_stream(self.lite.frame_names)
         self.labels = meta["labels"]
         self.input_shape = tuple(meta["input"]["shape"][1:])
@@ -136,16 +154,11 @@ class _TFLiteStreamingBackend(_StreamingBackend):
 
 
 class _TFLiteBackend:
-    def __init__(self, path):
+    def __init__(self, path, meta):
         from fer_keras.exports.tflite import LiteRTModel
 
-        meta_path = path.with_suffix(".json")
-        if not meta_path.exists():
-            raise UserError(f"{str(path)!r} has no {meta_path.name} beside it (labels and input size travel in it).")
-        meta = json.loads(meta_path.read_text())
-        if meta.get("streaming"):
-            raise UserError(f"{str(path)!r} is a streaming step model; load it with load_backend.")
-        self.lite = LiteRTModel(path)
+        _check_classifier_metadata(f"TFLite {str(path)!r}", meta, path.with_suffix(".json"), ("labels",))
+        self.lite = _open_tflite(LiteRTModel, path)
         self.labels = meta["labels"]
         self.takes_landmarks = "landmarks" in self.lite.inputs
         image_name = "images" if self.takes_landmarks else next(iter(self.lite.inputs))
@@ -161,21 +174,84 @@ class _TFLiteBackend:
         return np.stack([self.lite(x) for x in batch])
 
 
+def _first_line(error):
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
+
+
+def _read_json(path):
+    """The JSON object in `path`; one line naming the file when it is not one."""
+    try:
+        value = json.loads(pathlib.Path(path).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UserError(f"{path} is not valid JSON ({e}).") from None
+    if not isinstance(value, dict):
+        raise UserError(f"{path} is not fer-keras metadata (a JSON object). Received: {type(value).__name__}")
+    return value
+
+
+def _open_tflite(cls, path):
+    """`cls(path)` (LiteRTModel, StreamingLiteRT); one line naming the file when LiteRT cannot read it."""
+    try:
+        return cls(path)
+    except (ValueError, RuntimeError) as e:
+        raise UserError(f"{path} is not a valid TFLite model ({_first_line(e)}).") from None
+
+
+def _family(model_name):
+    """The registered family of `model_name`, or None for a name this fer-keras does not know."""
+    from fer_keras.models.registry import get_spec
+
+    try:
+        return get_spec(str(model_name)).family
+    except UserError:
+        return None
+
+
+def _vae_swap_refusal(what, model, run=None):
+    """The one line for a vae_swap-family model or export, which encodes faces but gives no expression label."""
+    name = "" if model == "vae_swap" else f" ({model})"
+    of_run = f", exported from run {run!r}" if run else ""
+    return (f"{what} is a vae_swap identity/expression VAE{name}{of_run}: it encodes faces and does not classify "
+            f"expressions, so predict does not apply. Predict with a classifier run or its export (`fer-keras models` "
+            f"lists them); for a vae_swap run use `fer-keras evaluate RUN` (k-means++ on its expression codes) or "
+            f"`fer-keras generate swap|interpolate RUN`.")
+
+
+def _check_classifier_metadata(what, meta, meta_path, keys):
+    """UserError unless the export's metadata `meta` (from `meta_path`) holds every one of `keys`."""
+    missing = [k for k in keys if k not in meta]
+    if not missing:
+        return
+    if _family(meta.get("model")) == "vae_swap":
+        raise UserError(_vae_swap_refusal(what, meta["model"], meta.get("run")))
+    raise UserError(f"{meta_path} has no {', '.join(repr(k) for k in missing)}: {what} is not a fer-keras classifier "
+                    f"export, and predict needs its labels and input shape.")
+
+
 def load_backend(path, streaming=False):
     """The model at `path`; `streaming`: a run folder's clip model as a per-frame step model.
 
-    A .tflite whose metadata says "streaming" is always a step model.
+    A .tflite whose metadata says "streaming" is always a step model. A model that does not
+    classify expressions (a vae_swap run or export), an export without the metadata predict
+    needs, and a file that is not a model are refused with a `UserError` naming the file.
     """
     path = pathlib.Path(path)
     if path.is_file() and path.suffix == ".tflite":
         meta_path = path.with_suffix(".json")
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else {}
+        if not meta_path.exists():
+            raise UserError(f"{str(path)!r} has no {meta_path.name} beside it (labels and input size travel in it).")
+        meta = _read_json(meta_path)
         if meta.get("streaming"):
             return _TFLiteStreamingBackend(path, meta)
         if streaming:
             raise UserError(f"{str(path)!r} is not a streaming model: export it with --streaming.")
-        return _TFLiteBackend(path)
+        return _TFLiteBackend(path, meta)
     if path.is_dir() and (path / "config.json").exists():
+        from fer_keras.training import fit
+
+        model = fit.read_run_config(path)["model"]
+        if _family(model) == "vae_swap":  # checked before the model is loaded: it has no classifier to run
+            raise UserError(_vae_swap_refusal(f"Run {str(path)!r}", model))
         return _KerasStreamingBackend(path) if streaming else _KerasBackend(path)
     if streaming:
         raise UserError(f"--streaming needs a run folder or a streaming .tflite. Received: {str(path)!r}")
@@ -272,11 +348,19 @@ class Predictor:
         """
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
-            raise UserError(f"Cannot read video {str(path)!r}: not a video or an unsupported codec.")
+            raise _UnreadableVideo(f"Cannot read video {str(path)!r}: not a video or an unsupported codec.")
         records = self._run_capture(capture, str(path), annotate=annotate, smoothing=smoothing, progress=progress)
         if not records:
-            raise UserError(f"Cannot read video {str(path)!r}: it holds no readable frame.")
+            raise _UnreadableVideo(f"Cannot read video {str(path)!r}: it holds no readable frame.")
         return records
+
+    def predict_video_file(self, path, *, annotate=None, smoothing=0.6, progress=None):
+        """`predict_video`, but a file that is not a readable video gives one record with its error, as
+        `predict_file` does for an image, so that one bad file in a batch does not end the batch."""
+        try:
+            return self.predict_video(path, annotate=annotate, smoothing=smoothing, progress=progress)
+        except _UnreadableVideo as e:
+            return [{"file": str(path), "face": None, "error": str(e)}]
 
     def predict_webcam(self, index, *, annotate=None, smoothing=0.6, show=False, max_frames=None, progress=None):
         """Live: frames of webcam `index` (OpenCV VideoCapture) until Ctrl-C, 'q' in the window, or `max_frames`."""
@@ -375,6 +459,52 @@ class Predictor:
         except UserError as e:
             return [{"file": str(path), "face": None, "error": str(e)}]
         return self.predict_image(image, name=str(path))
+
+
+def video_frame_count(path):
+    """The number of frames the container of the video at `path` states: None when it states none, 0 when it cannot be opened."""
+    capture = cv2.VideoCapture(str(path))
+    try:
+        if not capture.isOpened():
+            return 0
+        count = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
+    finally:
+        capture.release()
+    return count if count > 0 else None
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def check_annotate(annotate, files=None):
+    """Whether --annotate `annotate` is one video file (else a folder), checked before any work; `files`: None for a webcam.
+
+    An .mp4 or .avi name is for a single video input (or a webcam); anything else, or a folder
+    that exists, is a folder for one annotated file per input. A UserError says when `annotate`
+    cannot be what the inputs need, so that nothing is created or half-written.
+    """
+    path = pathlib.Path(annotate)
+    video_name = path.suffix.lower() in (".mp4", ".avi")
+    if files is None:
+        if not video_name or path.is_dir():
+            raise UserError(f"--annotate with --webcam is an .mp4 or .avi file to write. Received: {str(path)!r}")
+        one_video = True
+    else:
+        one_video = video_name and not path.is_dir() and len(files) == 1 and files[0].suffix.lower() in VIDEO_SUFFIXES
+        if video_name and not one_video and not path.is_dir():
+            videos = sum(1 for f in files if f.suffix.lower() in VIDEO_SUFFIXES)
+            raise UserError(f"--annotate {str(path)!r} names a video file, which is for a single video input only; for "
+                            f"{_count(len(files), 'input')} ({_count(len(files) - videos, 'image')}, "
+                            f"{_count(videos, 'video')}) give a folder.")
+        if not one_video and path.exists() and not path.is_dir():
+            raise UserError(f"--annotate {str(path)!r} is a file; give a folder (or an .mp4 for a single video).")
+    for parent in path.parents:  # the nearest folder that exists must be a folder, or nothing can be written below it
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"--annotate {str(path)!r} cannot be written: {str(parent)!r} is a file, not a folder.")
+            break
+    return one_video
 
 
 def _video_writer(path, fps, width, height):

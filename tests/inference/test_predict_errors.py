@@ -1,0 +1,222 @@
+"""predict and serve-request on bad input: one line naming the file, exit 1, nothing half-written.
+
+vae_swap runs and exports (which encode faces but do not classify them), exports without the
+metadata predict needs, damaged .tflite / .json / SavedModel files, a corrupt video among good
+inputs, --annotate targets that cannot be, and a URL that is not http(s). Also the frame
+progress bar of a video.
+"""
+
+import json
+import shutil
+
+import cv2
+import pytest
+
+from fer_keras.data import synth
+from tests.conftest import expect_ok, expect_user_error, invoke
+
+FRAMES = 6
+
+
+def _jsonl(path):
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def vae_run(runs_dir):
+    """vae_swap at its tiniest (latent 4, 1 round, 1 epoch per stage) on 6 generated SynthFER subjects at 48 px."""
+    run = runs_dir / "vae_swap_predict_run"
+    if not (run / "model.keras").exists():
+        config = runs_dir / "vae_swap_predict.json"
+        config.write_text(json.dumps({"model_args": {"encoder_filters": [4, 4, 8, 8], "decoder_filters": [8, 4, 4, 4],
+                                                     "latent_dim": 4, "rounds": 1},
+                                      "synth": {"samples_per_emotion": 1, "size": 48}}))
+        expect_ok(invoke("--quiet", "train", "--model", "vae_swap", "--data", "synth", "--synth-subjects", 6, "--epochs", 1,
+                         "--batch-size", 8, "--folds", 3, "--config", config, "--out", runs_dir, "--name", run.name))
+    return run
+
+
+@pytest.fixture(scope="module")
+def vae_exports(vae_run, exports_dir):
+    """{"tflite": the expression encoder .tflite, "savedmodel": version 1 of the SavedModel} of `vae_run`."""
+    tflite = exports_dir / vae_run.name / "tflite" / "expression_encoder.tflite"
+    savedmodel = exports_dir / vae_run.name / "1"
+    if not tflite.exists():
+        expect_ok(invoke("--quiet", "export", vae_run, "--format", "tflite", "--out", exports_dir))
+    if not savedmodel.exists():
+        expect_ok(invoke("--quiet", "export", vae_run, "--format", "savedmodel", "--out", exports_dir))
+    return {"tflite": tflite, "savedmodel": savedmodel}
+
+
+@pytest.fixture(scope="module")
+def face_video(tmp_path_factory):
+    path = tmp_path_factory.mktemp("errors_video") / "face.mp4"
+    sequence = synth.render_sequence(synth.make_subject(1), "happiness", size=48, grey=False, num_frames=FRAMES)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (48, 48))
+    for frame in sequence["frames"]:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+@pytest.fixture
+def one_image(face_images):
+    return sorted(face_images.glob("*.png"))[0]
+
+
+# --- models that predict cannot run -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("which", ["run", "tflite", "savedmodel", "savedmodel base"])
+def test_a_vae_swap_run_or_export_is_refused_in_one_line(vae_run, vae_exports, one_image, tmp_path, which):
+    model = {"run": vae_run, "tflite": vae_exports["tflite"], "savedmodel": vae_exports["savedmodel"],
+             "savedmodel base": vae_exports["savedmodel"].parent}[which]
+    out = tmp_path / "p.jsonl"
+    line = expect_user_error(invoke("predict", model, one_image, "--detect", "none", "--out", out), exit_code=1)
+    assert "is a vae_swap identity/expression VAE" in line and "does not classify expressions" in line, line
+    assert "predict does not apply" in line and "fer-keras evaluate" in line and "classifier" in line
+    named = vae_run if which == "run" else vae_exports["tflite"] if which == "tflite" else vae_exports["savedmodel"]
+    assert str(named) in line
+    assert not out.exists()
+
+
+def test_a_vae_swap_run_is_refused_for_streaming_too(vae_run, face_video):
+    line = expect_user_error(invoke("predict", vae_run, face_video, "--streaming", "--detect", "none"), exit_code=1)
+    assert f"Run {str(vae_run)!r} is a vae_swap" in line
+
+
+def test_a_tflite_without_labels_in_its_json_names_the_json(still_tflite, one_image, tmp_path):
+    model = tmp_path / "model.tflite"
+    shutil.copy(still_tflite["none"], model)
+    meta = json.loads(still_tflite["none"].with_suffix(".json").read_text())
+    del meta["labels"]
+    (tmp_path / "model.json").write_text(json.dumps(meta))
+    line = expect_user_error(invoke("predict", model, one_image, "--detect", "none"), exit_code=1)
+    assert line == (f"Error: {tmp_path / 'model.json'} has no 'labels': TFLite {str(model)!r} is not a fer-keras classifier "
+                    f"export, and predict needs its labels and input shape.")
+
+
+def test_a_savedmodel_without_predict_metadata_names_its_json(still_savedmodels, one_image, tmp_path):
+    model = tmp_path / "sm"
+    shutil.copytree(still_savedmodels["versions"][0], model)
+    info_path = model / "assets.extra" / "fer_keras.json"
+    info = json.loads(info_path.read_text())
+    del info["input"], info["labels"]
+    info_path.write_text(json.dumps(info))
+    line = expect_user_error(invoke("predict", model, one_image, "--detect", "none"), exit_code=1)
+    assert line.startswith(f"Error: {info_path} has no 'input', 'labels': SavedModel {str(model)!r} is not a fer-keras"), line
+
+
+# --- damaged model files ----------------------------------------------------------------------
+
+
+def test_a_truncated_tflite_is_one_line_naming_it(still_tflite, one_image, tmp_path):
+    model = tmp_path / "bad.tflite"
+    model.write_bytes(still_tflite["none"].read_bytes()[:100])
+    shutil.copy(still_tflite["none"].with_suffix(".json"), tmp_path / "bad.json")
+    line = expect_user_error(invoke("predict", model, one_image, "--detect", "none"), exit_code=1)
+    assert line.startswith(f"Error: {model} is not a valid TFLite model (") and "Flatbuffer" in line, line
+
+
+def test_a_corrupt_json_beside_a_tflite_is_one_line_naming_it(still_tflite, one_image, tmp_path):
+    model = tmp_path / "bad.tflite"
+    shutil.copy(still_tflite["none"], model)
+    (tmp_path / "bad.json").write_text('{"labels": ["a", ')
+    line = expect_user_error(invoke("predict", model, one_image, "--detect", "none"), exit_code=1)
+    assert line.startswith(f"Error: {tmp_path / 'bad.json'} is not valid JSON ("), line
+
+
+def test_a_corrupt_savedmodel_is_one_line_naming_it(still_savedmodels, one_image, tmp_path):
+    model = tmp_path / "sm"
+    shutil.copytree(still_savedmodels["versions"][0], model)
+    (model / "saved_model.pb").write_bytes((model / "saved_model.pb").read_bytes()[:200])
+    line = expect_user_error(invoke("predict", model, one_image, "--detect", "none"), exit_code=1)
+    assert line.startswith(f"Error: {model} is not a valid SavedModel ("), line
+
+
+# --- inputs -----------------------------------------------------------------------------------
+
+
+def test_a_corrupt_video_is_one_record_like_a_corrupt_image(still_run, face_images, tmp_path):
+    images = sorted(face_images.glob("*.png"))
+    corrupt_video, corrupt_image = tmp_path / "corrupt.mp4", tmp_path / "corrupt.png"
+    corrupt_video.write_bytes(b"not a video at all")
+    corrupt_image.write_bytes(b"not a png at all")
+    results = {}
+    for bad in (corrupt_image, corrupt_video):
+        out = tmp_path / f"{bad.suffix[1:]}.jsonl"
+        result = invoke("predict", still_run, face_images, bad, "--detect", "none", "--out", out)
+        line = expect_user_error(result)
+        records = _jsonl(out)  # every good input's prediction is kept
+        assert sorted(r["file"] for r in records if "label" in r) == sorted(str(p) for p in images)
+        (failed,) = [r for r in records if "error" in r]
+        assert failed["file"] == str(bad) and failed["face"] is None
+        results[bad.suffix] = (result.exit_code, line, failed["error"])
+    exit_code, line, error = results[".mp4"]
+    assert error == f"Cannot read video {str(corrupt_video)!r}: not a video or an unsupported codec."
+    assert line == f"Error: 1 of {len(images) + 1} inputs could not be read, e.g. {error}"
+    assert exit_code == results[".png"][0] == 1
+    assert results[".png"][1] == line.replace(error, results[".png"][2])
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_a_video_shows_a_frame_progress_bar_unless_quiet(still_run, face_video, tmp_path):
+    result = expect_ok(invoke("predict", still_run, face_video, "--detect", "none", "--out", tmp_path / "v.jsonl"))
+    assert f"{face_video.name}: 100%" in result.stderr and f"{FRAMES}/{FRAMES}" in result.stderr, result.stderr
+    assert "frame/s" in result.stderr
+    quiet = expect_ok(invoke("--quiet", "predict", still_run, face_video, "--detect", "none", "--out", tmp_path / "q.jsonl"))
+    assert quiet.stderr == "" and len(_jsonl(tmp_path / "q.jsonl")) == FRAMES
+
+
+def test_annotate_mp4_with_image_inputs_is_refused_before_any_work(still_run, face_images, tmp_path):
+    target = tmp_path / "x" / "ann.mp4"
+    out = tmp_path / "p.jsonl"
+    line = expect_user_error(invoke("predict", still_run, face_images, "--detect", "none", "--annotate", target,
+                                    "--out", out), exit_code=1)
+    assert line == (f"Error: --annotate {str(target)!r} names a video file, which is for a single video input only; "
+                    f"for 8 inputs (8 images, 0 videos) give a folder.")
+    assert list(tmp_path.iterdir()) == []  # neither the .mp4 folder nor its parent, nor the records
+
+
+def test_annotate_mp4_for_a_video_and_an_image_is_refused(still_run, face_video, one_image, tmp_path):
+    target = tmp_path / "ann.mp4"
+    line = expect_user_error(invoke("predict", still_run, face_video, one_image, "--detect", "none", "--annotate", target),
+                             exit_code=1)
+    assert "for 2 inputs (1 image, 1 video) give a folder" in line
+    assert not target.exists()
+
+
+def test_annotate_an_existing_file_is_refused_before_any_work(still_run, one_image, face_video, tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("keep me")
+    out = tmp_path / "p.jsonl"
+    for inputs in ([one_image], [face_video, one_image]):
+        line = expect_user_error(invoke("predict", still_run, *inputs, "--detect", "none", "--annotate", target,
+                                        "--out", out), exit_code=1)
+        assert line == f"Error: --annotate {str(target)!r} is a file; give a folder (or an .mp4 for a single video)."
+    assert target.read_text() == "keep me" and sorted(tmp_path.iterdir()) == [target]
+    below = target / "annotated"
+    line = expect_user_error(invoke("predict", still_run, one_image, "--detect", "none", "--annotate", below), exit_code=1)
+    assert line == f"Error: --annotate {str(below)!r} cannot be written: {str(target)!r} is a file, not a folder."
+
+
+def test_annotate_a_folder_still_draws_images(still_run, one_image, tmp_path):
+    target = tmp_path / "annotated"
+    expect_ok(invoke("--quiet", "predict", still_run, one_image, "--detect", "none", "--annotate", target))
+    assert [p.name for p in target.iterdir()] == [f"{one_image.stem}.png"]
+
+
+# --- serve-request ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("url", ["notaurl", "ftp://localhost/v1/models/fer:predict", "http://"])
+def test_serve_request_refuses_a_url_that_is_not_http(one_image, url):
+    line = expect_user_error(invoke("serve-request", url, one_image, "--size", 48, "--detect", "none"), exit_code=1)
+    assert line == (f"Error: URL must start with http:// or https:// and name a host, e.g. "
+                    f"http://localhost:8501/v1/models/fer:predict. Received: {url!r}")
+
+
+def test_serve_request_refuses_a_bad_port_in_one_line(one_image):
+    line = expect_user_error(invoke("serve-request", "http://localhost:abc/v1/models/fer:predict", one_image,
+                                    "--size", 48, "--detect", "none"), exit_code=1)
+    assert line == "Error: Bad URL 'http://localhost:abc/v1/models/fer:predict': nonnumeric port: 'abc'"
