@@ -250,7 +250,13 @@ def explain_run(run_dir, *, out_dir=None, count=8, image=None):
     from fer_keras.models.landmark_arm import LandmarkARMClassifier
     from fer_keras.training import fit
 
+    from fer_keras.models.registry import get_spec
+
     run_dir = pathlib.Path(run_dir)
+    trained = fit.read_run_config(run_dir)["model"]
+    if get_spec(trained).family == "vae_swap":
+        raise UserError(f"{str(run_dir)!r} is a vae_swap run: it encodes faces and has no class decision to explain. "
+                        "Show what it learned with `fer-keras generate swap|interpolate RUN`.")
     config, manifest, model = fit.load_run(run_dir)
     out_dir = pathlib.Path(out_dir or run_dir / "explain")
     names = manifest["labels"]

@@ -67,6 +67,15 @@ def one_image(face_images):
 # --- models that predict cannot run -----------------------------------------------------------
 
 
+@pytest.mark.parametrize("with_image", [False, True])
+def test_explain_refuses_a_vae_swap_run_in_one_line(vae_run, one_image, tmp_path, with_image):
+    out = tmp_path / "explain"
+    args = ("explain", vae_run, *((one_image,) if with_image else ()), "--out", out)
+    line = expect_user_error(invoke(*args), exit_code=1)
+    assert "is a vae_swap run" in line and "generate swap|interpolate" in line and str(vae_run) in line
+    assert not out.exists()
+
+
 @pytest.mark.parametrize("which", ["run", "tflite", "savedmodel", "savedmodel base"])
 def test_a_vae_swap_run_or_export_is_refused_in_one_line(vae_run, vae_exports, one_image, tmp_path, which):
     model = {"run": vae_run, "tflite": vae_exports["tflite"], "savedmodel": vae_exports["savedmodel"],
