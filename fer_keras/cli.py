@@ -503,7 +503,9 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
             if annotate:
                 target = pathlib.Path(annotate) if single_video_file else pathlib.Path(annotate) / f"{path.stem}.mp4"
             frames = video_frame_count(path)  # 0: not a video, and predict_video_file says so in its record
-            bar = progress(total=frames, desc=path.name, unit="frame", quiet=quiet or frames == 0)
+            # Below the file bar (5+ inputs) only on a terminal: off one, tqdm draws nested bars with cursor escapes.
+            nested_off_terminal = len(files) >= 5 and not sys.stderr.isatty()
+            bar = progress(total=frames, desc=path.name, unit="frame", quiet=quiet or frames == 0 or nested_off_terminal)
             try:  # an unreadable video is one record with its error, as an unreadable image is
                 records.extend(predictor.predict_video_file(path, annotate=target, smoothing=smoothing, progress=bar))
             finally:
