@@ -637,6 +637,9 @@ def main(argv=None):
     parser.add_argument("--frames", type=int, default=8, help="T of the video models' clips.")
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--models", default=None, help="Comma-separated subset of the registry (default: all).")
+    parser.add_argument("--machine-note", default="2 CPU cores; other jobs may share them during a run (see the load average), "
+                        "so compare rows of one run (each row is timed interleaved with the peer), not runs.",
+                        help="What else ran on the machine, for the report.")
     parser.add_argument("--from-json", action="store_true",
                         help="Measure nothing: rewrite the docs section from benchmarks/results/latency.json.")
     args = parser.parse_args(argv)
@@ -691,9 +694,7 @@ def main(argv=None):
 
     result = {
         "args": vars(args), "machine": machine(),
-        "machine_note": "2 CPU cores shared with three other engineers' jobs (tests, training, conversions) that ran at "
-                        "the same time, so the numbers are noisy: compare rows of this one run (each row is timed "
-                        "interleaved with the peer), not runs.",
+        "machine_note": args.machine_note,
         "load_before": load_before, "load_after": os.getloadavg()[0], "seconds": time.perf_counter() - started,
         "peer": peer, "models": rows, "streaming": stream, "face_pipeline": face,
     }
