@@ -98,12 +98,16 @@ def _check_no_leak(fold_dir, rgb_dir):
 
 
 def _summary(values):
+    """Mean, population std (ddof 0), sample std (ddof 1, what papers usually report) and the per-fold values."""
     values = [v for v in values if v is not None]
-    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "per_fold": values} if values else None
+    if not values:
+        return None
+    sample_std = float(np.std(values, ddof=1)) if len(values) > 1 else None
+    return {"mean": float(np.mean(values)), "std": float(np.std(values)), "sample_std": sample_std, "per_fold": values}
 
 
 def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
-    from fer_keras.training.fit import train
+    from fer_keras.training.fit import read_run_config, train
 
     run_dir = pathlib.Path(run_dir)
     root = run_dir / f"kfold-{folds}"
@@ -136,6 +140,8 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
         "label_set": per_fold[0]["label_set"],
         "protocol": f"subject {folds}-fold cross-validation (fold = rank of sorted subject id mod {folds})",
         "folds": folds,
+        "epochs_per_fold": [read_run_config(root / f"fold-{fold}")["epochs"] for fold in range(folds)],
+        "std_definition": "std: population standard deviation over the folds (ddof 0); sample_std: ddof 1",
         "level": per_fold[0]["level"],
         "accuracy": _summary([m["accuracy"] for m in per_fold]),
         "mean_class_accuracy": _summary([m["mean_class_accuracy"] for m in per_fold]),

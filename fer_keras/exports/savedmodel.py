@@ -30,6 +30,7 @@ import keras
 import tensorflow as tf
 
 from fer_keras.errors import UserError
+from fer_keras.exports import describe
 
 
 def next_version(base):
@@ -94,6 +95,8 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
                 "outputs": step.output_names,
                 "reset_every": step.clip_length,
             }
+    inputs = _inputs_info(signature, input_name)
+    main = next(i for i in inputs if i["name"] not in ("flow", "landmarks"))  # the frames or image an app feeds
     tmp = base / f".{version}.tmp"
     shutil.rmtree(tmp, ignore_errors=True)
     base.mkdir(parents=True, exist_ok=True)
@@ -101,9 +104,9 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
         archive.write_out(str(tmp), verbose=False)
         (tmp / "assets.extra").mkdir(exist_ok=True)
         (tmp / "assets.extra" / "fer_keras.json").write_text(
-            json.dumps({"model": config["model"], "run": run_dir.name, "labels": manifest["labels"], "input": input_name,
-                        "input_shape": shape, "normalisation": "raw pixel values 0..255", "signatures": signatures,
-                        "inputs": _inputs_info(signature, input_name),
+            json.dumps({"model": config["model"], "run": run_dir.name, "labels": manifest["labels"], "input": main["name"],
+                        "input_shape": main["shape"], "normalisation": describe.PIXELS, "signatures": signatures,
+                        "inputs": inputs, "face_alignment": describe.face_alignment(main["shape"][-2]),
                         **({"stream_step": stream_info} if stream_info else {})}, indent=2) + "\n"
         )
         os.replace(tmp, final)
@@ -129,8 +132,8 @@ def _inputs_info(signature, input_name):
         if name == "landmarks":
             entry.update(points=int(spec.shape[1]), units=LANDMARKS_DESCRIPTION)
         elif name == "flow":
-            entry["units"] = "optical flow in pixels per frame, x then y (the model scales it inside)"
+            entry.update(describe.flow_input())
         else:
-            entry["normalisation"] = "raw pixel values 0..255 (the model rescales inside); grey when channels == 1"
+            entry["normalisation"] = describe.PIXELS
         info.append(entry)
     return info

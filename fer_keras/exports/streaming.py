@@ -41,6 +41,8 @@ from keras.src.layers.rnn.conv_lstm import ConvLSTMCell as KerasConvLSTMCell  # 
 
 from fer_keras import atomic
 from fer_keras.errors import UserError
+from fer_keras.exports import describe
+from fer_keras.exports.tflite import QUANTIZATION_FORMAT
 from fer_keras.layers.conv_gru_cell import ConvGRUCell
 from fer_keras.layers.conv_lstm_cell import ConvLSTMCell
 from fer_keras.layers.enhanced_conv_gru_cell import EnhancedConvGRUCell
@@ -416,10 +418,10 @@ def streaming_metadata(step, lite, *, config, manifest, run, quantize):
     frames = [
         {"name": n, "shape": [int(v) for v in lite.inputs[n]["shape"]], "dtype": str(np.dtype(lite.inputs[n]["dtype"])),
          "quantization": quant(lite.inputs[n]), "layout": "NHWC",
-         "normalisation": ("optical flow in pixels per frame, x then y (the model scales it inside)" if n == "flow"
-                           else "raw pixel values 0..255 (the model rescales inside); grey when channels == 1")}
+         **(describe.flow_input() if n == "flow" else {"normalisation": describe.PIXELS})}
         for n in step.frame_names
     ]
+    image = next(f for f in frames if f["name"] != "flow")  # the camera frame; two-stream models also take its flow
     states = [
         {"name": s["name"], "layer": s["layer"], "role": s["role"], "meaning": ROLES[s["role"]],
          "shape": [int(v) for v in lite.inputs[s["name"]]["shape"]], "dtype": str(np.dtype(lite.inputs[s["name"]]["dtype"])),
@@ -444,17 +446,20 @@ def streaming_metadata(step, lite, *, config, manifest, run, quantize):
         "label_set": manifest["label_set"],
         "signature": "serving_default",
         "frame_inputs": frames,
-        "input": frames[0],
+        "input": image,
         "states": states,
         "outputs": outputs,
         "clip_length": step.clip_length,
         "reset_every": step.clip_length,
         "usage": (
-            "Before the first frame set every state input to zeros. For each camera frame: feed the frame(s) and "
-            "the states, run, read 'probabilities' (and 'attention_map'), then copy every '<state>_next' output into "
+            "Before the first frame set every state input to zeros. For each camera frame: feed the frame"
+            + (" and its flow from the previous frame (zeros on the first frame after a reset)" if len(frames) > 1 else "")
+            + " and the states, run, read 'probabilities'" + (" (and 'attention_map')" if step.has_attention else "")
+            + ", then copy every '<state>_next' output into "
             "the '<state>' input for the next frame (int8/int16: dequantise with the output's scale and zero point, "
             "requantise with the input's). After frame T-1 of a window the probabilities equal the clip model's on "
             "those T frames. Zero the states every 'reset_every' frames (the clip length the model was trained on)."
         ),
-        "face_alignment": "similarity transform of eye centres and mouth centre (fer_keras.data_prep.faces.align_face)",
+        "quantization_format": QUANTIZATION_FORMAT,
+        "face_alignment": describe.face_alignment(image["shape"][-2]),
     }

@@ -33,6 +33,7 @@ import tensorflow as tf
 
 from fer_keras import atomic
 from fer_keras.errors import UserError
+from fer_keras.exports import describe
 from fer_keras.native_output import native_stderr_captured
 
 QUANTIZE = ("none", "float16", "int8", "int16x8")
@@ -414,6 +415,9 @@ LANDMARKS_DESCRIPTION = (
 )
 
 
+QUANTIZATION_FORMAT = "quantization: [scale, zero_point] of an int8/int16 tensor, real = scale * (q - zero_point); null: float32"
+
+
 def _quantization(details):
     if np.dtype(details["dtype"]) in (np.int8, np.int16):
         return [float(v) for v in details["quantization"]]
@@ -425,7 +429,7 @@ def input_metadata(name, details, quantize):
     entry = {"name": name, "shape": [int(v) for v in details["shape"]], "dtype": str(np.dtype(details["dtype"])),
              "quantization": _quantization(details)}
     if name == "flow":
-        entry["units"] = "optical flow in pixels per frame, x then y (the model scales it inside)"
+        entry.update(describe.flow_input())
     elif name == "landmarks":
         entry.update(layout="(batch, point, xy)", points=68, units=LANDMARKS_DESCRIPTION)
         if quantize == "int8" and entry["dtype"] == "float32":
@@ -436,7 +440,7 @@ def input_metadata(name, details, quantize):
                 "at the 128 px heatmap; see benchmarks/int8_parity.py for the measured agreement of both."
             )
     else:
-        entry["normalisation"] = "raw pixel values 0..255 (the model rescales inside); grey when channels == 1"
+        entry["normalisation"] = describe.PIXELS
     return entry
 
 
@@ -494,10 +498,12 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
         "signature": "serving_default",
         "input": dict(main, layout="NTHWC" if rank == 5 else "NHWC"),
         "inputs": inputs,
-        "output": {"name": "probabilities", "dtype": str(np.dtype(lite.output["dtype"])),
-                   "quantization": _quantization(lite.output)},
+        "output": {"name": next(iter(lite.outputs)), "shape": [int(v) for v in lite.output["shape"]],
+                   "dtype": str(np.dtype(lite.output["dtype"])), "quantization": _quantization(lite.output),
+                   "meaning": "softmax probabilities over labels, in their order"},
+        "quantization_format": QUANTIZATION_FORMAT,
         "clip_length": config["clip_length"] if rank == 5 else None,
-        "face_alignment": "similarity transform of eye centres and mouth centre (fer_keras.data_prep.faces.align_face)",
+        "face_alignment": describe.face_alignment(main["shape"][-2]),
         "parity": check,
     }
     # The model and its metadata land together or not at all.

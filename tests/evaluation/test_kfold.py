@@ -32,6 +32,8 @@ def test_summary_is_the_mean_of_the_folds(kfold):
     folds = [json.loads((kfold / f"fold-{k}" / "metrics.json").read_text()) for k in range(2)]
     assert summary["accuracy"]["per_fold"] == [m["accuracy"] for m in folds]
     assert summary["accuracy"]["mean"] == pytest.approx(np.mean([m["accuracy"] for m in folds]))
+    assert summary["accuracy"]["sample_std"] == pytest.approx(np.std([m["accuracy"] for m in folds], ddof=1))
+    assert summary["epochs_per_fold"] == [1, 1]  # what each fold trained (--epochs 1)
     assert summary["video_accuracy"]["mean"] == pytest.approx(np.mean([m["video"]["accuracy"] for m in folds]))
     summed = np.sum([m["video"]["confusion_matrix"] for m in folds], axis=0)
     assert summary["confusion_matrix"] == summed.tolist()

@@ -112,6 +112,15 @@ def test_step_model_matches_the_clip_model_after_T_frames(name, streams):
     assert builtin_ops_only(interpreter)[0], builtin_ops_only(interpreter)[1]
     assert set(out) == set(step.output_names)
     assert ("attention_map" in out) == name.endswith("_ram")
+    # What the app reads: "input" is the camera frame, never the flow; a flow input says how to compute it.
+    meta = streaming.streaming_metadata(step, streaming.StreamingLiteRT(flatbuffer), config={"model": name},
+                                        manifest={"labels": list("abcdefg"), "label_set": "basic7"}, run="r", quantize="none")
+    assert meta["input"]["name"] != "flow" and "RGB channel order" in meta["input"]["normalisation"]
+    assert [f["name"] for f in meta["frame_inputs"]] == step.frame_names
+    for frame in meta["frame_inputs"]:
+        assert ("calcOpticalFlowFarneback" in frame.get("method", "")) == (frame["name"] == "flow")
+    assert ("attention_map" in meta["usage"]) == name.endswith("_ram") and ("flow" in meta["usage"]) == ("flow" in streams)
+    assert meta["face_alignment"]["template_px"]["mouth"] == pytest.approx([0.5 * SIZE, 0.75 * SIZE])
 
 
 def test_state_names_and_shapes():

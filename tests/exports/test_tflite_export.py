@@ -84,6 +84,22 @@ def test_clip_model_parity_with_keras(clip_run, clip_tflite):
     assert meta["parity"]["max_abs_diff"] <= 1e-4
 
 
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_the_sidecar_names_what_the_signature_has(still_tflite, quantize):
+    """An app that reads only the JSON finds the input and output under its names, and the alignment template."""
+    path = still_tflite[quantize]
+    meta = json.loads(path.with_suffix(".json").read_text())
+    runner = Interpreter(model_path=str(path)).get_signature_runner(meta["signature"])
+    assert list(runner.get_output_details()) == [meta["output"]["name"]]
+    assert meta["output"]["shape"] == [1, len(meta["labels"])]
+    x = np.zeros(meta["input"]["shape"], meta["input"]["dtype"])
+    assert runner(**{meta["input"]["name"]: x})[meta["output"]["name"]].shape == (1, len(meta["labels"]))
+    assert "RGB channel order" in meta["input"]["normalisation"]
+    size = meta["input"]["shape"][1]
+    assert meta["face_alignment"]["template_px"]["mouth"] == pytest.approx([0.5 * size, 0.75 * size])
+    assert meta["face_alignment"]["anchors"]["mouth"] == "mean of landmarks 48-59"
+
+
 def test_int8_export(still_run, still_tflite):
     path = still_tflite["int8"]
     model, _, inputs = held_out_inputs(still_run)
