@@ -9,11 +9,10 @@ progress bar of a video.
 import json
 import shutil
 
-import cv2
 import pytest
 
-from fer_keras.data import synth
 from tests.conftest import expect_ok, expect_user_error, invoke
+from tests.inference.videos import write_synth_video
 
 FRAMES = 6
 
@@ -50,13 +49,7 @@ def vae_exports(vae_run, exports_dir):
 
 @pytest.fixture(scope="module")
 def face_video(tmp_path_factory):
-    path = tmp_path_factory.mktemp("errors_video") / "face.mp4"
-    sequence = synth.render_sequence(synth.make_subject(1), "happiness", size=48, grey=False, num_frames=FRAMES)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (48, 48))
-    for frame in sequence["frames"]:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
+    return write_synth_video(tmp_path_factory.mktemp("errors_video") / "face.mp4", subject=1, emotion="happiness", size=48, frames=FRAMES)
 
 
 @pytest.fixture

@@ -6,24 +6,18 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_keras.data import synth
 from fer_keras.inference.predictor import crop_faces
 from fer_keras.training import fit
 from tests.conftest import CLIP_LENGTH, MODEL_SIZE, expect_ok, expect_user_error, invoke
 from tests.exports.streaming_runs import streaming_export
+from tests.inference.videos import write_synth_video
 
 FRAMES = 9
 
 
 @pytest.fixture(scope="module")
 def synth_video(tmp_path_factory):
-    path = tmp_path_factory.mktemp("stream_video") / "face.mp4"
-    sequence = synth.render_sequence(synth.make_subject(3), "happiness", size=64, grey=False, num_frames=FRAMES)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
-    for frame in sequence["frames"]:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
+    return write_synth_video(tmp_path_factory.mktemp("stream_video") / "face.mp4", subject=3, emotion="happiness", size=64, frames=FRAMES)
 
 
 @pytest.fixture(scope="module")

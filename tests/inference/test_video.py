@@ -7,21 +7,15 @@ import numpy as np
 import pytest
 import skimage.data
 
-from fer_keras.data import synth
 from tests.conftest import CLIP_LENGTH, expect_ok, expect_user_error, invoke
+from tests.inference.videos import write_synth_video
 
 FRAMES = 9
 
 
 @pytest.fixture(scope="module")
 def synth_video(tmp_path_factory):
-    path = tmp_path_factory.mktemp("video") / "face.mp4"
-    sequence = synth.render_sequence(synth.make_subject(2), "surprise", size=64, grey=False, num_frames=FRAMES)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 10, (64, 64))
-    for frame in sequence["frames"]:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
-    writer.release()
-    return path
+    return write_synth_video(tmp_path_factory.mktemp("video") / "face.mp4", subject=2, emotion="surprise", size=64, frames=FRAMES)
 
 
 def _records(path):
