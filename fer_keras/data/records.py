@@ -26,6 +26,7 @@ import numpy as np
 import tensorflow as tf
 
 from fer_keras.errors import UserError
+from fer_keras.json_files import read_json_object
 from fer_keras.labels import get_label_set
 
 SCHEMA_VERSION = 1
@@ -297,10 +298,7 @@ def read_manifest(data_dir, *, verify=False):
         raise UserError(
             f"{str(data_dir)!r} holds no {MANIFEST}: it is not a prepared dataset (run `fer-keras prepare` first)."
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}).") from None
+    manifest = read_json_object(path)
     version = manifest.get("schema_version")
     if version != SCHEMA_VERSION:
         raise UserError(

@@ -21,7 +21,6 @@ rather than run on a black heatmap: the whole image could be given to dlib's sha
 the face box, but its 68 points are only trustworthy inside a box from dlib's own detector.
 """
 
-import json
 import pathlib
 
 import cv2
@@ -29,6 +28,7 @@ import numpy as np
 
 from fer_keras.data_prep import faces
 from fer_keras.errors import UserError
+from fer_keras.json_files import read_json_object
 from fer_keras.inference.images import VIDEO_SUFFIXES, read_rgb
 
 # dlib HOG+SVM scores below this are dropped: weak boxes on textured backgrounds (the astronaut's
@@ -70,7 +70,7 @@ class _SavedModelBackend:
         info_path = path / "assets.extra" / "fer_keras.json"
         if not info_path.exists():
             raise UserError(f"SavedModel {str(path)!r} was not exported by fer-keras (no assets.extra/fer_keras.json).")
-        info = _read_json(info_path)
+        info = read_json_object(info_path)
         _check_classifier_metadata(f"SavedModel {str(path)!r}", info, info_path, ("input", "labels", "input_shape"))
         try:
             signatures = tf.saved_model.load(str(path)).signatures
@@ -178,17 +178,6 @@ def _first_line(error):
     return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
-def _read_json(path):
-    """The JSON object in `path`; one line naming the file when it is not one."""
-    try:
-        value = json.loads(pathlib.Path(path).read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}).") from None
-    if not isinstance(value, dict):
-        raise UserError(f"{path} is not fer-keras metadata (a JSON object). Received: {type(value).__name__}")
-    return value
-
-
 def _open_tflite(cls, path):
     """`cls(path)` (LiteRTModel, StreamingLiteRT); one line naming the file when LiteRT cannot read it."""
     try:
@@ -240,7 +229,7 @@ def load_backend(path, streaming=False):
         meta_path = path.with_suffix(".json")
         if not meta_path.exists():
             raise UserError(f"{str(path)!r} has no {meta_path.name} beside it (labels and input size travel in it).")
-        meta = _read_json(meta_path)
+        meta = read_json_object(meta_path)
         if meta.get("streaming"):
             return _TFLiteStreamingBackend(path, meta)
         if streaming:

@@ -8,6 +8,7 @@ import json
 import pathlib
 
 from fer_keras.errors import UserError
+from fer_keras.json_files import read_json_object
 
 LR_SCHEDULES = ("constant", "cosine")
 
@@ -58,13 +59,7 @@ def load_config_file(path):
     path = pathlib.Path(path)
     if not path.exists():
         raise UserError(f"Config file {str(path)!r} does not exist.")
-    try:
-        config = json.loads(path.read_text())
-    except json.JSONDecodeError as e:
-        raise UserError(f"Config file {path} is not valid JSON: {e}") from None
-    if not isinstance(config, dict):
-        raise UserError(f"Config file {path} must hold a JSON object. Received: {type(config).__name__}")
-    return config
+    return read_json_object(path, "Config file ")
 
 
 def resolve(file_config=None, **cli):

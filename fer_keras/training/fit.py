@@ -25,6 +25,7 @@ import tensorflow as tf
 from fer_keras import atomic
 from fer_keras.data import pipeline, records, splits
 from fer_keras.errors import UserError
+from fer_keras.json_files import read_json_object
 from fer_keras.models.registry import get_model, get_spec
 
 
@@ -532,11 +533,8 @@ def read_run_config(run_dir):
     path = run_dir / "config.json"
     if not path.is_file():
         raise UserError(f"{str(run_dir)!r} is not a fer-keras run folder (no config.json).")
-    try:
-        config = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise UserError(f"{path} is not valid JSON ({e}): the run folder is damaged.") from None
-    if not isinstance(config, dict) or "model" not in config:
+    config = read_json_object(path)
+    if "model" not in config:
         raise UserError(f"{path} is not a fer-keras run configuration (it names no model).")
     return config
 
