@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 import pytest
 
-from fer_keras.data import records
+from fer_keras.data import pipeline, records
 from fer_keras.labels import get_label_set
 from fer_keras.models.registry import list_models
 from tests.conftest import (
@@ -442,6 +442,18 @@ def test_error_still_model_on_sequence_data(sequence_data, out_dir):
     line = expect_user_error(invoke(*train_args(sequence_data, out_dir)))
     assert "sequence" in line and "frame_cnn" in line
     assert listing(out_dir) == []
+
+
+def test_train_warns_when_every_clip_is_padded(sequence_data, tmp_path):
+    longest = pipeline.longest_sequence(records.read_manifest(sequence_data))
+    result = expect_ok(invoke("--quiet", "train", "--model", "convlstm2d_clip", "--data", sequence_data, "--epochs", 1,
+                              "--image-size", 16, "--folds", 2, "--clip-length", longest + 1, "--clip-stride", 4,
+                              "--out", tmp_path, "--name", "padded"))
+    assert f"Warning: --clip-length {longest + 1} is longer than every training sequence" in result.output
+    result = expect_ok(invoke("--quiet", "train", "--model", "convlstm2d_clip", "--data", sequence_data, "--epochs", 1,
+                              "--image-size", 16, "--folds", 2, "--clip-length", 4, "--clip-stride", 4,
+                              "--out", tmp_path, "--name", "unpadded"))
+    assert "Warning" not in result.output
 
 
 @pytest.mark.parametrize("fmt", ["tflite", "savedmodel"])

@@ -324,5 +324,15 @@ def count_examples(manifest, *, subjects=None, split_name=None, clip_length=8, c
     return int(sizes.reduce(tf.constant(0, tf.int64), lambda n, k: n + k))
 
 
+def longest_sequence(manifest, *, subjects=None, split_name=None):
+    """Frames in the longest sequence of the selection (0 when it holds none)."""
+    keep = _select_predicate(subjects, split_name)
+    ds = _records(manifest, shuffle=False, seed=0).map(records.parse_sequence, num_parallel_calls=AUTOTUNE)
+    if keep is not None:
+        ds = ds.filter(keep)
+    lengths = ds.map(lambda r: tf.cast(r["num_frames"], tf.int64))
+    return int(lengths.reduce(tf.constant(0, tf.int64), tf.maximum))
+
+
 def subjects_of(manifest):
     return sorted(manifest["counts_per_subject"])

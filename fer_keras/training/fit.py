@@ -433,6 +433,11 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
     examples = pipeline.count_examples(manifest, clip_length=config["clip_length"], clip_stride=config["clip_stride"], **selection)
     if examples == 0:
         raise UserError(f"The training side of the split ({split.description}) holds no examples.")
+    if manifest["kind"] == "sequence":  # a warning, not a summary: printed with --quiet too
+        longest = pipeline.longest_sequence(manifest, **selection)
+        if config["clip_length"] > longest:
+            print(f"Warning: --clip-length {config['clip_length']} is longer than every training sequence (the longest has "
+                  f"{longest} frames); each clip is padded by repeating its last frame.", file=sys.stderr)
     steps = math.ceil(examples / config["batch_size"])
     train_ds = make_dataset(config, manifest, split, "train", training=True, epochs=config["epochs"], start_epoch=start_epoch)
     val_ds = make_dataset(config, manifest, split, "val")

@@ -203,6 +203,13 @@ def test_short_sequence_gives_one_padded_clip(tmp_path):
     assert meta["video"].astype(str).tolist() == ["short"]
 
 
+def test_longest_sequence_of_a_selection(tmp_path):
+    manifest = write_sequence_set(tmp_path, [("anger", "a", "v1", 3), ("fear", "a", "v2", 9), ("anger", "b", "v3", 5)])
+    assert pipeline.longest_sequence(manifest) == 9
+    assert pipeline.longest_sequence(manifest, subjects=["b"]) == 5
+    assert pipeline.longest_sequence(manifest, subjects=["c"]) == 0
+
+
 def test_clip_dataset_without_meta_and_subject_selection(tmp_path):
     manifest = write_sequence_set(tmp_path, SEQUENCES)
     batch = next(iter(pipeline.clip_dataset(manifest, image_size=6, channels=3, batch_size=8, clip_length=4, clip_stride=4,
