@@ -56,6 +56,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import numpy as np  # noqa: E402
 
 from benchmarks._report import machine, write_json, write_section  # noqa: E402
+from fer_keras.benchmark import median_ms, random_input_interpreter  # noqa: E402
 
 PEER_PACKAGE, PEER_FILE = "fer", ("data", "emotion_model_quantized.tflite")
 NUM_CLASSES = 7
@@ -80,35 +81,7 @@ def peer_path():
 # --------------------------------------------------------------------------------------------- timing
 
 
-def median_ms(fn, runs, warmup, max_seconds=None, min_runs=5):
-    """Median ms of `fn()` over `runs` calls after `warmup`; stops early after `max_seconds` (>= min_runs calls)."""
-    for _ in range(warmup):
-        fn()
-    times, begin = [], time.perf_counter()
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-        if max_seconds and len(times) >= min_runs and time.perf_counter() - begin > max_seconds:
-            break
-    return statistics.median(times) * 1000.0, len(times)
-
-
-def _interpreter(model, threads, seed=0):
-    """An allocated LiteRT interpreter (default op resolver: XNNPACK) with random inputs of the right dtype set."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    rng = np.random.default_rng(seed)
-    kwargs = {"model_content": model} if isinstance(model, bytes) else {"model_path": str(model)}
-    interpreter = Interpreter(num_threads=threads, **kwargs)
-    interpreter.allocate_tensors()
-    for d in interpreter.get_input_details():
-        if d["dtype"] == np.int8:
-            x = rng.integers(-128, 128, d["shape"]).astype(np.int8)
-        else:
-            x = rng.uniform(0, 255, d["shape"]).astype(d["dtype"])
-        interpreter.set_tensor(d["index"], x)
-    return interpreter
+# median_ms and random_input_interpreter are fer_keras.benchmark's, which `fer-keras benchmark` times with too.
 
 
 def litert_latency(models, runs, warmup, threads=(1, 2), rounds=5):
@@ -117,7 +90,7 @@ def litert_latency(models, runs, warmup, threads=(1, 2), rounds=5):
     The machine is shared, so the variants are timed interleaved, in `rounds` rounds of
     runs / rounds invocations each: a burst of load from another job hits all of them alike.
     """
-    interpreters = {(label, n): _interpreter(model, n) for label, model in models.items() for n in threads}
+    interpreters = {(label, n): random_input_interpreter(model, n) for label, model in models.items() for n in threads}
     for it in interpreters.values():
         for _ in range(warmup):
             it.invoke()

@@ -99,7 +99,7 @@ def _echo(ctx, message):
 @click.version_option(package_name="fer-keras")
 @click.pass_context
 def cli(ctx, debug, quiet):
-    """Facial-expression recognition: prepare, train, evaluate, export, predict."""
+    """Facial-expression recognition: prepare, train, evaluate, export, predict, benchmark."""
     if debug:
         if _USER_TF_LOG_LEVEL is None and "tensorflow" not in sys.modules:
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
@@ -554,6 +554,49 @@ def serve_request_cmd(ctx, url, images, size, channels, detect):
             records.append({"file": str(path), "face": i, "box": [int(v) for v in box] if box is not None else None,
                             "label": names[i] if names else k, "score": round(float(p[k]), 4)})
     write_records(records, None)
+
+
+class _ThreadCounts(click.ParamType):
+    """--threads 1,2: comma-separated thread counts, each at least 1, duplicates dropped."""
+
+    name = "N[,N...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            counts = [int(v) for v in str(value).split(",")]
+        except ValueError:
+            self.fail(f"give thread counts as whole numbers separated by commas, e.g. 1,2. Received: {value!r}", param, ctx)
+        if any(n < 1 for n in counts):
+            self.fail(f"every thread count must be at least 1. Received: {value!r}", param, ctx)
+        return tuple(dict.fromkeys(counts))
+
+
+@cli.command("benchmark")
+@click.argument("target", type=click.Path())
+@click.option("--runs", default=50, show_default=True, type=click.IntRange(1), help="Timed calls (per thread count).")
+@click.option("--warmup", default=5, show_default=True, type=click.IntRange(0), help="Untimed calls before them.")
+@click.option("--threads", default=None, type=_ThreadCounts(),
+              help="LiteRT threads for a .tflite, e.g. 1,2,4 (default 1,2); a SavedModel or run uses TensorFlow's.")
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also write the result as JSON.")
+@click.pass_context
+def benchmark_cmd(ctx, target, runs, warmup, threads, out):
+    """Time TARGET on this machine at batch 1: a .tflite (LiteRT), a SavedModel version folder or a run folder (Keras).
+
+    Prints the median and 90th-percentile ms per call (per frame for a streaming step model), the
+    inputs, the file size or parameter count, and the machine.
+    """
+    from fer_keras import benchmark
+
+    if out:
+        benchmark.check_out(out, target)
+    result = benchmark.benchmark_target(target, runs=runs, warmup=warmup, threads=threads,
+                                        quiet=ctx.find_root().params["quiet"])
+    click.echo(benchmark.table(result))
+    if out:
+        benchmark.write_result(result, out)
+        _echo(ctx, f"Wrote {out}")
 
 
 def quantization_hint(quantize, agreement, *, streaming, clip=False):
