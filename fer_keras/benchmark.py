@@ -26,7 +26,7 @@ import time
 import numpy as np
 
 from fer_keras import atomic
-from fer_keras.errors import UserError
+from fer_keras.errors import UserError, first_line
 
 DEFAULT_THREADS = (1, 2)
 _CPUINFO_KEYS = ("model name", "Model", "Hardware", "cpu model", "Processor")  # x86, Raspberry Pi, other ARM and MIPS
@@ -170,7 +170,7 @@ def _load_tflite(path, counts):
             with native_stderr_captured(replay_on_error=False):  # LiteRT announces its XNNPACK delegate
                 interpreters[n] = random_input_interpreter(path, n)
         except (ValueError, RuntimeError) as e:
-            raise UserError(f"{path} is not a valid TFLite model ({_first_line(e)}).") from None
+            raise UserError(f"{path} is not a valid TFLite model ({first_line(e)}).") from None
     inputs = _tflite_inputs(interpreters[counts[0]])
     streaming = bool(meta.get("streaming"))
     result = {"kind": "tflite", "runtime": f"ai_edge_litert {_version('ai-edge-litert')}", "model": meta.get("model"),
@@ -201,16 +201,10 @@ def _load_savedmodel(path):
     """(what the result says of the SavedModel, {None: its serving_default on random batch-1 inputs})."""
     import tensorflow as tf
 
+    from fer_keras.exports import savedmodel
     from fer_keras.json_files import read_json_object
 
-    try:
-        signatures = tf.saved_model.load(str(path)).signatures
-    except (OSError, ValueError, tf.errors.OpError) as e:
-        raise UserError(f"{path} is not a valid SavedModel ({_first_line(e)}).") from None
-    if "serving_default" not in signatures:
-        raise UserError(f"SavedModel {str(path)!r} has no serving_default signature, which benchmark times. "
-                        f"It has: {', '.join(sorted(signatures)) or 'none'}.")
-    fn = signatures["serving_default"]
+    fn = savedmodel.serving_default(path, "benchmark times")
     specs = fn.structured_input_signature[1]
     for name, spec in specs.items():
         if None in list(spec.shape)[1:]:
@@ -269,10 +263,6 @@ def _tensorflow_threads():
     inter = tf.config.threading.get_inter_op_parallelism_threads()
     pools = f"intra-op {intra}, inter-op {inter}" if intra or inter else "its defaults: about one per core"
     return f"TensorFlow's own threads ({pools}); --threads is for a .tflite"
-
-
-def _first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
 
 
 def _version(package):

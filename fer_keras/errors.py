@@ -7,3 +7,8 @@ its traceback under `--debug`.
 
 class UserError(Exception):
     """Bad input: the message says what was wrong and what was received."""
+
+
+def first_line(error):
+    """The first line of an exception's message (at most 300 characters), for a one-line UserError."""
+    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]

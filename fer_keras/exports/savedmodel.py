@@ -29,8 +29,24 @@ import shutil
 import keras
 import tensorflow as tf
 
-from fer_keras.errors import UserError
+from fer_keras.errors import UserError, first_line
 from fer_keras.exports import describe
+
+
+def serving_default(path, caller):
+    """The ``serving_default`` signature of the SavedModel at `path`, loaded with `tf.saved_model.load`.
+
+    One line naming the folder when it cannot be loaded or has no such signature; `caller` ends
+    that line ("predict calls", "benchmark times").
+    """
+    try:
+        signatures = tf.saved_model.load(str(path)).signatures
+    except (OSError, ValueError, tf.errors.OpError) as e:
+        raise UserError(f"{path} is not a valid SavedModel ({first_line(e)}).") from None
+    if "serving_default" not in signatures:
+        raise UserError(f"SavedModel {str(path)!r} has no serving_default signature, which {caller}. "
+                        f"It has: {', '.join(sorted(signatures)) or 'none'}.")
+    return signatures["serving_default"]
 
 
 def next_version(base):

@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from fer_keras.data_prep import faces
-from fer_keras.errors import UserError
+from fer_keras.errors import UserError, first_line
 from fer_keras.json_files import read_json_object
 from fer_keras.inference.images import VIDEO_SUFFIXES, read_rgb
 
@@ -65,21 +65,14 @@ class _KerasBackend:
 
 class _SavedModelBackend:
     def __init__(self, path):
-        import tensorflow as tf
+        from fer_keras.exports import savedmodel
 
         info_path = path / "assets.extra" / "fer_keras.json"
         if not info_path.exists():
             raise UserError(f"SavedModel {str(path)!r} was not exported by fer-keras (no assets.extra/fer_keras.json).")
         info = read_json_object(info_path)
         _check_classifier_metadata(f"SavedModel {str(path)!r}", info, info_path, ("input", "labels", "input_shape"))
-        try:
-            signatures = tf.saved_model.load(str(path)).signatures
-        except (OSError, ValueError, tf.errors.OpError) as e:
-            raise UserError(f"{path} is not a valid SavedModel ({_first_line(e)}).") from None
-        if "serving_default" not in signatures:
-            raise UserError(f"SavedModel {str(path)!r} has no serving_default signature, which predict calls. "
-                            f"It has: {', '.join(sorted(signatures)) or 'none'}.")
-        self.fn = signatures["serving_default"]
+        self.fn = savedmodel.serving_default(path, "predict calls")
         self.input_name = info["input"]
         self.labels = info["labels"]
         self.input_shape = tuple(info["input_shape"][1:])
@@ -174,16 +167,12 @@ class _TFLiteBackend:
         return np.stack([self.lite(x) for x in batch])
 
 
-def _first_line(error):
-    return (str(error).strip().splitlines() or [type(error).__name__])[0][:300]
-
-
 def _open_tflite(cls, path):
     """`cls(path)` (LiteRTModel, StreamingLiteRT); one line naming the file when LiteRT cannot read it."""
     try:
         return cls(path)
     except (ValueError, RuntimeError) as e:
-        raise UserError(f"{path} is not a valid TFLite model ({_first_line(e)}).") from None
+        raise UserError(f"{path} is not a valid TFLite model ({first_line(e)}).") from None
 
 
 def _family(model_name):
