@@ -19,6 +19,12 @@ dlib's 68 points mapped into the aligned crop by the same similarity transform t
 With ``detect="none"`` there are no landmarks, and such a model is refused with a `UserError`
 rather than run on a black heatmap: the whole image could be given to dlib's shape predictor as
 the face box, but its 68 points are only trustworthy inside a box from dlib's own detector.
+
+Two-stream models (``--streams rgb,flow``: inputs ``rgb`` and ``flow``) run on videos and webcams
+only. Each frame's flow is the Farneback flow from the previous frame's aligned crop, as training
+computed it (`fer_keras.inference.flow_stream.FlowStream`), clipped to the bound of the run's data
+(manifest ``flow_bound``) or of the export's metadata, else `DEFAULT_FLOW_BOUND`; zeros for the
+first frame of a clip window, of a stream after each reset and after a frame without a face.
 """
 
 import pathlib
@@ -26,18 +32,35 @@ import pathlib
 import cv2
 import numpy as np
 
+from fer_keras.data.records import DEFAULT_FLOW_BOUND
 from fer_keras.data_prep import faces
 from fer_keras.errors import UserError, first_line
 from fer_keras.json_files import read_json_object
+from fer_keras.inference.flow_stream import FlowStream
 from fer_keras.inference.images import VIDEO_SUFFIXES, read_rgb
 
 # dlib HOG+SVM scores below this are dropped: weak boxes on textured backgrounds (the astronaut's
 # suit scores 0.12 at upsample 1, her face 1.16) would otherwise be reported as faces.
 DETECTION_MIN_SCORE = 0.3
+# The inputs of a two-stream clip model: the aligned crops, and their optical flow that predict computes.
+TWO_STREAMS = ("rgb", "flow")
 
 
 class _UnreadableVideo(UserError):
     """A file that is not a readable video: the end of `predict_video`, one record of `predict_video_file`."""
+
+
+def _flow_bound(meta):
+    """The flow bound a run's manifest or an export's metadata records, else the default training uses."""
+    bound = meta.get("flow_bound")
+    return float(bound) if bound else DEFAULT_FLOW_BOUND
+
+
+def _as_float(x):
+    """float32 array(s): one array, or a dict of them (two-stream inputs)."""
+    if isinstance(x, dict):
+        return {k: np.asarray(v, np.float32) for k, v in x.items()}
+    return np.asarray(x, np.float32)
 
 
 class _KerasBackend:
@@ -53,10 +76,11 @@ class _KerasBackend:
         self.input_shape = tuple(int(d) for d in image_input.shape[1:])
         if len(model.inputs) > 1 and not self.takes_landmarks:
             self.input_shape = {n: tuple(int(d) for d in t.shape[1:]) for n, t in zip(names, model.inputs)}
+        self.flow_bound = _flow_bound(manifest)
         self.source = f"keras run {run_dir}"
 
     def __call__(self, batch, landmarks=None):
-        x = np.asarray(batch, np.float32)
+        x = _as_float(batch)
         if self.takes_landmarks:
             x = {"images": x, "landmarks": np.asarray(landmarks, np.float32)}
         out = self.model(x, training=False)
@@ -76,12 +100,18 @@ class _SavedModelBackend:
         self.input_name = info["input"]
         self.labels = info["labels"]
         self.input_shape = tuple(info["input_shape"][1:])
-        self.takes_landmarks = "landmarks" in self.fn.structured_input_signature[1]
+        signature = self.fn.structured_input_signature[1]
+        self.takes_landmarks = "landmarks" in signature
+        if "flow" in signature:  # two streams: "input" names the frames, rgb
+            self.input_shape = {self.input_name: self.input_shape, "flow": tuple(int(d) for d in signature["flow"].shape[1:])}
+        self.flow_bound = _flow_bound(info)
         self.source = f"SavedModel {path}"
 
     def __call__(self, batch, landmarks=None):
         import tensorflow as tf
 
+        if isinstance(batch, dict):
+            return self.fn(**{k: tf.constant(v) for k, v in _as_float(batch).items()})["probabilities"].numpy()
         feed = {self.input_name: tf.constant(np.asarray(batch, np.float32))}
         if self.takes_landmarks:
             feed["landmarks"] = tf.constant(np.asarray(landmarks, np.float32))
@@ -93,9 +123,17 @@ class _StreamingBackend:
 
     streaming = True
 
-    def _check_one_stream(self, frame_names):
-        if len(frame_names) != 1:
-            raise UserError(f"{self.source} takes {', '.join(frame_names)} per frame; predict supports one RGB/grey stream.")
+    def _check_streams(self, frame_names):
+        if len(frame_names) != 1 and sorted(frame_names) != sorted(TWO_STREAMS):
+            raise UserError(f"{self.source} takes {', '.join(frame_names)} per frame; predict supports one RGB/grey "
+                            f"stream, or rgb and flow.")
+
+    @staticmethod
+    def _frame(x):
+        """A frame's input(s) with the batch axis: one array, or {"rgb": ..., "flow": ...}."""
+        if isinstance(x, dict):
+            return {k: v[None] for k, v in _as_float(x).items()}
+        return np.asarray(x, np.float32)[None]
 
 
 class _KerasStreamingBackend(_StreamingBackend):
@@ -108,10 +146,13 @@ class _KerasStreamingBackend(_StreamingBackend):
         config, manifest, model = fit.load_run(run_dir)
         self.source = f"keras run {run_dir} (streaming)"
         self.step_model = StreamingStep(model)
-        self._check_one_stream(self.step_model.frame_names)
+        self._check_streams(self.step_model.frame_names)
         self.labels = manifest["labels"]
         self.frame_name = self.step_model.frame_names[0]
         self.input_shape = self.step_model.frame_shapes[self.frame_name]
+        if len(self.step_model.frame_names) > 1:
+            self.input_shape = dict(self.step_model.frame_shapes)
+        self.flow_bound = _flow_bound(manifest)
         self.reset_every = self.step_model.clip_length
         self._fn = tf.function(self.step_model, input_signature=[self.step_model.input_signature()])
         self.reset()
@@ -120,7 +161,8 @@ class _KerasStreamingBackend(_StreamingBackend):
         self.states = self.step_model.initial_states()
 
     def step(self, crop):
-        out = self._fn({self.frame_name: np.asarray(crop, np.float32)[None], **self.states})
+        frame = self._frame(crop)
+        out = self._fn({**(frame if isinstance(frame, dict) else {self.frame_name: frame}), **self.states})
         self.states = {n: v for n, v in self.step_model.next_states(out).items()}
         return np.asarray(out["probabilities"])[0]
 
@@ -134,9 +176,12 @@ class _TFLiteStreamingBackend(_StreamingBackend):
         if not isinstance(meta["input"], dict) or "shape" not in meta["input"]:
             raise UserError(f"{path.with_suffix('.json')} gives no input shape ('input': {{'shape': ...}}), which predict needs.")
         self.lite = _open_tflite(StreamingLiteRT, path)
-        self._check_one_stream(self.lite.frame_names)
+        self._check_streams(self.lite.frame_names)
         self.labels = meta["labels"]
         self.input_shape = tuple(meta["input"]["shape"][1:])
+        if len(self.lite.frame_names) > 1:
+            self.input_shape = {n: tuple(int(d) for d in self.lite.inputs[n]["shape"][1:]) for n in self.lite.frame_names}
+        self.flow_bound = _flow_bound(meta)
         self.reset_every = meta.get("reset_every") or 0
 
     def reset(self):
@@ -158,10 +203,15 @@ class _TFLiteBackend:
         self.image_name = image_name
         self.input_shape = tuple(int(d) for d in self.lite.inputs[image_name]["shape"][1:])
         if len(self.lite.inputs) > 1 and not self.takes_landmarks:
-            self.input_shape = self.lite.input_shape  # several streams: refused by Predictor
+            # several streams: {name: (N, ...)}; two-stream clip models are taken, others refused by Predictor
+            self.input_shape = {n: s[1:] for n, s in self.lite.input_shape.items()}
+        self.flow_bound = _flow_bound(meta)
         self.source = f"TFLite {path}"
 
     def __call__(self, batch, landmarks=None):
+        if isinstance(batch, dict):
+            batch = _as_float(batch)
+            return np.stack([self.lite({k: v[i] for k, v in batch.items()}) for i in range(len(next(iter(batch.values()))))])
         if self.takes_landmarks:
             return np.stack([self.lite({"images": x, "landmarks": p}) for x, p in zip(batch, landmarks)])
         return np.stack([self.lite(x) for x in batch])
@@ -288,8 +338,13 @@ class Predictor:
         self.backend = load_backend(model_path, streaming=streaming)
         self.streaming = getattr(self.backend, "streaming", False)
         shape = self.backend.input_shape
+        # Two-stream models: the flow is computed from the crops (FlowStream), clipped to this bound.
+        self.flow_bound = None
+        if isinstance(shape, dict) and sorted(shape) == sorted(TWO_STREAMS):
+            self.flow_bound = self.backend.flow_bound
+            shape = shape["rgb"]
         if isinstance(shape, dict) or len(shape) not in (3, 4):
-            raise UserError(f"{self.backend.source} takes inputs {shape}; predict supports one RGB/grey stream.")
+            raise UserError(f"{self.backend.source} takes inputs {shape}; predict supports one RGB/grey stream, or rgb and flow.")
         self.clip_length = shape[0] if len(shape) == 4 else None
         self.size, _, self.channels = shape[-3:]
         self.detect = detect
@@ -359,6 +414,7 @@ class Predictor:
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         writer, records, window, smoothed, index = None, [], [], None, 0
         since_reset = 0
+        flows = FlowStream(self.flow_bound) if self.flow_bound is not None else None
         if self.streaming:
             self.backend.reset()
         try:
@@ -375,14 +431,16 @@ class Predictor:
                         if self.backend.reset_every and since_reset == self.backend.reset_every:
                             self.backend.reset()
                             since_reset = 0
-                        p = self.backend.step(crop)
+                        if flows is not None and since_reset == 0:
+                            flows.reset()  # the first frame of a stream window: zero flow, as the model was trained
+                        p = self.backend.step(crop if flows is None else {"rgb": crop, "flow": flows(crop)})
                         smoothed = p if smoothed is None else smoothing * smoothed + (1 - smoothing) * p
                         record = self._record(name, 0, box, points, smoothed, frame=index, window_frame=since_reset)
                         since_reset += 1
                     else:
-                        window = (window + [crop])[-(self.clip_length or 1):]
+                        window = (window + [(crop, flows(crop) if flows is not None else None)])[-(self.clip_length or 1):]
                         if self.clip_length is None or len(window) == self.clip_length:
-                            batch = np.stack(window)[None] if self.clip_length else crop[None]
+                            batch = self._clip_batch(window) if self.clip_length else crop[None]
                             if self.takes_landmarks:  # a still model: one crop and its points
                                 p = self.backend(batch, landmarks=crop_points[None])[0]
                             else:
@@ -391,6 +449,8 @@ class Predictor:
                             record = self._record(name, 0, box, points, smoothed, frame=index)
                         else:
                             record = {"file": name, "frame": index, "face": 0, "error": "filling the clip window"}
+                elif flows is not None:
+                    flows.reset()  # no face: the next face's flow starts from zeros
                 records.append(record)
                 if annotate is not None or show:
                     drawn = _annotated(frame, record)
@@ -416,8 +476,20 @@ class Predictor:
                 cv2.destroyAllWindows()
         return records
 
+    def _clip_batch(self, window):
+        """(1, T, ...) clip of the window's crops; with flow {"rgb", "flow"}, the window's first flow zeros."""
+        rgb = np.stack([crop for crop, _ in window])[None]  # (1, T, S, S, C)
+        if self.flow_bound is None:
+            return rgb
+        first = np.zeros_like(window[0][1])  # the first frame of a clip has no previous frame in it
+        flow = np.stack([first] + [f for _, f in window[1:]])[None]  # (1, T, S, S, 2)
+        return {"rgb": rgb, "flow": flow}
+
     def predict_image(self, image, name=""):
         """Records for each face of RGB uint8 `image`."""
+        if self.flow_bound is not None:
+            raise UserError(f"{self.backend.source} is a two-stream model (rgb and optical flow): it needs a video, "
+                            f"as one image has no motion.")
         if self.clip_length or self.streaming:
             what = "is a streaming (per-frame) video model" if self.streaming else f"takes clips of {self.clip_length} frames"
             raise UserError(f"{self.backend.source} {what}; give it a video.")
