@@ -21,8 +21,9 @@ def flow_input():
     """The flow input's entry: units, direction, the exact Farneback call, and the range training saw."""
     return {
         "units": "optical flow in pixels per frame, x then y (the model scales it inside)",
-        "direction": "flow[t] maps frame t-1 to frame t; the first frame of a clip (and of a stream after a reset) "
-                     "gets zeros",
+        "direction": "flow[t] maps frame t-1 to frame t; only a video's first frame (no frame before it) gets zeros: a "
+                     "clip, or a stream after a reset, that starts later keeps the flow from the frame before it, as in "
+                     "training",
         "method": "cv2.calcOpticalFlowFarneback(previous_grey, current_grey, None, 0.5, 3, 15, 3, 5, 1.2, 0) on the "
                   "aligned crops made grey with cv2.COLOR_RGB2GRAY (fer_keras.data_prep.flow.sequence_flow)",
         "range": f"training saw flow clipped to +-{DEFAULT_FLOW_BOUND:g} px and stored at 255 steps over that range",

@@ -12,8 +12,10 @@ class FlowStream:
     The flow is the one `fer_keras.data_prep.flow.sequence_flow` computes for training (Farneback
     on the crops made grey, pixels per frame, x then y), clipped to +-`bound`, the range the
     stored training flow covers (`fer_keras.exports.describe.flow_input`). A crop with no crop
-    before it, the first after `reset()`, gets zeros: the first frame of a clip, of a stream
-    after a reset, and the frame after one without a face.
+    before it, the first ever or the first after `reset()`, gets zeros: predict resets after a
+    frame without a face. A clip window or a recurrent stream that starts later keeps the flow
+    from the crop before it, as training's clips do (`pipeline.clip_dataset` slices a sequence's
+    flow, whose first frame alone is zeros).
 
     Args:
         bound: flow is clipped to +-bound pixels per frame.
@@ -39,7 +41,7 @@ class FlowStream:
         self.reset()
 
     def reset(self):
-        """The next crop starts a clip: its flow is zeros."""
+        """The next crop has no crop before it: its flow is zeros."""
         self.previous = None
 
     def __call__(self, crop):

@@ -23,8 +23,10 @@ the face box, but its 68 points are only trustworthy inside a box from dlib's ow
 Two-stream models (``--streams rgb,flow``: inputs ``rgb`` and ``flow``) run on videos and webcams
 only. Each frame's flow is the Farneback flow from the previous frame's aligned crop, as training
 computed it (`fer_keras.inference.flow_stream.FlowStream`), clipped to the bound of the run's data
-(manifest ``flow_bound``) or of the export's metadata, else `DEFAULT_FLOW_BOUND`; zeros for the
-first frame of a clip window, of a stream after each reset and after a frame without a face.
+(manifest ``flow_bound``) or of the export's metadata, else `DEFAULT_FLOW_BOUND`. As in training,
+where a clip starting at frame s > 0 slices the sequence's flow, a clip window or a stream after a
+reset keeps the flow from the frame before it; zeros only for a video's first frame and the first
+after a frame without a face.
 """
 
 import pathlib
@@ -431,8 +433,6 @@ class Predictor:
                         if self.backend.reset_every and since_reset == self.backend.reset_every:
                             self.backend.reset()
                             since_reset = 0
-                        if flows is not None and since_reset == 0:
-                            flows.reset()  # the first frame of a stream window: zero flow, as the model was trained
                         p = self.backend.step(crop if flows is None else {"rgb": crop, "flow": flows(crop)})
                         smoothed = p if smoothed is None else smoothing * smoothed + (1 - smoothing) * p
                         record = self._record(name, 0, box, points, smoothed, frame=index, window_frame=since_reset)
@@ -477,13 +477,15 @@ class Predictor:
         return records
 
     def _clip_batch(self, window):
-        """(1, T, ...) clip of the window's crops; with flow {"rgb", "flow"}, the window's first flow zeros."""
+        """(1, T, ...) clip of the window's crops; with flow {"rgb", "flow"}.
+
+        The window's first flow is the one from the frame before the window, as in training, where a
+        clip starting at frame s > 0 slices the sequence's flow (`pipeline.clip_dataset`).
+        """
         rgb = np.stack([crop for crop, _ in window])[None]  # (1, T, S, S, C)
         if self.flow_bound is None:
             return rgb
-        first = np.zeros_like(window[0][1])  # the first frame of a clip has no previous frame in it
-        flow = np.stack([first] + [f for _, f in window[1:]])[None]  # (1, T, S, S, 2)
-        return {"rgb": rgb, "flow": flow}
+        return {"rgb": rgb, "flow": np.stack([f for _, f in window])[None]}  # (1, T, S, S, 2)
 
     def predict_image(self, image, name=""):
         """Records for each face of RGB uint8 `image`."""

@@ -106,7 +106,7 @@ def test_the_streaming_tflite_matches_the_keras_step_model(run, stream_tflite, v
     flows = FlowStream()
     for t, crop in enumerate(c for c in crops if c is not None):
         if t % CLIP_LENGTH == 0:
-            keras_step.reset(), lite_step.reset(), flows.reset()
+            keras_step.reset(), lite_step.reset()
         frame = {"rgb": crop, "flow": flows(crop)}
         np.testing.assert_allclose(keras_step.step(frame), lite_step.step(frame), atol=1e-4)
 
@@ -134,6 +134,13 @@ def _training_flow(crops):
     return np.clip(sequence_flow(np.stack(crops).astype(np.uint8)), -DEFAULT_FLOW_BOUND, DEFAULT_FLOW_BOUND)
 
 
+def _video_flow(crops, t):
+    """The flow training gives frame t of the video: from frame t-1's crop; zeros without one (frame 0, after BLANK)."""
+    if t == 0 or crops[t - 1] is None:
+        return np.zeros(crops[t].shape[:2] + (2,), np.float32)
+    return _training_flow([crops[t - 1], crops[t]])[1]
+
+
 def test_flow_stream_is_the_training_flow_of_consecutive_crops(crops):
     flows = FlowStream(DEFAULT_FLOW_BOUND)
     assert not flows(crops[0]).any()  # the first frame: zeros
@@ -158,12 +165,13 @@ def test_the_clip_model_is_fed_each_window_with_its_training_flow(run, savedmode
     assert len(predictor.backend.fed) == len(windows)
     for window, fed in zip(windows, predictor.backend.fed):
         np.testing.assert_array_equal(fed["rgb"][0], np.stack([crops[t] for t in window]))
-        expected = _training_flow([crops[t] for t in window])  # zeros for the window's first frame
-        expected[[i for i, t in enumerate(window) if t == BLANK + 1]] = 0  # its previous frame had no face
+        # A window starting after frame 0 keeps its first frame's flow from the frame before, as a training clip does.
+        expected = np.stack([_video_flow(crops, t) for t in window])
         np.testing.assert_allclose(fed["flow"][0], expected, atol=1e-6)
+    assert np.abs(predictor.backend.fed[1]["flow"][0][0]).max() > 0  # the second window starts at frame 1
 
 
-def test_the_step_model_is_fed_zero_flow_after_each_reset_and_a_frame_without_a_face(stream_tflite, video, crops):
+def test_the_step_model_keeps_the_flow_across_resets_and_zeroes_it_after_a_frame_without_a_face(stream_tflite, video, crops):
     predictor = Predictor(stream_tflite)
     predictor.backend = _Recording(predictor.backend)
     records = predictor.predict_video(video, smoothing=0)
@@ -171,10 +179,11 @@ def test_the_step_model_is_fed_zero_flow_after_each_reset_and_a_frame_without_a_
     assert len(predictor.backend.fed) == len(faces)
     for t, fed in zip(faces, predictor.backend.fed):
         np.testing.assert_array_equal(fed["rgb"], crops[t])
-        if records[t]["window_frame"] == 0 or t == BLANK + 1:
+        np.testing.assert_allclose(fed["flow"], _video_flow(crops, t), atol=1e-6)
+        if t in (0, BLANK + 1):
             assert not fed["flow"].any(), t
-        else:
-            np.testing.assert_allclose(fed["flow"], _training_flow([crops[t - 1], crops[t]])[1], atol=1e-6)
+    after_reset = [t for t in faces if records[t]["window_frame"] == 0 and t not in (0, BLANK + 1)]
+    assert after_reset and all(np.abs(predictor.backend.fed[faces.index(t)]["flow"]).max() > 0 for t in after_reset)
 
 
 @pytest.mark.parametrize("streaming", [False, True])
