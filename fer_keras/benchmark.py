@@ -227,8 +227,8 @@ def _load_run(path):
     from fer_keras.training import fit
 
     config, _, model = fit.load_run(path)
-    inputs = [{"name": t.name.split(":")[0], "shape": [1] + [int(d) for d in t.shape[1:]], "dtype": "float32"}
-              for t in model.inputs]
+    inputs = sorted(({"name": t.name.split(":")[0], "shape": [1] + [int(d) for d in t.shape[1:]], "dtype": "float32"}
+                     for t in model.inputs), key=lambda i: _input_order(i["name"]))  # the frames first, as for the others
     feed = {name: tf.constant(x) for name, x in _random_inputs(inputs).items()}
     x = next(iter(feed.values())) if len(feed) == 1 else feed
     result = {"kind": "run", "runtime": f"keras {_version('keras')} on tensorflow {tf.__version__} (eager call)",
