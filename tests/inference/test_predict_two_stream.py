@@ -10,9 +10,10 @@ from fer_keras.data.records import DEFAULT_FLOW_BOUND
 from fer_keras.data import synth
 from fer_keras.data_prep.flow import sequence_flow
 from fer_keras.inference.flow_stream import FlowStream
-from fer_keras.inference.predictor import Predictor, crop_faces
+from fer_keras.inference.predictor import Predictor
 from tests.conftest import CLIP_LENGTH, CLIP_STRIDE, MODEL_SIZE, expect_ok, expect_user_error, invoke
 from tests.exports.streaming_runs import streaming_export
+from tests.inference.videos import video_crops
 
 FRAMES = 10
 BLANK = 6  # a frame without a face: the flow of the next face starts from zeros
@@ -58,14 +59,7 @@ def savedmodel(run, exports_dir):
 @pytest.fixture(scope="module")
 def crops(video):
     """The aligned 32 px grey crop of every frame, as predict makes it (None for the blank frame)."""
-    capture = cv2.VideoCapture(str(video))
-    found = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        faces = crop_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), MODEL_SIZE, 1, "dlib")
-        found.append(faces[0][2] if faces else None)
+    found = video_crops(video, MODEL_SIZE, "dlib")
     assert len(found) == FRAMES and [t for t, c in enumerate(found) if c is None] == [BLANK]
     return found
 

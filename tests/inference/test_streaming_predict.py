@@ -2,15 +2,13 @@
 
 import json
 
-import cv2
 import numpy as np
 import pytest
 
-from fer_keras.inference.predictor import crop_faces
 from fer_keras.training import fit
 from tests.conftest import CLIP_LENGTH, MODEL_SIZE, expect_ok, expect_user_error, invoke
 from tests.exports.streaming_runs import streaming_export
-from tests.inference.videos import write_synth_video
+from tests.inference.videos import video_crops, write_synth_video
 
 FRAMES = 9
 
@@ -42,13 +40,7 @@ def test_streaming_tflite_labels_every_frame_and_matches_the_clip_model(clip_run
     assert [r["frame"] for r in records] == list(range(FRAMES))
     assert all("label" in r for r in records)  # no "filling the clip window": a label from the first frame
     assert [r["window_frame"] for r in records] == [t % CLIP_LENGTH for t in range(FRAMES)]
-    capture = cv2.VideoCapture(str(synth_video))
-    crops = []
-    while True:
-        ok, frame = capture.read()
-        if not ok:
-            break
-        crops.append(crop_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), MODEL_SIZE, 1, "none")[0][2])
+    crops = video_crops(synth_video, MODEL_SIZE, "none")
     _, _, model = fit.load_run(clip_run)
     windows = np.stack([crops[0:CLIP_LENGTH], crops[CLIP_LENGTH : 2 * CLIP_LENGTH]])  # (2, T, H, W, 1)
     expected = np.asarray(model(windows, training=False))

@@ -3,6 +3,7 @@
 import cv2
 
 from fer_keras.data import synth
+from fer_keras.inference.predictor import crop_faces
 
 
 def write_synth_video(path, *, subject, emotion, size, frames):
@@ -13,3 +14,17 @@ def write_synth_video(path, *, subject, emotion, size, frames):
         writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
     writer.release()
     return path
+
+
+def video_crops(path, size, detect):
+    """The first face's aligned crop of every frame of `path`, as predict makes it (`size` px, grey); None without a face."""
+    capture = cv2.VideoCapture(str(path))
+    crops = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        faces = crop_faces(cv2.cvtColor(frame, cv2.COLOR_BGR2RGB), size, 1, detect)
+        crops.append(faces[0][2] if faces else None)
+    capture.release()
+    return crops
