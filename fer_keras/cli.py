@@ -339,20 +339,24 @@ def evaluate_cmd(ctx, run, protocol, folds, epochs):
 
 @cli.command("explain")
 @click.argument("run", type=click.Path())
-@click.argument("image", required=False, default=None, type=click.Path(exists=True, dir_okay=False))
+@click.argument("image", metavar="[INPUT]", required=False, default=None, type=click.Path(exists=True))
 @click.option("--out", default=None, type=click.Path(file_okay=False), help="Folder for the PNGs (default RUN/explain).")
-@click.option("--count", default=8, show_default=True, type=click.IntRange(1, 256), help="Test samples to explain (without IMAGE).")
+@click.option("--count", default=8, show_default=True, type=click.IntRange(1, 256),
+              help="Test samples to explain without INPUT; with a video or frame folder, its last clips to explain.")
 @click.pass_context
 def explain_cmd(ctx, run, image, out, count):
-    """Overlay what a run's model attends to, on IMAGE's faces or on test samples.
+    """Overlay what a run's model attends to, on test samples or on INPUT's faces.
+
+    INPUT: an image for a still model; a video or a folder of one sequence's frames for a RAM model
+    (its last --count clips, each frame's face aligned as predict does).
 
     RAM attention maps; Grad-CAM++ (landmark_arm: on the RGB branch's ResNet stage 4 and on the
     landmark CNN's 5th conv); sae/sdae: thresholded first-layer weights (input saliency).
     """
     from fer_keras.evaluation.explain import explain_run
 
-    paths = explain_run(run, out_dir=out, count=count, image=image)
-    _echo(ctx, f"Wrote {len(paths)} overlays to {paths[0].parent}")
+    paths = explain_run(run, out_dir=out, count=count, image=image, quiet=ctx.find_root().params["quiet"])
+    _echo(ctx, f"Wrote {len(paths)} overlay{'' if len(paths) == 1 else 's'} to {paths[0].parent}")
 
 
 # --- generate -----------------------------------------------------------------------------

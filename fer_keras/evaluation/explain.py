@@ -14,9 +14,12 @@
 
 `explain_run(run)` explains test samples of the run; `explain_run(run, image=PATH)` the faces of
 one image file (dlib detection and alignment as `fer-keras predict`; the whole image when dlib
-finds no face, with dlib's 68 landmarks fitted to the whole image for `landmark_arm`).
+finds no face, with dlib's 68 landmarks fitted to the whole image for `landmark_arm`), or, for a
+RAM model, the clips of one video file or of a folder holding one sequence's frames
+(`sequence_clips`).
 """
 
+import collections
 import pathlib
 import re
 import sys
@@ -240,11 +243,94 @@ def image_inputs(path, input_shape, with_landmarks=False):
     return images, landmarks, ids
 
 
-def explain_run(run_dir, *, out_dir=None, count=8, image=None):
+def sequence_clips(path, input_shape, count, *, quiet=False):
+    """The clips of a video file, or of a folder holding one sequence's frames, for a clip model.
+
+    Each frame's first face is found and aligned as `fer-keras predict` does (dlib); frames without
+    a face are left out, and when no frame has one the whole frames are the faces. The face frames
+    are cut into clips of T frames counted back from the last one (the apex of a CK+ or MUG
+    sequence), at most `count` clips, so that only their crops are kept in memory.
+
+    Args:
+        path: a video file (`inference.images.VIDEO_SUFFIXES`) or a folder of image files, taken in
+            the order of their names (numbers compared as numbers).
+        input_shape: the clip model's (T, S, S, C).
+        count: the most clips to return.
+        quiet: no progress bar.
+
+    Returns:
+        (clips, ids): float32 (N, T, S, S, C) raw pixels in chronological order, N <= `count`, and
+        one name per clip, `<stem>_f<first frame index>`.
+    """
+    from fer_keras.inference.predictor import crop_faces
+    from fer_keras.progress import progress
+
+    steps, size, channels = int(input_shape[0]), int(input_shape[1]), int(input_shape[-1])
+    frames, total = _sequence_frames(pathlib.Path(path))
+    faces_kept = collections.deque(maxlen=count * steps)  # (frame index, crop)
+    wholes = collections.deque(maxlen=count * steps)  # whole frames, used when no frame has a face
+    read = 0
+    with progress(total=total, desc=pathlib.Path(path).name, unit="frame", quiet=quiet) as bar:
+        for index, rgb in frames:
+            read += 1
+            found = crop_faces(rgb, size, channels, detect="dlib")
+            if found:
+                faces_kept.append((index, found[0][2]))
+            elif not faces_kept:
+                wholes.append((index, crop_faces(rgb, size, channels, detect="none")[0][2]))
+            bar.update(1)
+    if read == 0:
+        raise UserError(f"Cannot read video {str(path)!r}: it holds no readable frame.")
+    if not faces_kept:
+        print(f"dlib found no face in {path}; explaining the whole frames as face crops.", file=sys.stderr)
+        faces_kept = wholes
+    items = list(faces_kept)
+    clips = len(items) // steps
+    if clips == 0:
+        raise UserError(f"{str(path)!r} has {len(items)} frames with a face; the model takes clips of {steps}.")
+    items = items[len(items) - clips * steps:]
+    stacked = np.stack([crop for _, crop in items]).astype(np.float32).reshape((clips, steps) + items[0][1].shape)
+    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", pathlib.Path(path).stem).strip("_") or "sequence"
+    return stacked, [f"{stem}_f{items[i * steps][0]}" for i in range(clips)]
+
+
+def _sequence_frames(path):
+    """(iterator of (frame index, RGB uint8 frame), number of frames or None) of a video file or a frame folder."""
+    from fer_keras.inference.images import IMAGE_SUFFIXES, read_rgb
+    from fer_keras.inference.predictor import video_frame_count
+
+    if path.is_dir():
+        files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                       key=lambda p: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", p.name)])
+        if not files:
+            raise UserError(f"Folder {str(path)!r} holds no frames ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+        return ((i, read_rgb(p)) for i, p in enumerate(files)), len(files)
+    capture = cv2.VideoCapture(str(path))
+    if not capture.isOpened():
+        raise UserError(f"Cannot read video {str(path)!r}: not a video or an unsupported codec.")
+
+    def frames():
+        try:
+            index = 0
+            while True:
+                ok, frame = capture.read()
+                if not ok:
+                    return
+                yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                index += 1
+        finally:
+            capture.release()
+
+    return frames(), video_frame_count(path)
+
+
+def explain_run(run_dir, *, out_dir=None, count=8, image=None, quiet=False):
     """Overlays for `count` test samples of a run, or for the faces of `image`; returns the written paths.
 
-    RAM models: attention strips. `landmark_arm`: Grad-CAM++ on both branches. `sae`/`sdae`: the
-    first-layer input saliency. Other still models: Grad-CAM++ on the last feature map.
+    RAM models: attention strips, of test clips or of the clips of `image`, a video file or a
+    folder of one sequence's frames (`sequence_clips`). `landmark_arm`: Grad-CAM++ on both
+    branches. `sae`/`sdae`: the first-layer input saliency. Other still models: Grad-CAM++ on the
+    last feature map.
     """
     from fer_keras.data.splits import Split
     from fer_keras.models.landmark_arm import LandmarkARMClassifier
@@ -262,11 +348,23 @@ def explain_run(run_dir, *, out_dir=None, count=8, image=None):
     names = manifest["labels"]
     is_landmark = isinstance(model, LandmarkARMClassifier)
     if image is not None:
+        from fer_keras.inference.images import VIDEO_SUFFIXES
+
         shape = tuple(int(d) for d in model.inputs[0].shape[1:])
-        if len(shape) != 3:
-            raise UserError(f"explain RUN IMAGE takes still-image models; {config['model']!r} takes clips {shape}.")
-        images, landmarks, ids = image_inputs(image, shape, with_landmarks=is_landmark)
-        x = {"images": images, "landmarks": landmarks} if is_landmark else images
+        sequence = pathlib.Path(image).is_dir() or pathlib.Path(image).suffix.lower() in VIDEO_SUFFIXES
+        if len(shape) == 4 and get_spec(config["model"]).family != "ram":
+            raise UserError(f"{config['model']!r} has no attention branch; explain shows what a video model attends to "
+                            "for the RAM models (convlstm_ram, econvlstm_ram) only.")
+        if len(shape) == 4 and not sequence:
+            raise UserError(f"{config['model']!r} takes clips of {shape[0]} frames; give explain a video or a folder "
+                            f"of one sequence's frames, not the image {str(image)!r}.")
+        if len(shape) == 3 and sequence:
+            raise UserError(f"{config['model']!r} takes still images; give explain an image file, not {str(image)!r}.")
+        if sequence:
+            x, ids = sequence_clips(image, shape, count, quiet=quiet)
+        else:
+            images, landmarks, ids = image_inputs(image, shape, with_landmarks=is_landmark)
+            x = {"images": images, "landmarks": landmarks} if is_landmark else images
         y = None
     else:
         split = Split.from_dict(config["split_subjects"])
@@ -289,7 +387,8 @@ def explain_run(run_dir, *, out_dir=None, count=8, image=None):
         captions = [f"true {names[t]} / predicted {names[p]}" for t, p in zip(y, predicted)]
     if images.ndim == 5:
         maps = attention_maps(model, x)
-        ids = [f"{v.decode()}_t{int(s)}" for v, s in zip(meta["video"].numpy(), meta["start"].numpy())]
+        if y is not None:
+            ids = [f"{v.decode()}_t{int(s)}" for v, s in zip(meta["video"].numpy(), meta["start"].numpy())]
         return write_clip_strips(images, maps, ids, out_dir, captions)
     if is_landmark:
         maps = landmark_gradcam(model, x)
