@@ -317,11 +317,25 @@ def train_cmd(ctx, model, data, model_size, epochs, pretrain_epochs, batch_size,
               help="holdout: the run's own test subjects. kfold: train and test the run's configuration on every subject fold.")
 @click.option("--folds", default=None, type=click.IntRange(2, 100), help="K for --protocol kfold (default 10, the CK+ convention).")
 @click.option("--epochs", default=None, type=click.IntRange(1), help="Epochs per fold for --protocol kfold (default: the run's).")
+@click.option("--data", "cross_data", default=None, type=click.Path(),
+              help="Cross-dataset: score the run on every sample of this other prepared dataset (labels matched by "
+                   "emotion name) into RUN/cross/<its folder name>/.")
 @click.pass_context
-def evaluate_cmd(ctx, run, protocol, folds, epochs):
-    """Evaluate a run on held-out subjects: metrics.json and confusion_matrix.png."""
-    from fer_keras.evaluation.evaluate import evaluate_run, summary_line
+def evaluate_cmd(ctx, run, protocol, folds, epochs, cross_data):
+    """Evaluate a run on held-out subjects (or, with --data, on another dataset): metrics.json and confusion_matrix.png."""
+    from fer_keras.evaluation.evaluate import evaluate_cross, evaluate_run, summary_line
 
+    if cross_data is not None:
+        if protocol != "holdout" or folds or epochs:
+            raise UserError("--data scores the trained run on another dataset; --protocol kfold, --folds and --epochs do not apply.")
+        metrics = evaluate_cross(run, cross_data, quiet=ctx.find_root().params["quiet"])
+        _echo(ctx, summary_line(metrics))
+        if metrics["left_out"]:
+            left = ", ".join(f"{n} {name}" for name, n in sorted(metrics["left_out"].items()))
+            _echo(ctx, f"Left out, as the run does not predict their emotion: {left}.")
+        confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics["largest_confusions"])
+        _echo(ctx, f"Largest confusions: {confusions or 'none'}. Wrote {pathlib.Path(metrics['_dir']) / 'metrics.json'}")
+        return
     if protocol == "kfold":
         from fer_keras.evaluation.kfold import kfold_line, kfold_protocol
 

@@ -2,16 +2,27 @@
 
 Writes ``metrics.json`` and ``confusion_matrix.png`` into the run folder. Clip models are scored
 per clip and per video (majority vote over a video's clips, paper 001 section 3).
+
+`evaluate_cross` scores a run on every sample of another prepared dataset (cross-dataset
+evaluation: train on RAF-DB, test on CK+ or JAFFE), into ``RUN/cross/<dataset folder>/``.
 """
 
 import json
 import os
 import pathlib
+import re
+import shutil
+import tempfile
 
+import numpy as np
+
+from fer_keras.data import pipeline, records
+from fer_keras.errors import UserError
 from fer_keras.evaluation.metrics import classification_report, largest_confusions, majority_vote
 from fer_keras.evaluation.plots import plot_confusion_matrix
 from fer_keras.data.splits import Split
 from fer_keras.models.registry import get_spec, resolve_hook
+from fer_keras.progress import progress
 from fer_keras.training import fit
 
 
@@ -27,7 +38,7 @@ def evaluate_run(run_dir, *, side="test"):
     dataset = fit.make_dataset(config, manifest, split, side, with_meta=True)
     probabilities, labels, meta = fit.predict_numpy(model, dataset)
     names = manifest["labels"]
-    dataset_name = "SynthFER" if manifest["dataset"] == "synthfer" else manifest["dataset"]
+    dataset_name = _dataset_name(manifest)
     report = classification_report(labels, probabilities.argmax(axis=1), names)
     metrics = {
         "run": run_dir.name,
@@ -53,6 +64,91 @@ def evaluate_run(run_dir, *, side="test"):
         plot_confusion_matrix(report["confusion_matrix"], names, run_dir / "confusion_matrix.png", title)
     _write_metrics(run_dir, metrics)
     return metrics
+
+
+def evaluate_cross(run_dir, data_dir, *, quiet=False):
+    """Scores a run on every sample of another prepared dataset; returns the metrics.
+
+    Labels are matched by emotion name, so label sets in another order (RAF-DB's basic7, CK+'s
+    ckplus7) compare correctly. Samples of an emotion the run does not predict (contempt for a
+    basic7 run) are left out and counted in "left_out"; the run's emotions the dataset lacks get
+    no support. Writes ``metrics.json`` and the confusion matrix (per video too for clip models)
+    into ``RUN/cross/<dataset folder name>/``, all or nothing.
+    """
+    run_dir, data_dir = pathlib.Path(run_dir), pathlib.Path(data_dir)
+    config, manifest, model = fit.load_run(run_dir)
+    spec = get_spec(config["model"])
+    if spec.evaluator:
+        raise UserError(f"{config['model']!r} is scored by its own evaluator, not by class labels; cross-dataset "
+                        "evaluation takes classifier runs.")
+    target = records.read_manifest(data_dir, verify=True)
+    if target["kind"] != manifest["kind"]:
+        raise UserError(f"{str(data_dir)!r} holds {target['kind']} records; {config['model']!r} was trained on "
+                        f"{manifest['kind']} records.")
+    if "flow" in config["streams"] and not target.get("flow_bound"):
+        raise UserError(f"{str(data_dir)!r} has no optical flow, which this two-stream run takes; prepare it with --flow.")
+    names = manifest["labels"]
+    to_run = np.array([names.index(n) if n in names else -1 for n in target["labels"]], dtype=int)
+    if (to_run < 0).all():
+        raise UserError(f"{str(data_dir)!r} has none of the run's emotions ({', '.join(names)}).")
+    # The run's input geometry (image size, channels) and clip settings, on the other dataset's records.
+    size, channels = fit.input_geometry(config, manifest)
+    cross_config = dict(config, image_size=size, channels=channels)
+    everyone = Split(test=tuple(pipeline.subjects_of(target)), description="every sample")
+    dataset = fit.make_dataset(cross_config, target, everyone, "test", with_meta=True)
+    total = target["num_examples"] if target["kind"] == "still" else None
+    with progress(total=total, desc=f"evaluate on {data_dir.name}", unit="image" if total else "clip", quiet=quiet) as bar:
+        probabilities, labels, meta = fit.predict_numpy(model, dataset, progress=bar)
+    mapped = to_run[np.asarray(labels, dtype=int)]
+    kept = mapped >= 0
+    left_out = {}
+    for name in np.asarray(target["labels"])[np.asarray(labels, dtype=int)[~kept]]:
+        left_out[str(name)] = left_out.get(str(name), 0) + 1
+    dataset_name = _dataset_name(target)
+    trained_on = _dataset_name(manifest)
+    report = classification_report(mapped[kept], probabilities[kept].argmax(axis=1), names)
+    protocol = f"cross-dataset: trained on {trained_on} ({Split.from_dict(config['split_subjects']).description}), tested on every sample"
+    metrics = {
+        "run": run_dir.name,
+        "model": config["model"],
+        "dataset": dataset_name,
+        "data": str(data_dir),
+        "trained_on": trained_on,
+        "label_set": manifest["label_set"],
+        "protocol": protocol,
+        "side": "all",
+        "subjects": len({str(s) for s in np.asarray(meta["subject"])[kept]}) if "subject" in meta else None,
+        "level": "clip" if "video" in meta else "image",
+        "left_out": left_out,
+        **report,
+        "largest_confusions": largest_confusions(report["confusion_matrix"], names),
+    }
+    out = run_dir / "cross" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", data_dir.resolve().name).strip("_") or "data")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        title = f"{config['model']} (trained on {trained_on}) on {dataset_name}"
+        if "video" in meta:
+            _, video_pred, video_labels = majority_vote(np.asarray(meta["video"])[kept], probabilities[kept], mapped[kept])
+            metrics["video"] = classification_report(video_labels, video_pred, names)
+            metrics["video"]["largest_confusions"] = largest_confusions(metrics["video"]["confusion_matrix"], names)
+            plot_confusion_matrix(metrics["video"]["confusion_matrix"], names, staging / "confusion_matrix.png", title + ", video level")
+            plot_confusion_matrix(report["confusion_matrix"], names, staging / "confusion_matrix_clips.png", title + ", clip level")
+        else:
+            plot_confusion_matrix(report["confusion_matrix"], names, staging / "confusion_matrix.png", title)
+        (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(staging, out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    metrics["_dir"] = str(out)
+    return metrics
+
+
+def _dataset_name(manifest):
+    return "SynthFER" if manifest["dataset"] == "synthfer" else manifest["dataset"]
 
 
 def _write_metrics(run_dir, metrics):

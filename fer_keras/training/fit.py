@@ -585,13 +585,18 @@ def _register_custom_objects():
     list_models()
 
 
-def predict_numpy(model, dataset):
-    """Runs `model` over a (x, y, meta) dataset; returns probabilities, labels and meta as NumPy."""
+def predict_numpy(model, dataset, progress=None):
+    """Runs `model` over a (x, y, meta) dataset; returns probabilities, labels and meta as NumPy.
+
+    `progress`: a tqdm bar, advanced by each batch's size.
+    """
     probs, labels, metas = [], [], {}
     for x, y, meta in dataset:
         out = model(x, training=False)
         probs.append((out["probabilities"] if isinstance(out, dict) else out).numpy())
         labels.append(y.numpy())
+        if progress is not None:
+            progress.update(len(labels[-1]))
         for k, v in meta.items():
             metas.setdefault(k, []).append(v.numpy())
     if not probs:
