@@ -5,6 +5,7 @@ unless `--debug` is given, which shows the traceback.
 """
 
 import errno
+import io
 import json
 import os
 import pathlib
@@ -39,6 +40,15 @@ class _UsageLine(click.ClickException):
         super().__init__(f"{error.format_message()}{hint}")
 
 
+def _silence_stdout():
+    """Points stdout at /dev/null, so that flushing it at exit does not raise a second BrokenPipeError."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, io.UnsupportedOperation):
+        pass
+
+
 class _Group(click.Group):
     def make_context(self, info_name, args, parent=None, **extra):
         try:
@@ -61,6 +71,9 @@ class _Group(click.Group):
             raise
         except KeyboardInterrupt:
             raise click.ClickException("Interrupted.") from None
+        except BrokenPipeError:  # `fer-keras predict ... | head`: the reader has gone; stop quietly, as shell tools do
+            _silence_stdout()
+            raise click.exceptions.Exit(141) from None
         except OSError as e:
             if e.errno == errno.ENOSPC:
                 raise click.ClickException(f"No space left on device ({e.filename or 'while writing'}).") from None
@@ -99,7 +112,7 @@ def _echo(ctx, message):
 @click.version_option(package_name="fer-keras")
 @click.pass_context
 def cli(ctx, debug, quiet):
-    """Facial-expression recognition: prepare, train, evaluate, export, predict, benchmark."""
+    """Facial-expression recognition: prepare, train, evaluate, compare, export, predict, benchmark."""
     if debug:
         if _USER_TF_LOG_LEVEL is None and "tensorflow" not in sys.modules:
             os.environ["TF_CPP_MIN_LOG_LEVEL"] = "0"
@@ -349,6 +362,27 @@ def evaluate_cmd(ctx, run, protocol, folds, epochs, cross_data):
     _echo(ctx, summary_line(metrics))
     confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics.get("largest_confusions", []))
     _echo(ctx, f"Largest confusions: {confusions or 'none'}. Wrote {pathlib.Path(run) / 'metrics.json'}")
+
+
+@cli.command("compare")
+@click.argument("runs", nargs=-1, type=click.Path())
+@click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also write the comparison: .md, .csv or .json.")
+@click.pass_context
+def compare_cmd(ctx, runs, out):
+    """Evaluated runs side by side: one table per test set (dataset, label set, protocol).
+
+    Each run gives a row per evaluation it holds: held-out (`evaluate RUN`), k-fold
+    (`--protocol kfold`) and cross-dataset (`--data`). Only rows in one table share test samples.
+    """
+    from fer_keras.evaluation.compare import compare, markdown, write
+
+    if out and pathlib.Path(out).suffix.lower() not in (".md", ".csv", ".json"):
+        raise UserError(f"--out must end in .md, .csv or .json. Received: {pathlib.Path(out).name}")
+    groups, not_evaluated = compare(runs)
+    click.echo(markdown(groups, not_evaluated), nl=False)
+    if out:
+        write(groups, not_evaluated, out)
+        _echo(ctx, f"Wrote {out}")
 
 
 @cli.command("explain")

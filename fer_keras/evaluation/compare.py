@@ -1,0 +1,153 @@
+"""`fer-keras compare RUN...`: the evaluations of several runs side by side, grouped by test set.
+
+Each run contributes one row per evaluation it holds: its held-out split (``metrics.json``), a
+subject k-fold protocol (``kfold-K/metrics.json``, mean +- std over the folds) and each
+cross-dataset evaluation (``cross/<name>/metrics.json``). Rows are grouped by dataset, label set
+and protocol, because only numbers on the same test samples compare: a SynthFER number is never
+put in one table with a CK+ one.
+"""
+
+import csv
+import io
+import json
+import pathlib
+
+from fer_keras import atomic
+from fer_keras.errors import UserError
+
+COLUMNS = ("run", "model", "size", "params", "evaluation", "level", "samples", "accuracy", "mean_class_accuracy",
+           "video_accuracy")
+
+
+def run_rows(run_dir):
+    """The rows of one run folder: one per evaluation it holds (none when it was not evaluated)."""
+    from fer_keras.training import fit
+
+    run_dir = pathlib.Path(run_dir)
+    config = fit.read_run_config(run_dir)
+    common = {"run": str(run_dir), "model": config["model"], "size": config.get("size"), "params": _params(run_dir)}
+    own_data = run_dir / "data" if config["data"] == "synth" else pathlib.Path(config["data"])
+    rows = []
+    sources = [("held-out", run_dir / "metrics.json")]
+    sources += [("k-fold", p) for p in sorted(run_dir.glob("kfold-*/metrics.json"))]
+    sources += [("cross-dataset", p) for p in sorted(run_dir.glob("cross/*/metrics.json"))]
+    for kind, path in sources:
+        if not path.is_file():
+            continue
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, ValueError) as e:
+            raise UserError(f"Cannot read {path}: {e}") from None
+        data = metrics["data"] if kind == "cross-dataset" and metrics.get("data") else own_data
+        rows.append(dict(common, data=str(pathlib.Path(data).resolve()), **_row(kind, metrics)))
+    return rows
+
+
+def _row(kind, metrics):
+    """Table fields of one metrics.json: k-fold ones carry {"mean", "std"} dicts, the others numbers."""
+    video = metrics.get("video_accuracy") if kind == "k-fold" else (metrics.get("video") or {}).get("accuracy")
+    return {
+        "evaluation": kind,
+        "dataset": metrics.get("dataset"),
+        "label_set": metrics.get("label_set"),
+        "protocol": metrics.get("protocol"),
+        "level": metrics.get("level"),
+        "samples": metrics.get("num_samples"),
+        "accuracy": metrics.get("accuracy"),
+        "mean_class_accuracy": metrics.get("mean_class_accuracy"),
+        "video_accuracy": video,
+        "summary": metrics.get("summary"),
+    }
+
+
+def _params(run_dir):
+    """Parameter count of the run's model, or None when it has no model file."""
+    from fer_keras.training import fit
+
+    path = pathlib.Path(run_dir) / "model.keras"
+    if not path.is_file():
+        return None
+    return int(fit.load_model(path).count_params())
+
+
+def compare(runs):
+    """(groups, not_evaluated): groups maps (dataset, label set, data folder, protocol) to its rows, best accuracy first.
+
+    The data folder is part of the key: two SynthFER sets, or a CK+ folder prepared twice with
+    other options, are other test samples even under the same name and protocol.
+    """
+    from fer_keras.training import fit
+
+    if not runs:
+        raise UserError("Give one or more run folders to compare.")
+    groups, not_evaluated = {}, []
+    for run in runs:
+        fit.read_run_config(run)  # a one-line error for a folder that is not a run
+        rows = run_rows(run)
+        if not rows:
+            not_evaluated.append(str(run))
+        for row in rows:
+            groups.setdefault((row["dataset"], row["label_set"], row["data"], row["protocol"]), []).append(row)
+    if not groups:
+        raise UserError(f"None of the {len(runs)} runs has been evaluated yet; run `fer-keras evaluate RUN` first.")
+    for rows in groups.values():
+        rows.sort(key=lambda r: -_value(r["accuracy"]) if _value(r["accuracy"]) is not None else 1.0)
+    return groups, not_evaluated
+
+
+def _value(x):
+    """A number for sorting: a k-fold {"mean", "std"} gives its mean."""
+    return x.get("mean") if isinstance(x, dict) else x
+
+
+def _cell(x):
+    if x is None:
+        return "–"
+    if isinstance(x, dict):
+        return f"{100 * x['mean']:.1f} ± {100 * x['std']:.1f} %"
+    if isinstance(x, float):
+        return f"{100 * x:.1f} %"
+    return str(x)
+
+
+def markdown(groups, not_evaluated):
+    """The groups as markdown tables, one per test set, with a heading naming its dataset."""
+    lines = []
+    header = ("run", "model", "size", "params", "evaluation", "level", "samples", "accuracy", "mean class acc.",
+              "video acc.")
+    for (dataset, label_set, data, protocol), rows in groups.items():
+        lines += [f"### {dataset} ({label_set}, {data}): {protocol}", "", "| " + " | ".join(header) + " |",
+                  "|" + "---|" * len(header)]
+        for r in rows:
+            cells = [r["run"], r["model"], r["size"], f"{r['params']:,}" if r["params"] is not None else None,
+                     r["evaluation"], r["level"], r["samples"], r["accuracy"], r["mean_class_accuracy"], r["video_accuracy"]]
+            lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
+            if r.get("summary") and r["accuracy"] is None:
+                lines.append(f"|  | {r['summary']} |" + " |" * (len(header) - 2))
+        lines.append("")
+    if not_evaluated:
+        lines.append("Not evaluated yet (run `fer-keras evaluate RUN`): " + ", ".join(not_evaluated))
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write(groups, not_evaluated, out):
+    """Writes the comparison to `out`: .md (the tables), .csv (one row per evaluation) or .json."""
+    out = pathlib.Path(out)
+    suffix = out.suffix.lower()
+    rows = [r for group in groups.values() for r in group]
+    if suffix == ".md":
+        text = markdown(groups, not_evaluated)
+    elif suffix == ".json":
+        text = json.dumps({"evaluations": rows, "not_evaluated": not_evaluated}, indent=2) + "\n"
+    elif suffix == ".csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer)
+        fields = ("dataset", "label_set", "data", "protocol") + COLUMNS
+        writer.writerow(fields)
+        for r in rows:
+            writer.writerow([json.dumps(r[f]) if isinstance(r[f], dict) else ("" if r[f] is None else r[f]) for f in fields])
+        text = buffer.getvalue()
+    else:
+        raise UserError(f"--out must end in .md, .csv or .json. Received: {out.name}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return atomic.write_text(out, text)

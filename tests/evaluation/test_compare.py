@@ -1,0 +1,64 @@
+"""`fer-keras compare RUN...`: evaluations side by side, one table per test set."""
+
+import csv
+import json
+import shutil
+
+import pytest
+
+from tests.conftest import DATA_SIZE, expect_ok, expect_user_error, invoke
+
+
+@pytest.fixture(scope="module")
+def evaluated(still_run, still_metrics, clip_run, clip_metrics, tmp_path_factory):
+    """still_run held out and on another SynthFER set (cross-dataset); clip_run held out and 2-fold."""
+    other = tmp_path_factory.mktemp("compare") / "other_stills"
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", other, "--kind", "still", "--subjects", 2,
+                     "--samples-per-emotion", 1, "--size", DATA_SIZE, "--grey", "--seed", 9))
+    expect_ok(invoke("--quiet", "evaluate", still_run, "--data", other))
+    expect_ok(invoke("--quiet", "evaluate", clip_run, "--protocol", "kfold", "--folds", 2, "--epochs", 1))
+    return still_run, clip_run
+
+
+def _csv_rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_each_evaluation_is_a_row_in_the_table_of_its_test_set(evaluated, tmp_path):
+    still_run, clip_run = evaluated
+    result = expect_ok(invoke("compare", still_run, clip_run, "--out", tmp_path / "cmp.csv"))
+    rows = _csv_rows(tmp_path / "cmp.csv")
+    by_kind = {(r["run"], r["evaluation"]): r for r in rows}
+    assert set(by_kind) == {(str(still_run), "held-out"), (str(still_run), "cross-dataset"),
+                            (str(clip_run), "held-out"), (str(clip_run), "k-fold")}
+    held_out = json.loads((still_run / "metrics.json").read_text())
+    row = by_kind[(str(still_run), "held-out")]
+    assert float(row["accuracy"]) == held_out["accuracy"] and int(row["samples"]) == held_out["num_samples"]
+    kfold = json.loads((clip_run / "kfold-2" / "metrics.json").read_text())
+    assert json.loads(by_kind[(str(clip_run), "k-fold")]["accuracy"]) == kfold["accuracy"]
+    cross = json.loads((still_run / "cross" / "other_stills" / "metrics.json").read_text())
+    assert float(by_kind[(str(still_run), "cross-dataset")]["accuracy"]) == cross["accuracy"]
+    # Four test sets, four tables: the run's own split, the other folder, the clips' split, the clips' 2 folds.
+    assert len({(r["data"], r["protocol"]) for r in rows}) == 4
+    assert result.output.count("### SynthFER") == 4
+    assert f"{100 * held_out['accuracy']:.1f} %" in result.output
+    assert f"{100 * kfold['accuracy']['mean']:.1f} ± {100 * kfold['accuracy']['std']:.1f} %" in result.output
+
+
+def test_a_run_not_yet_evaluated_is_named(evaluated, tmp_path):
+    still_run, _ = evaluated
+    fresh = tmp_path / "fresh_run"
+    shutil.copytree(still_run, fresh, ignore=shutil.ignore_patterns("metrics.json", "cross", "kfold-*"))
+    result = expect_ok(invoke("compare", still_run, fresh, "--out", tmp_path / "cmp.json"))
+    assert f"Not evaluated yet (run `fer-keras evaluate RUN`): {fresh}" in result.output
+    written = json.loads((tmp_path / "cmp.json").read_text())
+    assert written["not_evaluated"] == [str(fresh)] and {e["run"] for e in written["evaluations"]} == {str(still_run)}
+    assert "has been evaluated" in expect_user_error(invoke("compare", fresh))
+
+
+def test_bad_arguments_are_one_line_errors(still_run, tmp_path):
+    assert "one or more run folders" in expect_user_error(invoke("compare"))
+    assert "not a fer-keras run folder" in expect_user_error(invoke("compare", still_run, tmp_path))
+    assert "must end in .md, .csv or .json" in expect_user_error(invoke("compare", still_run, "--out", tmp_path / "x.txt"))
+    assert not (tmp_path / "x.txt").exists()
