@@ -4,7 +4,8 @@ Each run contributes one row per evaluation it holds: its held-out split (``metr
 subject k-fold protocol (``kfold-K/metrics.json``, mean +- std over the folds) and each
 cross-dataset evaluation (``cross/<name>/metrics.json``). Rows are grouped by dataset, label set
 and protocol, because only numbers on the same test samples compare: a SynthFER number is never
-put in one table with a CK+ one.
+put in one table with a CK+ one. Within a table, each run is tested against the most accurate one
+with the exact McNemar test on their paired predictions (``predictions.csv``).
 """
 
 import csv
@@ -16,7 +17,7 @@ from fer_keras import atomic
 from fer_keras.errors import UserError
 
 COLUMNS = ("run", "model", "size", "params", "evaluation", "level", "samples", "accuracy", "mean_class_accuracy",
-           "video_accuracy")
+           "video_accuracy", "vs_best")
 
 
 def run_rows(run_dir):
@@ -39,7 +40,9 @@ def run_rows(run_dir):
         except (OSError, ValueError) as e:
             raise UserError(f"Cannot read {path}: {e}") from None
         data = metrics["data"] if kind == "cross-dataset" and metrics.get("data") else own_data
-        rows.append(dict(common, data=str(pathlib.Path(data).resolve()), **_row(kind, metrics)))
+        predictions = path.parent / metrics["predictions"]["file"] if metrics.get("predictions") else None
+        rows.append(dict(common, data=str(pathlib.Path(data).resolve()), **_row(kind, metrics),
+                         predictions=str(predictions) if predictions is not None and predictions.is_file() else None))
     return rows
 
 
@@ -92,7 +95,41 @@ def compare(runs):
         raise UserError(f"None of the {len(runs)} runs has been evaluated yet; run `fer-keras evaluate RUN` first.")
     for rows in groups.values():
         rows.sort(key=lambda r: -_value(r["accuracy"]) if _value(r["accuracy"]) is not None else 1.0)
+        _paired_tests(rows)
     return groups, not_evaluated
+
+
+def _paired_tests(rows):
+    """Sets each row's "vs_best": the exact McNemar test against the table's most accurate row.
+
+    It pairs the two runs' predictions.csv sample by sample (images, or videos for clip models);
+    it is left out (None) where either run has no predictions file or the two hold other samples.
+    """
+    from fer_keras.evaluation.metrics import mcnemar_exact
+
+    for row in rows:
+        row["vs_best"] = None
+    best = _read_predictions(rows[0]["predictions"]) if rows and rows[0]["predictions"] else None
+    if best is None:
+        return
+    for row in rows[1:]:
+        other = _read_predictions(row["predictions"]) if row["predictions"] else None
+        if other is None or other.keys() != best.keys() or any(other[k][0] != best[k][0] for k in best):
+            continue
+        b = sum(1 for k, (label, p) in best.items() if p == label and other[k][1] != label)
+        c = sum(1 for k, (label, p) in best.items() if p != label and other[k][1] == label)
+        row["vs_best"] = {"best": rows[0]["run"], "only_best_right": b, "only_this_right": c, "p": mcnemar_exact(b, c)}
+
+
+def _read_predictions(path):
+    """{sample: (label, predicted)} of a predictions.csv, or None when its samples repeat or it cannot be read."""
+    try:
+        with open(path, newline="") as f:
+            records = [(r["sample"], r["label"], r["predicted"]) for r in csv.DictReader(f)]
+    except (OSError, KeyError, csv.Error):
+        return None
+    found = {sample: (label, predicted) for sample, label, predicted in records}
+    return found if len(found) == len(records) else None
 
 
 def _value(x):
@@ -110,21 +147,34 @@ def _cell(x):
     return str(x)
 
 
+def _test_cell(row, best):
+    if row is best:
+        return "best"
+    test = row.get("vs_best")
+    if not test:
+        return None
+    return f"{test['p']:.2g} ({test['only_best_right']} vs {test['only_this_right']})"
+
+
 def markdown(groups, not_evaluated):
     """The groups as markdown tables, one per test set, with a heading naming its dataset."""
     lines = []
     header = ("run", "model", "size", "params", "evaluation", "level", "samples", "accuracy", "mean class acc.",
-              "video acc.")
+              "video acc.", "vs best: McNemar p")
     for (dataset, label_set, data, protocol), rows in groups.items():
         lines += [f"### {dataset} ({label_set}, {data}): {protocol}", "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * len(header)]
         for r in rows:
             cells = [r["run"], r["model"], r["size"], f"{r['params']:,}" if r["params"] is not None else None,
-                     r["evaluation"], r["level"], r["samples"], r["accuracy"], r["mean_class_accuracy"], r["video_accuracy"]]
+                     r["evaluation"], r["level"], r["samples"], r["accuracy"], r["mean_class_accuracy"], r["video_accuracy"],
+                     _test_cell(r, rows[0])]
             lines.append("| " + " | ".join(_cell(c) for c in cells) + " |")
             if r.get("summary") and r["accuracy"] is None:
                 lines.append(f"|  | {r['summary']} |" + " |" * (len(header) - 2))
         lines.append("")
+    if any(r.get("vs_best") for rows in groups.values() for r in rows):
+        lines += ["McNemar p: exact two-sided test against the table's best run on the same test units (images, or "
+                  "videos for clip models); in brackets, the units only the best run gets right vs only this one.", ""]
     if not_evaluated:
         lines.append("Not evaluated yet (run `fer-keras evaluate RUN`): " + ", ".join(not_evaluated))
     return "\n".join(lines).rstrip() + "\n"

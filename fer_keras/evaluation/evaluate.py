@@ -1,12 +1,15 @@
 """`fer-keras evaluate RUN`: the run's model on its held-out test subjects.
 
-Writes ``metrics.json`` and ``confusion_matrix.png`` into the run folder. Clip models are scored
-per clip and per video (majority vote over a video's clips, paper 001 section 3).
+Writes ``metrics.json``, ``confusion_matrix.png`` and ``predictions.csv`` (one row per image, or
+per video for clip models: what `fer-keras compare` pairs runs on) into the run folder. Clip
+models are scored per clip and per video (majority vote over a video's clips, paper 001 section 3).
 
 `evaluate_cross` scores a run on every sample of another prepared dataset (cross-dataset
 evaluation: train on RAF-DB, test on CK+ or JAFFE), into ``RUN/cross/<dataset folder>/``.
 """
 
+import csv
+import io
 import json
 import os
 import pathlib
@@ -16,6 +19,7 @@ import tempfile
 
 import numpy as np
 
+from fer_keras import atomic
 from fer_keras.data import pipeline, records
 from fer_keras.errors import UserError
 from fer_keras.evaluation.metrics import classification_report, largest_confusions, majority_vote
@@ -24,6 +28,8 @@ from fer_keras.data.splits import Split
 from fer_keras.models.registry import get_spec, resolve_hook
 from fer_keras.progress import progress
 from fer_keras.training import fit
+
+PREDICTIONS = "predictions.csv"
 
 
 def evaluate_run(run_dir, *, side="test"):
@@ -62,6 +68,8 @@ def evaluate_run(run_dir, *, side="test"):
         plot_confusion_matrix(report["confusion_matrix"], names, run_dir / "confusion_matrix_clips.png", title + ", clip level")
     else:
         plot_confusion_matrix(report["confusion_matrix"], names, run_dir / "confusion_matrix.png", title)
+    text, metrics["predictions"] = predictions_csv(meta, probabilities, labels, names)
+    atomic.write_text(run_dir / PREDICTIONS, text)
     _write_metrics(run_dir, metrics)
     return metrics
 
@@ -136,6 +144,9 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
             plot_confusion_matrix(report["confusion_matrix"], names, staging / "confusion_matrix_clips.png", title + ", clip level")
         else:
             plot_confusion_matrix(report["confusion_matrix"], names, staging / "confusion_matrix.png", title)
+        text, metrics["predictions"] = predictions_csv(
+            {k: np.asarray(v)[kept] for k, v in meta.items()}, probabilities[kept], mapped[kept], names)
+        (staging / PREDICTIONS).write_text(text)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         if out.exists():
             shutil.rmtree(out)
@@ -145,6 +156,27 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
         raise
     metrics["_dir"] = str(out)
     return metrics
+
+
+def predictions_csv(meta, probabilities, labels, names):
+    """(CSV text, its description) of one evaluation's predictions, for paired tests between runs.
+
+    One row per independent test unit: per image for still models, per video (the majority vote
+    over its clips) for clip models, whose overlapping clips are not independent. Columns:
+    sample (the image's source, or the video id), label, predicted (emotion names).
+    """
+    if "video" in meta:
+        samples, predicted, truth = majority_vote(meta["video"], probabilities, labels)
+        level = "video"
+    else:
+        samples = meta["source"] if "source" in meta else np.arange(len(labels))
+        predicted, truth, level = probabilities.argmax(axis=1), labels, "image"
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["sample", "label", "predicted"])
+    for sample, t, p in zip(samples, truth, predicted):
+        writer.writerow([sample.decode() if isinstance(sample, bytes) else str(sample), names[int(t)], names[int(p)]])
+    return buffer.getvalue(), {"file": PREDICTIONS, "level": level, "count": len(truth)}
 
 
 def _dataset_name(manifest):

@@ -1,5 +1,7 @@
 """Classification metrics and the per-video majority vote of clip predictions (paper 001)."""
 
+import math
+
 import numpy as np
 from sklearn.metrics import confusion_matrix
 
@@ -58,3 +60,26 @@ def majority_vote(video_ids, probabilities, labels=None):
                 raise ValueError(f"video {video!r} has clips with different labels {values.tolist()}")
             video_labels.append(int(values[0]))
     return videos, np.array(predictions), (np.array(video_labels) if labels is not None else None)
+
+
+def mcnemar_exact(only_first_right, only_second_right):
+    """Two-sided exact McNemar p-value of two classifiers scored on the same samples.
+
+    Args:
+        only_first_right: samples the first classifier gets right and the second wrong (b).
+        only_second_right: the reverse (c).
+
+    Returns:
+        The probability, if both were equally accurate, of a split of the b + c discordant
+        samples at least as uneven as this one: 2 * P(X <= min(b, c)), X ~ Binomial(b + c, 1/2),
+        capped at 1 (1 when there is no discordant sample).
+    """
+    b, c = int(only_first_right), int(only_second_right)
+    if b < 0 or c < 0:
+        raise ValueError(f"Counts must be >= 0. Received: {b}, {c}")
+    n = b + c
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, k) for k in range(min(b, c) + 1))
+    return min(1.0, 2 * tail / (1 << n))  # integer true division: exact for any n
+

@@ -62,3 +62,35 @@ def test_bad_arguments_are_one_line_errors(still_run, tmp_path):
     assert "not a fer-keras run folder" in expect_user_error(invoke("compare", still_run, tmp_path))
     assert "must end in .md, .csv or .json" in expect_user_error(invoke("compare", still_run, "--out", tmp_path / "x.txt"))
     assert not (tmp_path / "x.txt").exists()
+
+
+def test_evaluate_writes_one_prediction_per_test_unit(evaluated):
+    still_run, clip_run = evaluated
+    for run, level, report in ((still_run, "image", lambda m: m), (clip_run, "video", lambda m: m["video"])):
+        metrics = json.loads((run / "metrics.json").read_text())
+        assert metrics["predictions"] == {"file": "predictions.csv", "level": level, "count": report(metrics)["num_samples"]}
+        rows = _csv_rows(run / "predictions.csv")
+        assert len(rows) == len({r["sample"] for r in rows}) == report(metrics)["num_samples"]
+        assert sum(r["label"] == r["predicted"] for r in rows) / len(rows) == pytest.approx(report(metrics)["accuracy"])
+        assert {r["label"] for r in rows} <= set(metrics["support"])
+
+
+def test_runs_on_the_same_test_images_are_paired_with_mcnemar(evaluated, arm_run, tmp_path):
+    from fer_keras.evaluation.metrics import mcnemar_exact
+
+    still_run, _ = evaluated
+    expect_ok(invoke("--quiet", "evaluate", arm_run))
+    result = expect_ok(invoke("compare", still_run, arm_run, "--out", tmp_path / "cmp.json"))
+    rows = json.loads((tmp_path / "cmp.json").read_text())["evaluations"]
+    held_out = [r for r in rows if r["evaluation"] == "held-out"]
+    assert len({(r["data"], r["protocol"]) for r in held_out}) == 1  # one test set, one table
+    best, other = held_out  # best first
+    assert best["accuracy"] >= other["accuracy"] and best["vs_best"] is None
+    test = other["vs_best"]
+    assert test["best"] == best["run"]
+    # Paired counts agree with the two accuracies: N (acc_best - acc_other) = b - c.
+    assert test["only_best_right"] - test["only_this_right"] == round(best["samples"] * (best["accuracy"] - other["accuracy"]))
+    assert test["p"] == mcnemar_exact(test["only_best_right"], test["only_this_right"])
+    assert f"{test['p']:.2g} ({test['only_best_right']} vs {test['only_this_right']})" in result.output
+    cross = [r for r in rows if r["evaluation"] == "cross-dataset"]
+    assert cross and all(r["vs_best"] is None for r in cross)  # alone in its table

@@ -111,3 +111,15 @@ def test_majority_vote_accepts_byte_video_ids():
     ids = np.array([b"a", b"b", b"a"], dtype=object)
     videos, predictions, _ = majority_vote(ids, np.eye(4)[[1, 2, 1]])
     assert videos == [b"a", b"b"] and predictions.tolist() == [1, 2]
+
+
+def test_mcnemar_exact_is_the_two_sided_binomial_tail():
+    from fer_keras.evaluation.metrics import mcnemar_exact
+
+    assert mcnemar_exact(0, 0) == 1.0  # no discordant pair: no evidence either way
+    assert mcnemar_exact(5, 0) == mcnemar_exact(0, 5) == 2 / 2**5
+    assert mcnemar_exact(10, 3) == pytest.approx(2 * (1 + 13 + 78 + 286) / 2**13)  # C(13, 0..3)
+    assert mcnemar_exact(4, 4) == 1.0  # the two-sided tail of an even split is capped at 1
+    assert 0.0 < mcnemar_exact(3000, 2500) < 1e-9  # thousands of test images: no float overflow
+    with pytest.raises(ValueError):
+        mcnemar_exact(-1, 2)
