@@ -40,10 +40,19 @@ def run_rows(run_dir):
         except (OSError, ValueError) as e:
             raise UserError(f"Cannot read {path}: {e}") from None
         data = metrics["data"] if kind == "cross-dataset" and metrics.get("data") else own_data
-        predictions = path.parent / metrics["predictions"]["file"] if metrics.get("predictions") else None
         rows.append(dict(common, data=str(pathlib.Path(data).resolve()), **_row(kind, metrics),
-                         predictions=str(predictions) if predictions is not None and predictions.is_file() else None))
+                         predictions=_predictions_files(kind, path, metrics)))
     return rows
+
+
+def _predictions_files(kind, path, metrics):
+    """The predictions.csv files behind one metrics.json (a k-fold's: every fold's), or None where one is missing."""
+    if kind == "k-fold":
+        folds = metrics.get("folds") or 0
+        files = [path.parent / f"fold-{k}" / "predictions.csv" for k in range(folds)]
+    else:
+        files = [path.parent / metrics["predictions"]["file"]] if metrics.get("predictions") else []
+    return [str(f) for f in files] if files and all(f.is_file() for f in files) else None
 
 
 def _row(kind, metrics):
@@ -102,8 +111,9 @@ def compare(runs):
 def _paired_tests(rows):
     """Sets each row's "vs_best": the exact McNemar test against the table's most accurate row.
 
-    It pairs the two runs' predictions.csv sample by sample (images, or videos for clip models);
-    it is left out (None) where either run has no predictions file or the two hold other samples.
+    It pairs the two runs' predictions.csv sample by sample (images, or videos for clip models; a
+    k-fold protocol's folds together, so every subject once); it is left out (None) where either
+    run has no predictions file or the two hold other samples.
     """
     from fer_keras.evaluation.metrics import mcnemar_exact
 
@@ -121,11 +131,14 @@ def _paired_tests(rows):
         row["vs_best"] = {"best": rows[0]["run"], "only_best_right": b, "only_this_right": c, "p": mcnemar_exact(b, c)}
 
 
-def _read_predictions(path):
-    """{sample: (label, predicted)} of a predictions.csv, or None when its samples repeat or it cannot be read."""
+def _read_predictions(paths):
+    """{sample: (label, predicted)} of predictions.csv files (a k-fold's folds together), or None when a
+    sample repeats or a file cannot be read."""
+    records = []
     try:
-        with open(path, newline="") as f:
-            records = [(r["sample"], r["label"], r["predicted"]) for r in csv.DictReader(f)]
+        for path in paths:
+            with open(path, newline="") as f:
+                records += [(r["sample"], r["label"], r["predicted"]) for r in csv.DictReader(f)]
     except (OSError, KeyError, csv.Error):
         return None
     found = {sample: (label, predicted) for sample, label, predicted in records}

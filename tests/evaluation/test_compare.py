@@ -94,3 +94,17 @@ def test_runs_on_the_same_test_images_are_paired_with_mcnemar(evaluated, arm_run
     assert f"{test['p']:.2g} ({test['only_best_right']} vs {test['only_this_right']})" in result.output
     cross = [r for r in rows if r["evaluation"] == "cross-dataset"]
     assert cross and all(r["vs_best"] is None for r in cross)  # alone in its table
+
+
+def test_k_fold_protocols_are_paired_over_all_their_folds(evaluated, tmp_path):
+    _, clip_run = evaluated
+    twin = tmp_path / "twin_run"  # the same run again: every video paired, none discordant
+    shutil.copytree(clip_run, twin, ignore=shutil.ignore_patterns("cross"))
+    expect_ok(invoke("--quiet", "compare", clip_run, twin, "--out", tmp_path / "cmp.json"))
+    rows = json.loads((tmp_path / "cmp.json").read_text())["evaluations"]
+    kfold = [r for r in rows if r["evaluation"] == "k-fold"]
+    assert len(kfold) == 2 and len(kfold[0]["predictions"]) == 2  # fold-0 and fold-1
+    videos = sum(len(_csv_rows(f)) for f in kfold[0]["predictions"])
+    summary = json.loads((clip_run / "kfold-2" / "metrics.json").read_text())
+    assert videos == sum(map(sum, summary["confusion_matrix"]))  # every subject's videos, once (video level)
+    assert kfold[1]["vs_best"] == {"best": kfold[0]["run"], "only_best_right": 0, "only_this_right": 0, "p": 1.0}
