@@ -256,6 +256,35 @@ for _name, _help in (
     _add_dataset_command(_name, _help)
 
 
+@prepare_group.command("folder")
+@click.option("--root", required=True, type=click.Path(exists=True, file_okay=False),
+              help="ROOT/<emotion>/images, ROOT/train|test/<emotion>/images, or with --kind sequence "
+                   "ROOT/<emotion>/<sequence>/frames.")
+@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--kind", type=click.Choice(["still", "sequence"]), default="still", show_default=True,
+              help="still: each image a record; sequence: each folder of frames a record.")
+@click.option("--label-set", type=click.Choice(["basic7", "ckplus7", "ckplus8"]), default="basic7", show_default=True,
+              help="Classes: basic7 (6 basic + neutral), ckplus7 (6 basic + contempt), ckplus8 (all eight).")
+@click.option("--subject-pattern", default=None,
+              help="Regular expression searched in each file (or sequence folder) name; its first group is the subject "
+                   "id. Without it each image (or sequence) is its own subject.")
+@click.option("--size", default=112, show_default=True, type=click.IntRange(32, 512), help="Aligned face size in pixels.")
+@click.option("--grey", is_flag=True, help="Store grey images.")
+@click.option("--flow", is_flag=True, help="Optical flow between consecutive frames (--kind sequence).")
+@click.option("--detect/--no-detect", default=None,
+              help="Detect faces with dlib (default), or take each whole image as the face.")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
+@click.pass_context
+def prepare_folder_cmd(ctx, root, out, kind, label_set, subject_pattern, size, grey, flow, detect, workers):
+    """Any dataset as one folder per emotion (happy/, sad/ ... or train|test/happy/ ...): your own data."""
+    from fer_keras.data_prep.adapters import prepare_dataset, summary
+
+    manifest = prepare_dataset("folder", root, out, size=size, grey=grey, flow=flow, workers=workers, detect=detect,
+                               protocol=kind, label_set=label_set, subject_pattern=subject_pattern,
+                               quiet=ctx.find_root().params["quiet"])
+    _echo(ctx, summary(manifest))
+
+
 # --- train / evaluate ---------------------------------------------------------------------
 
 

@@ -7,6 +7,7 @@
 from fer_keras.data_prep import common
 from fer_keras.data_prep.ckplus import CKPlusAdapter
 from fer_keras.data_prep.fer2013 import FER2013Adapter
+from fer_keras.data_prep.folder import FolderAdapter
 from fer_keras.data_prep.jaffe import JAFFEAdapter
 from fer_keras.data_prep.kdef import KDEFAdapter
 from fer_keras.data_prep.mug import MUGAdapter
@@ -20,6 +21,7 @@ ADAPTERS = {
     "jaffe": JAFFEAdapter(),
     "kdef": KDEFAdapter(),
     "fer2013": FER2013Adapter(),
+    "folder": FolderAdapter(),
 }
 
 
@@ -43,13 +45,15 @@ def prepare_dataset(
     angles=("S",),
     protocol=None,
     items_per_shard=None,
+    label_set=None,
+    subject_pattern=None,
     quiet=False,
     on_shard_done=None,
 ):
     """Prepares raw dataset `name` found under `root` into sharded TFRecords in `out`.
 
     Args:
-        name: one of `ADAPTERS` (ckplus, rafdb, mug, jaffe, kdef, fer2013).
+        name: one of `ADAPTERS` (ckplus, rafdb, mug, jaffe, kdef, fer2013, folder).
         root: the dataset's folder as distributed (see docs/datasets.md).
         out: output folder; built as ``<out>.partial`` and renamed when complete. Re-running
             with the same arguments resumes an interrupted run, or returns the finished one.
@@ -63,8 +67,11 @@ def prepare_dataset(
             default (True, except FER2013 whose 48 px images are already face crops).
         angles: KDEF camera angles (S, HL, HR, FL, FR); ignored by the other datasets.
         protocol: CK+ "sequence" (default; onset -> apex, ckplus7) or "still" (last three
-            frames as the emotion, first frame as neutral; ckplus8).
+            frames as the emotion, first frame as neutral; ckplus8); folder: "still" (default)
+            or "sequence", the kind of records.
         items_per_shard: items per shard (default 512 for stills, 16 for sequences).
+        label_set: folder: the label set (basic7, ckplus7 or ckplus8; default basic7).
+        subject_pattern: folder: regular expression whose first group is the subject id.
         quiet: no progress bar.
         on_shard_done: optional callback(index, num_shards) after each finished shard.
 
@@ -74,7 +81,7 @@ def prepare_dataset(
     adapter = get_adapter(name)
     options = adapter.resolve(
         size=size, grey=grey, flow=flow, landmarks=landmarks, detect=detect, angles=angles,
-        protocol=protocol, items_per_shard=items_per_shard,
+        protocol=protocol, items_per_shard=items_per_shard, label_set=label_set, subject_pattern=subject_pattern,
     )
     return common.run(adapter, root, out, options, workers=workers, quiet=quiet, on_shard_done=on_shard_done)
 

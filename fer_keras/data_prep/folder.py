@@ -1,0 +1,149 @@
+"""Any dataset laid out as one folder per emotion -> still or sequence records.
+
+For the user's own data and for datasets without an adapter of their own (AffectNet, ExpW,
+FER+ as image folders ...)::
+
+    ROOT/happy/img001.jpg ...                      stills (--kind still, the default)
+    ROOT/train/happy/img001.jpg, ROOT/test/...      stills with the dataset's own split
+    ROOT/happy/S005_001/frame01.png ...            sequences (--kind sequence): one folder per sequence
+
+Emotion folders are matched by name, case-insensitively, to the canonical emotions: the
+canonical names and the usual adjectives (happy, angry, sad, surprised, disgusted, fearful,
+afraid, scared, contemptuous, joy). Top-level folders named train, val (validation) and test
+make the split official (manifest "official_split"; train with ``--split official``). Frames
+of a sequence are taken in the order of the numbers in their names.
+
+Subjects: ``--subject-pattern REGEX`` is searched in the file name (stills) or the sequence
+folder name (sequences); its first group, or else the whole match, is the subject id, and an
+item it does not match is skipped. Without it every still is its own subject (as in RAF-DB), so
+a k-fold is an image k-fold, and every sequence folder is its own subject.
+
+Example:
+    fer-keras prepare folder --root my_faces --out data/my_faces --subject-pattern '^(S\\d+)_'
+"""
+
+import re
+
+from fer_keras.data_prep import common
+from fer_keras.errors import UserError
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
+SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
+EMOTION_NAMES = {
+    "neutral": "neutral", "anger": "anger", "angry": "anger", "contempt": "contempt", "contemptuous": "contempt",
+    "disgust": "disgust", "disgusted": "disgust", "fear": "fear", "fearful": "fear", "afraid": "fear",
+    "scared": "fear", "happiness": "happiness", "happy": "happiness", "joy": "happiness", "sadness": "sadness",
+    "sad": "sadness", "surprise": "surprise", "surprised": "surprise",
+}
+
+
+def natural_key(name):
+    """Sort key that compares the numbers in a name as numbers: frame2 before frame10."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def _visible(paths):
+    return [p for p in paths if not p.name.startswith(".")]
+
+
+class FolderAdapter(common.DatasetAdapter):
+    """ROOT/[split/]emotion/(image | sequence folder/frames); subjects from --subject-pattern."""
+
+    name = "folder"
+    title = "emotion-folder dataset"
+    protocols = ("still", "sequence")  # --kind
+
+    def kind(self, options):
+        return options.protocol
+
+    def label_set(self, options):
+        return options.label_set or "basic7"
+
+    def check(self, options):
+        from fer_keras.labels import LABEL_SETS
+
+        if self.label_set(options) not in LABEL_SETS:
+            raise UserError(f"--label-set must be one of {sorted(LABEL_SETS)}. Received: {options.label_set!r}")
+        if options.subject_pattern is not None:
+            try:
+                re.compile(options.subject_pattern)
+            except re.error as e:
+                raise UserError(f"--subject-pattern {options.subject_pattern!r} is not a regular expression: {e}") from None
+        return options
+
+    def list_items(self, root, options):
+        folders = _visible(sorted(p for p in root.iterdir() if p.is_dir()))
+        split_folders = [p for p in folders if p.name.lower() in SPLITS]
+        if split_folders:
+            groups = [(SPLITS[p.name.lower()], p) for p in split_folders]
+        else:
+            groups = [("", root)]
+        self.official_split = bool(split_folders)
+        self.dataset_name = root.name
+        pattern = re.compile(options.subject_pattern) if options.subject_pattern else None
+        items, skipped, emotion_folders = [], [], 0
+        for split, base in groups:
+            for folder in _visible(sorted(p for p in base.iterdir() if p.is_dir())):
+                rel = common.relative(folder, root)
+                emotion = EMOTION_NAMES.get(folder.name.lower())
+                if emotion is None:
+                    if not split_folders and folder.name.lower() in SPLITS:
+                        continue
+                    skipped.append((rel, f"not an emotion folder name (known: {' '.join(sorted(EMOTION_NAMES))})"))
+                    continue
+                emotion_folders += 1
+                entries = _visible(sorted(folder.iterdir(), key=lambda p: natural_key(p.name)))
+                for entry in entries:
+                    found = self._item(entry, root, emotion, split, options, pattern)
+                    (items if isinstance(found, dict) else skipped).append(found)
+        if not emotion_folders:
+            seen = ", ".join(p.name for p in folders[:6]) or "none"
+            raise UserError(
+                f"{root} does not look like an emotion-folder dataset: expected ROOT/<emotion>/ folders (happy, sad, "
+                f"... or ROOT/train|test/<emotion>/); its folders: {seen}."
+            )
+        return items, skipped
+
+    def _item(self, entry, root, emotion, split, options, pattern):
+        """One item dict, or a (path, reason) pair to skip."""
+        rel = common.relative(entry, root)
+        if options.protocol == "sequence":
+            if not entry.is_dir():
+                return rel, "not a sequence folder (with --kind sequence each sequence is a folder of frames)"
+            frames = sorted((p for p in _visible(entry.iterdir()) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                            key=lambda p: natural_key(p.name))
+            if len(frames) < 2:
+                return rel, f"{len(frames)} frames; a sequence needs at least 2"
+        elif not (entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES):
+            what = "a folder (sequences need --kind sequence)" if entry.is_dir() else "not an image file"
+            return rel, what
+        subject = rel
+        if pattern is not None:
+            match = pattern.search(entry.name)
+            if match is None:
+                return rel, f"no subject: the name does not match --subject-pattern {pattern.pattern!r}"
+            subject = match.group(1) if pattern.groups else match.group(0)
+        item = {"id": rel, "source_path": rel, "subject_id": subject, "emotion": emotion, "split": split}
+        if options.protocol == "sequence":
+            item.update(sequence_id=re.sub(r"[^A-Za-z0-9_.-]+", "_", rel), frames=[str(p) for p in frames])
+        else:
+            item["path"] = str(entry)
+        return item
+
+    def load(self, item, options):
+        if options.protocol == "still":
+            crop, points = common.face_still(common.read_image(item["path"]), options)
+            return common.still_sample(item, crop, points)
+
+        def read_frame(t):
+            try:
+                return common.read_image(item["frames"][t])
+            except common.Skip as e:
+                raise common.Skip(f"frame {t}: {e}") from None
+
+        frames, points = common.face_sequence(read_frame, len(item["frames"]), options)
+        return common.sequence_sample(item, frames, points, options)
+
+    def manifest_extra(self, options):
+        """The manifest names the data by its folder ("folder:my_faces"), so metrics name it too."""
+        return {"dataset": f"folder:{self.dataset_name}"}

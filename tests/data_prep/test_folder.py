@@ -1,0 +1,135 @@
+"""The emotion-folder adapter (`prepare folder`) on tiny trees of SynthFER faces (--no-detect) and the photograph (dlib)."""
+
+import cv2
+import numpy as np
+import pytest
+
+from fer_keras.data import pipeline, splits
+from fer_keras.data_prep import common
+from fer_keras.data_prep.adapters import prepare_dataset
+from fer_keras.errors import UserError
+from fer_keras.labels import get_label_set
+from tests.conftest import expect_ok, expect_user_error, invoke
+from tests.data_prep import synth_trees as trees
+
+SUBJECTS = ("S010", "S011", "S012")
+FOLDERS = {"Happy": "happiness", "sad": "sadness", "surprised": "surprise", "contempt": "contempt"}
+
+
+def make_still_tree(root):
+    """3 subjects x 4 emotion folders (one outside basic7), a corrupt image, a note, an unknown folder."""
+    sources = {}
+    for k, subject in enumerate(SUBJECTS):
+        for folder, emotion in FOLDERS.items():
+            image = trees.still(k, emotion, size=64, grey=True)["image"]
+            rel = f"{folder}/{subject}_001_{k}.png"
+            trees.save(root / rel, image)
+            sources[rel] = image
+    trees.truncate(trees.save(root / "sad" / "S013_001_0.png", trees.still(3, "sadness", size=64, grey=True)["image"]))
+    trees.save(root / "sad" / "scan_7.png", trees.still(1, "sadness", size=64, grey=True)["image"])
+    (root / "Happy" / "notes.txt").write_text("not an image")
+    trees.save(root / "misc" / "a.png", trees.still(0, "anger", size=64, grey=True)["image"])
+    return sources
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory):
+    root = tmp_path_factory.mktemp("folder_raw") / "my_faces"
+    sources = make_still_tree(root)
+    out = tmp_path_factory.mktemp("folder_out") / "my_faces"
+    prepare_dataset("folder", root, out, size=48, grey=True, detect=False, protocol="still",
+                    subject_pattern=r"^(S\d+)_", quiet=True)
+    manifest, stills = trees.read_stills(out)
+    return out, sources, manifest, stills
+
+
+def test_emotion_folders_give_labels_and_the_pattern_gives_subjects(prepared):
+    _, sources, manifest, stills = prepared
+    names = get_label_set("basic7")
+    assert manifest["dataset"] == "folder:my_faces" and manifest["kind"] == "still" and manifest["label_set"] == "basic7"
+    assert not manifest["official_split"]
+    kept = {rel: image for rel, image in sources.items() if not rel.startswith("contempt/")}
+    assert manifest["num_examples"] == len(stills) == len(kept) == 9
+    assert manifest["counts_per_subject"] == {s: 3 for s in SUBJECTS}
+    for s in stills:
+        folder = s["source"].split("/")[0]
+        assert s["label_name"] == FOLDERS[folder] and s["label"] == names.index(FOLDERS[folder])
+        assert s["subject"] == s["source"].split("/")[-1][:4]
+        expected = cv2.resize(kept[s["source"]][..., 0], (48, 48), interpolation=cv2.INTER_AREA)
+        assert np.abs(s["image"][..., 0].astype(int) - expected).mean() < 1.0
+
+
+def test_problems_go_to_skipped_csv(prepared):
+    out, _, manifest, _ = prepared
+    skipped = dict(common.read_skipped(out))
+    assert "corrupt or unreadable image" in skipped["sad/S013_001_0.png"]
+    assert "does not match --subject-pattern" in skipped["sad/scan_7.png"]
+    assert skipped["Happy/notes.txt"] == "not an image file"
+    assert skipped["misc"].startswith("not an emotion folder name")
+    assert all("not in label set basic7" in skipped[f"contempt/{s}_001_{k}.png"] for k, s in enumerate(SUBJECTS))
+    assert manifest["num_skipped"] == len(skipped) == 7
+
+
+def test_split_folders_become_the_official_split_and_the_label_set_is_chosen(tmp_path):
+    root = tmp_path / "raw"
+    for split, subjects in (("train", (0, 1)), ("Test", (2,))):
+        for k in subjects:
+            for folder, emotion in FOLDERS.items():
+                trees.save(root / split / folder / f"{k}.png", trees.still(k, emotion, size=64, grey=True)["image"])
+    out = tmp_path / "out"
+    expect_ok(invoke("--quiet", "prepare", "folder", "--root", root, "--out", out, "--label-set", "ckplus7",
+                     "--size", 48, "--grey", "--no-detect"))
+    manifest, stills = trees.read_stills(out)
+    assert manifest["official_split"] and manifest["counts_per_split"] == {"test": 4, "train": 8}
+    assert manifest["label_set"] == "ckplus7" and manifest["counts_per_class"]["contempt"] == 3
+    assert {s["split"] for s in stills if s["source"].startswith("Test/")} == {"test"}
+    # Without a pattern each image is its own subject.
+    assert len(manifest["counts_per_subject"]) == 12
+    split = splits.official_split(manifest)
+    assert split.official
+
+
+def test_sequences_are_folders_of_frames_in_number_order(tmp_path):
+    root = tmp_path / "raw"
+    frames = trees.photo_sequence(3)
+    for emotion, folder in (("happiness", "happy"), ("surprise", "surprise")):
+        for subject in ("S001", "S002"):
+            for t, frame in enumerate(frames):
+                trees.save(root / folder / f"{subject}_seq" / f"frame{t * 5 + 1}.png", frame)  # frame1, frame6, frame11
+    (root / "happy" / "S003_seq").mkdir()
+    trees.save(root / "happy" / "S003_seq" / "frame1.png", frames[0])
+    out = tmp_path / "out"
+    manifest = prepare_dataset("folder", root, out, size=48, protocol="sequence", flow=True,
+                               subject_pattern=r"^(S\d+)_", quiet=True)
+    _, sequences = trees.read_sequences(out)
+    assert manifest["kind"] == "sequence" and manifest["num_examples"] == len(sequences) == 4
+    assert sorted(pipeline.subjects_of(manifest)) == ["S001", "S002"]
+    assert dict(common.read_skipped(out))["happy/S003_seq"] == "1 frames; a sequence needs at least 2"
+    for s in sequences:
+        assert s["num_frames"] == 3 and s["flow"] is not None and s["landmarks"] is not None  # dlib found the face
+    # frame11 is the last frame; text order (frame1, frame11, frame6) would put frame6 last. One
+    # alignment per sequence, from its first frame: a two-frame sequence [photo 0, photo t] gives
+    # exactly the crop that photo t gets in the three-frame one.
+    crop_of = {}
+    for t in (1, 2):
+        single = tmp_path / f"single{t}"
+        trees.save(single / "happy" / "S009_x" / "frame1.png", frames[0])
+        trees.save(single / "happy" / "S009_x" / "frame2.png", frames[t])
+        prepare_dataset("folder", single, tmp_path / f"one{t}", size=48, protocol="sequence", quiet=True)
+        crop_of[t] = trees.read_sequences(tmp_path / f"one{t}")[1][0]["frames"][1]
+    assert not np.array_equal(crop_of[1], crop_of[2])
+    assert all(np.array_equal(s["frames"][2], crop_of[2]) for s in sequences)
+
+
+def test_wrong_layout_and_options_are_one_line_errors(tmp_path):
+    (tmp_path / "photos" / "holiday").mkdir(parents=True)
+    error = expect_user_error(invoke("prepare", "folder", "--root", tmp_path / "photos", "--out", tmp_path / "out"))
+    assert "does not look like an emotion-folder dataset" in error and "holiday" in error
+    with pytest.raises(UserError, match="not a regular expression"):
+        prepare_dataset("folder", tmp_path, tmp_path / "out", protocol="still", subject_pattern="(", quiet=True)
+    with pytest.raises(UserError, match="--flow needs sequence records"):
+        prepare_dataset("folder", tmp_path, tmp_path / "out", protocol="still", flow=True, quiet=True)
+    trees.save(tmp_path / "stills" / "happy" / "a.png", trees.still(0, "happiness", size=64, grey=True)["image"])
+    with pytest.raises(UserError, match="all 1 were skipped.*not a sequence folder"):
+        prepare_dataset("folder", tmp_path / "stills", tmp_path / "out", protocol="sequence", quiet=True)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
