@@ -26,6 +26,7 @@ import re
 
 from fer_keras.data_prep import common
 from fer_keras.errors import UserError
+from fer_keras.names import natural_key, safe_name
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
@@ -35,11 +36,6 @@ EMOTION_NAMES = {
     "scared": "fear", "happiness": "happiness", "happy": "happiness", "joy": "happiness", "sadness": "sadness",
     "sad": "sadness", "surprise": "surprise", "surprised": "surprise",
 }
-
-
-def natural_key(name):
-    """Sort key that compares the numbers in a name as numbers: frame2 before frame10."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def _visible(paths):
@@ -125,7 +121,7 @@ class FolderAdapter(common.DatasetAdapter):
             subject = match.group(1) if pattern.groups else match.group(0)
         item = {"id": rel, "source_path": rel, "subject_id": subject, "emotion": emotion, "split": split}
         if options.protocol == "sequence":
-            item.update(sequence_id=re.sub(r"[^A-Za-z0-9_.-]+", "_", rel), frames=[str(p) for p in frames])
+            item.update(sequence_id=safe_name(rel, "sequence"), frames=[str(p) for p in frames])
         else:
             item["path"] = str(entry)
         return item

@@ -13,7 +13,6 @@ import io
 import json
 import os
 import pathlib
-import re
 import shutil
 import tempfile
 
@@ -26,6 +25,7 @@ from fer_keras.evaluation.metrics import classification_report, largest_confusio
 from fer_keras.evaluation.plots import plot_confusion_matrix
 from fer_keras.data.splits import Split
 from fer_keras.models.registry import get_spec, resolve_hook
+from fer_keras.names import safe_name
 from fer_keras.progress import progress
 from fer_keras.training import fit
 
@@ -131,7 +131,7 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
         **report,
         "largest_confusions": largest_confusions(report["confusion_matrix"], names),
     }
-    out = run_dir / "cross" / (re.sub(r"[^A-Za-z0-9_.-]+", "_", data_dir.resolve().name).strip("_") or "data")
+    out = run_dir / "cross" / safe_name(data_dir.resolve().name, "data")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

@@ -21,7 +21,6 @@ RAM model, the clips of one video file or of a folder holding one sequence's fra
 
 import collections
 import pathlib
-import re
 import sys
 
 import cv2
@@ -30,6 +29,7 @@ import numpy as np
 import tensorflow as tf
 
 from fer_keras.errors import UserError
+from fer_keras.names import natural_key, safe_name
 
 
 def overlay(image, heat, alpha=0.45):
@@ -238,7 +238,7 @@ def image_inputs(path, input_shape, with_landmarks=False):
     if with_landmarks:
         landmarks = np.stack([points if points is not None else faces.face_landmarks(rgb, box) for box, points, _ in found])
         landmarks = landmarks.astype(np.float32)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", pathlib.Path(path).stem).strip("_") or "image"
+    stem = safe_name(pathlib.Path(path).stem, "image")
     ids = [stem if len(found) == 1 else f"{stem}_face{i}" for i in range(len(found))]
     return images, landmarks, ids
 
@@ -290,7 +290,7 @@ def sequence_clips(path, input_shape, count, *, quiet=False):
         raise UserError(f"{str(path)!r} has {len(items)} frames with a face; the model takes clips of {steps}.")
     items = items[len(items) - clips * steps:]
     stacked = np.stack([crop for _, crop in items]).astype(np.float32).reshape((clips, steps) + items[0][1].shape)
-    stem = re.sub(r"[^A-Za-z0-9_.-]+", "_", pathlib.Path(path).stem).strip("_") or "sequence"
+    stem = safe_name(pathlib.Path(path).stem, "sequence")
     return stacked, [f"{stem}_f{items[i * steps][0]}" for i in range(clips)]
 
 
@@ -301,7 +301,7 @@ def _sequence_frames(path):
 
     if path.is_dir():
         files = sorted((p for p in path.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
-                       key=lambda p: [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", p.name)])
+                       key=lambda p: natural_key(p.name))
         if not files:
             raise UserError(f"Folder {str(path)!r} holds no frames ({', '.join(sorted(IMAGE_SUFFIXES))}).")
         return ((i, read_rgb(p)) for i, p in enumerate(files)), len(files)
@@ -376,7 +376,7 @@ def explain_run(run_dir, *, out_dir=None, count=8, image=None, quiet=False):
         x = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy()
         y = y.numpy()
         if _rank(x) != 5:
-            ids = [re.sub(r"[^A-Za-z0-9_.-]+", "_", s.decode().replace("synth://", "")).strip("_") or f"sample{i}"
+            ids = [safe_name(s.decode().replace("synth://", ""), f"sample{i}")
                    for i, s in enumerate(meta["source"].numpy())]
     images = _images_of(x)
     probabilities = np.asarray(model(x, training=False))
