@@ -548,14 +548,18 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
               help="Video: weight of the past in the moving average of probabilities.")
 @click.option("--streaming", is_flag=True,
               help="Run a clip model's run folder frame by frame (states carried); a stream_*.tflite always streams.")
+@click.option("--frames", is_flag=True,
+              help="Video models: read each folder of images as one sequence's frames, in the order of the numbers in "
+                   "their names (CK+'s cohn-kanade-images/S005/001/).")
 @click.option("--webcam", default=None, type=click.IntRange(0), help="Live: read OpenCV camera N instead of INPUTS (Ctrl-C stops).")
 @click.option("--show", is_flag=True, help="With --webcam: show the annotated frames in a window ('q' stops).")
 @click.option("--max-frames", default=None, type=click.IntRange(1), help="With --webcam: stop after N frames.")
 @click.pass_context
-def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, streaming, webcam, show, max_frames):
+def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, streaming, frames, webcam, show, max_frames):
     """Predict the expression of faces in images, folders, videos or a webcam, with a run, a SavedModel or a .tflite."""
-    from fer_keras.inference.images import VIDEO_SUFFIXES, expand_inputs
+    from fer_keras.inference.images import VIDEO_SUFFIXES, expand_inputs, frame_sequences
     from fer_keras.inference.predictor import Predictor, annotate_image, check_annotate, video_frame_count
+    from fer_keras.names import safe_name
     from fer_keras.inference.writer import write_records
     from fer_keras.progress import progress
 
@@ -574,8 +578,22 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
             _echo(ctx, f"{sum(1 for r in records if not r.get('error'))} faces in {len(records)} webcam frames -> {out}")
         return
     files = expand_inputs(inputs)
-    single_video_file = check_annotate(annotate, files) if annotate else False
     predictor = Predictor(model_path, detect=detect, streaming=streaming)
+    # --frames: a video model reads each folder of images as one sequence's frames (CK+'s S005/001/).
+    video_model = bool(predictor.clip_length or predictor.streaming or predictor.flow_bound is not None)
+    if frames and not video_model:
+        raise UserError(f"--frames is for video models; {predictor.backend.source} takes still images.")
+    sequences = frame_sequences(inputs) if frames else []
+    if frames and not sequences:
+        raise UserError("--frames reads folders of frames; none of the inputs is a folder holding images.")
+    if sequences:
+        in_sequences = {f for _, _, frame_files in sequences for f in frame_files}
+        files = [f for f in files if f not in in_sequences]
+    single_video_file = False
+    if annotate:
+        one_sequence_file = (len(sequences) == 1 and not files and pathlib.Path(annotate).suffix.lower() in (".mp4", ".avi")
+                             and not pathlib.Path(annotate).is_dir())
+        single_video_file = one_sequence_file or check_annotate(annotate, files + [folder for _, folder, _ in sequences])
     records = []
     videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
     for path in _iter(files, quiet):
@@ -596,14 +614,26 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
             records.extend(found)
             if annotate and not single_video_file:
                 annotate_image(path, found, pathlib.Path(annotate) / f"{path.stem}.png")
+    for name, folder, frame_files in sequences:
+        target = None
+        if annotate:
+            target = pathlib.Path(annotate) if single_video_file else pathlib.Path(annotate) / f"{safe_name(name, 'sequence')}.mp4"
+        bar = progress(total=len(frame_files), desc=name, unit="frame",
+                       quiet=quiet or (len(sequences) + len(files) >= 5 and not sys.stderr.isatty()))
+        try:
+            records.extend(predictor.predict_frames(name, frame_files, annotate=target, smoothing=smoothing, progress=bar))
+        finally:
+            bar.close()
     write_records(records, out)
     failed = [r for r in records if r.get("error") and r["error"] not in ("no face found", "filling the clip window")]
     faces = [r for r in records if not r.get("error")]
     no_face = sum(1 for r in records if r.get("error") == "no face found")
+    inputs_count = len(files) + len(sequences)
     if out:
-        _echo(ctx, f"{len(faces)} faces in {len(files)} {'inputs' if videos else 'images'} ({no_face} images or frames without a face) -> {out}")
+        what = "inputs" if videos or sequences else "images"
+        _echo(ctx, f"{len(faces)} faces in {inputs_count} {what} ({no_face} images or frames without a face) -> {out}")
     if failed:
-        raise UserError(f"{len(failed)} of {len(files)} inputs could not be read, e.g. {failed[0]['error']}")
+        raise UserError(f"{len(failed)} of {inputs_count} inputs could not be read, e.g. {failed[0]['error']}")
 
 
 @cli.command("serve-request")

@@ -33,3 +33,26 @@ def read_rgb(path):
     if image is None:
         raise UserError(f"Cannot read image {str(path)!r}: not an image or corrupt.")
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+
+
+def frame_sequences(inputs):
+    """The folders among `inputs` that hold a sequence's frames, for video models: [(name, folder, frames)].
+
+    Every folder at or under an input folder that directly holds image files is one sequence
+    (CK+'s ``cohn-kanade-images/S005/001/``), its frames in the order of the numbers in their
+    names. `name` is the folder's path from the input folder's parent (``cohn-kanade-images/S005/001``).
+    """
+    from fer_keras.names import natural_key
+
+    found = []
+    for item in inputs:
+        path = pathlib.Path(item)
+        if not path.is_dir():
+            continue
+        for folder in sorted([path, *(p for p in path.rglob("*") if p.is_dir())]):
+            frames = sorted((p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES),
+                            key=lambda p: natural_key(p.name))
+            if frames:
+                found.append((str(folder.relative_to(path.parent)), folder, frames))
+    return found
+

@@ -397,6 +397,23 @@ class Predictor:
         except _UnreadableVideo as e:
             return [{"file": str(path), "face": None, "error": str(e)}]
 
+    def predict_frames(self, name, paths, *, annotate=None, smoothing=0.6, progress=None):
+        """`predict_video` on a sequence given as image files in order (a CK+ or MUG frame folder).
+
+        Records carry `frame` (the index in `paths`) and `frame_file`. A frame that cannot be read
+        makes the sequence one record with its error, as an unreadable video does, and removes its
+        half-written `annotate` video.
+        """
+        try:
+            records = self._run_capture(_FrameFiles(paths), name, annotate=annotate, smoothing=smoothing, progress=progress)
+        except _UnreadableVideo as e:
+            if annotate is not None:
+                pathlib.Path(annotate).unlink(missing_ok=True)
+            return [{"file": name, "face": None, "error": str(e)}]
+        for record in records:
+            record["frame_file"] = pathlib.Path(paths[record["frame"]]).name
+        return records
+
     def predict_webcam(self, index, *, annotate=None, smoothing=0.6, show=False, max_frames=None, progress=None):
         """Live: frames of webcam `index` (OpenCV VideoCapture) until Ctrl-C, 'q' in the window, or `max_frames`."""
         level = cv2.utils.logging.getLogLevel()
@@ -491,10 +508,10 @@ class Predictor:
         """Records for each face of RGB uint8 `image`."""
         if self.flow_bound is not None:
             raise UserError(f"{self.backend.source} is a two-stream model (rgb and optical flow): it needs a video, "
-                            f"as one image has no motion.")
+                            f"as one image has no motion (a folder of one sequence's frames: --frames).")
         if self.clip_length or self.streaming:
             what = "is a streaming (per-frame) video model" if self.streaming else f"takes clips of {self.clip_length} frames"
-            raise UserError(f"{self.backend.source} {what}; give it a video.")
+            raise UserError(f"{self.backend.source} {what}; give it a video, or a folder of one sequence's frames with --frames.")
         faces_in = self._faces(image)
         if not faces_in:
             return [{"file": name, "face": None, "error": "no face found"}]
@@ -511,6 +528,38 @@ class Predictor:
         except UserError as e:
             return [{"file": str(path), "face": None, "error": str(e)}]
         return self.predict_image(image, name=str(path))
+
+
+class _FrameFiles:
+    """A `cv2.VideoCapture` look-alike over image files, so that `Predictor._run_capture` reads a frame folder.
+
+    Frames of another size than the first are resized to it (a video has one frame size).
+    """
+
+    FPS = 10.0  # of an annotated video; image files state none
+
+    def __init__(self, paths):
+        self.paths, self.index, self.shape = list(paths), 0, None
+
+    def read(self):
+        if self.index >= len(self.paths):
+            return False, None
+        path = self.paths[self.index]
+        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
+        if frame is None:
+            raise _UnreadableVideo(f"Cannot read frame {str(path)!r}: not an image or corrupt.")
+        if self.shape is None:
+            self.shape = frame.shape[:2]
+        elif frame.shape[:2] != self.shape:
+            frame = cv2.resize(frame, (self.shape[1], self.shape[0]), interpolation=cv2.INTER_AREA)
+        self.index += 1
+        return True, frame
+
+    def get(self, prop):
+        return self.FPS if prop == cv2.CAP_PROP_FPS else 0.0
+
+    def release(self):
+        pass
 
 
 def video_frame_count(path):
