@@ -387,7 +387,7 @@ def evaluate_cmd(ctx, run, protocol, folds, epochs, cross_data):
         return
     if folds or epochs:
         raise UserError("--folds and --epochs apply to --protocol kfold only.")
-    metrics = evaluate_run(run)
+    metrics = evaluate_run(run, quiet=ctx.find_root().params["quiet"])
     _echo(ctx, summary_line(metrics))
     confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics.get("largest_confusions", []))
     _echo(ctx, f"Largest confusions: {confusions or 'none'}. Wrote {pathlib.Path(run) / 'metrics.json'}")

@@ -32,7 +32,7 @@ from fer_keras.training import fit
 PREDICTIONS = "predictions.csv"
 
 
-def evaluate_run(run_dir, *, side="test"):
+def evaluate_run(run_dir, *, side="test", quiet=True):
     run_dir = pathlib.Path(run_dir)
     config, manifest, model = fit.load_run(run_dir)
     split = Split.from_dict(config["split_subjects"])
@@ -42,7 +42,8 @@ def evaluate_run(run_dir, *, side="test"):
         _write_metrics(run_dir, metrics)
         return metrics
     dataset = fit.make_dataset(config, manifest, split, side, with_meta=True)
-    probabilities, labels, meta = fit.predict_numpy(model, dataset)
+    with progress(desc=f"evaluate {run_dir.name}", unit="sample", quiet=quiet) as bar:
+        probabilities, labels, meta = fit.predict_numpy(model, dataset, progress=bar)
     names = manifest["labels"]
     dataset_name = _dataset_name(manifest)
     report = classification_report(labels, probabilities.argmax(axis=1), names)
