@@ -2,6 +2,8 @@
 
 * RAM models (`model.explain(x)["attention_maps"]`, M_t in [0, 1], one map per frame): each
   clip becomes a strip, frames on the top row and M_t over them on the bottom row.
+* Other clip models (paper 000's Conv-RNNs, one or two streams): Grad-CAM++ on the last Conv-RNN
+  state, the map the classifier reads, drawn over the clip's last frame: [frames | last frame + map].
 * Still models: Grad-CAM++ (Chattopadhay et al., WACV 2018) on the last convolutional feature map
   for the predicted class, with the usual closed form for an exponential of the class score:
   alpha = g^2 / (2 g^2 + sum_ij(A) g^3), w_k = sum_ij alpha * relu(g), cam = relu(sum_k w_k A_k).
@@ -15,7 +17,7 @@
 `explain_run(run)` explains test samples of the run; `explain_run(run, image=PATH)` the faces of
 one image file (dlib detection and alignment as `fer-keras predict`; the whole image when dlib
 finds no face, with dlib's 68 landmarks fitted to the whole image for `landmark_arm`), or, for a
-RAM model, the clips of one video file or of a folder holding one sequence's frames
+clip model, the clips of one video file or of a folder holding one sequence's frames
 (`sequence_clips`).
 """
 
@@ -28,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from fer_keras.data.records import DEFAULT_FLOW_BOUND
+from fer_keras.data_prep.flow import sequence_flow
 from fer_keras.errors import UserError
 from fer_keras.names import natural_key, safe_name
 
@@ -61,10 +65,14 @@ def _last_feature_layer(model):
 
 
 def gradcam_plus_plus(model, images, class_index=None):
-    """(B, H', W') Grad-CAM++ maps in [0, 1] for still `images` (B, H, W, C); class = prediction by default."""
+    """(B, H', W') Grad-CAM++ maps in [0, 1] for still `images` (B, H, W, C); class = prediction by default.
+
+    A clip model's inputs (B, T, H, W, C), or a dict of streams, work too: its last 2-D feature map is
+    the last Conv-RNN state (both streams', concatenated, in a two-stream model).
+    """
     layer = _last_feature_layer(model)
     features_model = keras.Model(model.inputs, [layer.output, model.outputs[0]])
-    x = tf.constant(images, tf.float32)
+    x = tf.nest.map_structure(lambda a: tf.constant(a, tf.float32), images)  # an array, or a dict of streams
     with tf.GradientTape() as tape:
         features, probabilities = features_model(x, training=False)
         score = _class_score(probabilities, class_index)
@@ -101,6 +109,18 @@ def write_clip_strips(clips, maps, names, out_dir, labels=None):
         top = np.concatenate(frames, axis=1)
         bottom = np.concatenate([overlay(f, m) for f, m in zip(clip, clip_maps)], axis=1)
         strip = np.concatenate([top, bottom], axis=0)
+        paths.append(_write_strip(strip, out_dir / f"{names[i]}.png", None if labels is None else labels[i]))
+    return paths
+
+
+def write_clip_gradcam(clips, maps, names, out_dir, labels=None):
+    """One PNG per clip: its frames, then the Grad-CAM++ map of the last Conv-RNN state over the last frame."""
+    out_dir = pathlib.Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for i, (clip, heat) in enumerate(zip(clips, maps)):
+        frames = [np.uint8(np.repeat(f, 3, -1) if f.shape[-1] == 1 else f) for f in clip]
+        strip = np.concatenate(frames + [overlay(clip[-1], heat)], axis=1)
         paths.append(_write_strip(strip, out_dir / f"{names[i]}.png", None if labels is None else labels[i]))
     return paths
 
@@ -243,7 +263,7 @@ def image_inputs(path, input_shape, with_landmarks=False):
     return images, landmarks, ids
 
 
-def sequence_clips(path, input_shape, count, *, quiet=False):
+def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
     """The clips of a video file, or of a folder holding one sequence's frames, for a clip model.
 
     Each frame's first face is found and aligned as `fer-keras predict` does (dlib); frames without
@@ -256,19 +276,24 @@ def sequence_clips(path, input_shape, count, *, quiet=False):
             the order of their names (numbers compared as numbers).
         input_shape: the clip model's (T, S, S, C).
         count: the most clips to return.
+        flow_bound: for a two-stream model, the +- bound of its training flow: the clips then come
+            with the optical flow of each face crop from the one before it (`data_prep.flow.sequence_flow`,
+            as `predict` feeds it), clipped to the bound.
         quiet: no progress bar.
 
     Returns:
-        (clips, ids): float32 (N, T, S, S, C) raw pixels in chronological order, N <= `count`, and
-        one name per clip, `<stem>_f<first frame index>`.
+        (clips, ids): clips float32 (N, T, S, S, C) raw pixels in chronological order, N <= `count`
+        (with `flow_bound`, {"rgb": those, "flow": (N, T, S, S, 2)}), and one name per clip,
+        `<stem>_f<first frame index>`.
     """
     from fer_keras.inference.predictor import crop_faces
     from fer_keras.progress import progress
 
     steps, size, channels = int(input_shape[0]), int(input_shape[1]), int(input_shape[-1])
     frames, total = _sequence_frames(pathlib.Path(path))
-    faces_kept = collections.deque(maxlen=count * steps)  # (frame index, crop)
-    wholes = collections.deque(maxlen=count * steps)  # whole frames, used when no frame has a face
+    kept = count * steps + 1  # one more: the flow of a clip's first frame comes from the frame before it
+    faces_kept = collections.deque(maxlen=kept)  # (frame index, crop)
+    wholes = collections.deque(maxlen=kept)  # whole frames, used when no frame has a face
     read = 0
     with progress(total=total, desc=pathlib.Path(path).name, unit="frame", quiet=quiet) as bar:
         for index, rgb in frames:
@@ -284,14 +309,19 @@ def sequence_clips(path, input_shape, count, *, quiet=False):
     if not faces_kept:
         print(f"dlib found no face in {path}; explaining the whole frames as face crops.", file=sys.stderr)
         faces_kept = wholes
-    items = list(faces_kept)
-    clips = len(items) // steps
+    everything = list(faces_kept)
+    clips = min(len(everything) // steps, count)
     if clips == 0:
-        raise UserError(f"{str(path)!r} has {len(items)} frames with a face; the model takes clips of {steps}.")
-    items = items[len(items) - clips * steps:]
+        raise UserError(f"{str(path)!r} has {len(everything)} frames with a face; the model takes clips of {steps}.")
+    items = everything[len(everything) - clips * steps:]
     stacked = np.stack([crop for _, crop in items]).astype(np.float32).reshape((clips, steps) + items[0][1].shape)
     stem = safe_name(pathlib.Path(path).stem, "sequence")
-    return stacked, [f"{stem}_f{items[i * steps][0]}" for i in range(clips)]
+    ids = [f"{stem}_f{items[i * steps][0]}" for i in range(clips)]
+    if flow_bound is None:
+        return stacked, ids
+    flows = sequence_flow(np.stack([np.uint8(crop) for _, crop in everything]))[len(everything) - clips * steps:]
+    flows = np.clip(flows, -flow_bound, flow_bound).reshape((clips, steps) + flows.shape[1:])
+    return {"rgb": stacked, "flow": flows}, ids
 
 
 def _sequence_frames(path):
@@ -328,7 +358,8 @@ def explain_run(run_dir, *, out_dir=None, count=8, image=None, quiet=False):
     """Overlays for `count` test samples of a run, or for the faces of `image`; returns the written paths.
 
     RAM models: attention strips, of test clips or of the clips of `image`, a video file or a
-    folder of one sequence's frames (`sequence_clips`). `landmark_arm`: Grad-CAM++ on both
+    folder of one sequence's frames (`sequence_clips`); other clip models: Grad-CAM++ of the last
+    Conv-RNN state over the last frame. `landmark_arm`: Grad-CAM++ on both
     branches. `sae`/`sdae`: the first-layer input saliency. Other still models: Grad-CAM++ on the
     last feature map.
     """
@@ -350,18 +381,18 @@ def explain_run(run_dir, *, out_dir=None, count=8, image=None, quiet=False):
     if image is not None:
         from fer_keras.inference.images import VIDEO_SUFFIXES
 
-        shape = tuple(int(d) for d in model.inputs[0].shape[1:])
+        pixels = next((t for t in model.inputs if t.name == "rgb"), model.inputs[0])  # a two-stream model's rgb input
+        shape = tuple(int(d) for d in pixels.shape[1:])
         sequence = pathlib.Path(image).is_dir() or pathlib.Path(image).suffix.lower() in VIDEO_SUFFIXES
-        if len(shape) == 4 and get_spec(config["model"]).family != "ram":
-            raise UserError(f"{config['model']!r} has no attention branch; explain shows what a video model attends to "
-                            "for the RAM models (convlstm_ram, econvlstm_ram) only.")
         if len(shape) == 4 and not sequence:
             raise UserError(f"{config['model']!r} takes clips of {shape[0]} frames; give explain a video or a folder "
                             f"of one sequence's frames, not the image {str(image)!r}.")
         if len(shape) == 3 and sequence:
             raise UserError(f"{config['model']!r} takes still images; give explain an image file, not {str(image)!r}.")
         if sequence:
-            x, ids = sequence_clips(image, shape, count, quiet=quiet)
+            two_stream = "flow" in config["streams"]
+            bound = (manifest.get("flow_bound") or DEFAULT_FLOW_BOUND) if two_stream else None
+            x, ids = sequence_clips(image, shape, count, flow_bound=bound, quiet=quiet)
         else:
             images, landmarks, ids = image_inputs(image, shape, with_landmarks=is_landmark)
             x = {"images": images, "landmarks": landmarks} if is_landmark else images
@@ -386,10 +417,11 @@ def explain_run(run_dir, *, out_dir=None, count=8, image=None, quiet=False):
     else:
         captions = [f"true {names[t]} / predicted {names[p]}" for t, p in zip(y, predicted)]
     if images.ndim == 5:
-        maps = attention_maps(model, x)
         if y is not None:
             ids = [f"{v.decode()}_t{int(s)}" for v, s in zip(meta["video"].numpy(), meta["start"].numpy())]
-        return write_clip_strips(images, maps, ids, out_dir, captions)
+        if get_spec(config["model"]).family == "ram":
+            return write_clip_strips(images, attention_maps(model, x), ids, out_dir, captions)
+        return write_clip_gradcam(images, gradcam_plus_plus(model, x), ids, out_dir, captions)
     if is_landmark:
         maps = landmark_gradcam(model, x)
         return write_landmark_overlays(images, maps["heatmap"], maps["rgb"], maps["landmark"], ids, out_dir, captions)

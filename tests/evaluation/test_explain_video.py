@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from fer_keras.data import synth
-from fer_keras.evaluation.explain import overlay
+from fer_keras.data_prep.flow import sequence_flow
+from fer_keras.evaluation.explain import gradcam_plus_plus, overlay, sequence_clips
 from fer_keras.inference.predictor import crop_faces
 from fer_keras.training import fit
 from tests.conftest import CLIP_LENGTH, MODEL_SIZE, expect_ok, expect_user_error, invoke
@@ -89,12 +90,11 @@ def test_a_folder_of_frames_is_read_in_the_order_of_their_numbers(ram, tmp_path)
     assert np.max(np.abs(bottom.astype(int) - expected_bottom.astype(int))) <= 1
 
 
-def test_wrong_inputs_are_one_line_errors_and_write_nothing(ram, still_run, clip_run, video, face_images, tmp_path):
+def test_wrong_inputs_are_one_line_errors_and_write_nothing(ram, still_run, video, face_images, tmp_path):
     out = tmp_path / "out"
     image = sorted(face_images.glob("*.png"))[0]
     assert "takes clips of 4 frames" in expect_user_error(invoke("explain", ram, image, "--out", out))
     assert "takes still images" in expect_user_error(invoke("explain", still_run, video, "--out", out))
-    assert "no attention branch" in expect_user_error(invoke("explain", clip_run, video, "--out", out))
 
     short = tmp_path / "short.mp4"
     writer = cv2.VideoWriter(str(short), cv2.VideoWriter_fourcc(*"mp4v"), 10, (VIDEO_SIZE, VIDEO_SIZE))
@@ -110,3 +110,31 @@ def test_wrong_inputs_are_one_line_errors_and_write_nothing(ram, still_run, clip
     empty.mkdir()
     assert "holds no frames" in expect_user_error(invoke("explain", ram, empty, "--out", out))
     assert not out.exists()
+
+
+def test_another_clip_model_gets_grad_cam_of_its_last_state_over_the_last_frame(clip_run, video, tmp_path):
+    expect_ok(invoke("--quiet", "explain", clip_run, video, "--count", 1, "--out", tmp_path))
+    (png,) = tmp_path.glob("*.png")
+    assert png.name == "face_f7.png"
+    strip = cv2.imread(str(png))[..., ::-1][CAPTION:]
+    assert strip.shape == (MODEL_SIZE, (CLIP_LENGTH + 1) * MODEL_SIZE, 3)
+    crops = video_crops(video, MODEL_SIZE, "dlib")
+    clip = np.stack(crops[7:7 + CLIP_LENGTH]).astype("float32")
+    _, _, model = fit.load_run(clip_run)
+    heat = gradcam_plus_plus(model, clip[None])[0]
+    assert np.array_equal(strip[:, :CLIP_LENGTH * MODEL_SIZE], np.concatenate([np.uint8(np.repeat(f, 3, -1)) for f in clip], 1))
+    assert np.max(np.abs(strip[:, CLIP_LENGTH * MODEL_SIZE:].astype(int) - overlay(clip[-1], heat).astype(int))) <= 1
+    # And on the run's own test clips, without an input.
+    expect_ok(invoke("--quiet", "explain", clip_run, "--count", 2, "--out", tmp_path / "test"))
+    assert len(list((tmp_path / "test").glob("*.png"))) == 2
+
+
+def test_a_two_stream_clip_gets_the_flow_of_each_crop_from_the_one_before(video):
+    x, ids = sequence_clips(video, (CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1), 2, flow_bound=5.0, quiet=True)
+    faces = [c for c in video_crops(video, MODEL_SIZE, "dlib") if c is not None]  # the 10 frames with a face
+    flow = np.clip(sequence_flow(np.uint8(np.stack(faces))), -5.0, 5.0)
+    assert ids == ["face_f3", "face_f7"] and x["rgb"].shape == (2, CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)
+    # The clips are face frames 2-9; the first clip's first flow comes from face frame 1, not zeros.
+    assert np.allclose(x["flow"].reshape(-1, MODEL_SIZE, MODEL_SIZE, 2), flow[2:], atol=1e-5)
+    assert np.abs(x["flow"][0, 0]).max() > 0 and np.abs(flow).max() <= 5.0
+
