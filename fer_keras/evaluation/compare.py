@@ -2,9 +2,9 @@
 
 Each run contributes one row per evaluation it holds: its held-out split (``metrics.json``), a
 subject k-fold protocol (``kfold-K/metrics.json``, mean +- std over the folds) and each
-cross-dataset evaluation (``cross/<name>/metrics.json``). Rows are grouped by dataset, label set
-and protocol, because only numbers on the same test samples compare: a SynthFER number is never
-put in one table with a CK+ one. Within a table, each run is tested against the most accurate one
+cross-dataset evaluation (``cross/<name>/metrics.json``). Rows are grouped by dataset, label set,
+data folder and protocol, because only numbers on the same test samples compare: a SynthFER
+number is never put in one table with a CK+ one. Within a table, each run is tested against the most accurate one
 with the exact McNemar test on their paired predictions (``predictions.csv``).
 """
 
@@ -27,7 +27,9 @@ def run_rows(run_dir):
     run_dir = pathlib.Path(run_dir)
     config = fit.read_run_config(run_dir)
     common = {"run": str(run_dir), "model": config["model"], "size": config.get("size"), "params": _params(run_dir)}
-    own_data = run_dir / "data" if config["data"] == "synth" else pathlib.Path(config["data"])
+    # The data folder as training recorded it: absolute, or relative to the run for --data synth.
+    recorded = (config.get("dataset") or {}).get("dir") or ("data" if config["data"] == "synth" else config["data"])
+    own_data = run_dir / recorded if config["data"] == "synth" else pathlib.Path(recorded)
     rows = []
     sources = [("held-out", run_dir / "metrics.json")]
     sources += [("k-fold", p) for p in sorted(run_dir.glob("kfold-*/metrics.json"))]
