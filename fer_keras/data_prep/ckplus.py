@@ -128,11 +128,5 @@ class CKPlusAdapter(common.DatasetAdapter):
                                              None if landmarks is None else landmarks[0])
             return common.still_sample(item, crop, points)
 
-        def read_frame(t):
-            try:
-                return common.read_image(item["frames"][t])
-            except common.Skip as e:
-                raise common.Skip(f"frame {t}: {e}") from None
-
-        frames, points = common.face_sequence(read_frame, len(item["frames"]), options, landmarks)
+        frames, points = common.face_sequence(common.frame_reader(item["frames"]), len(item["frames"]), options, landmarks)
         return common.sequence_sample(item, frames, points, options)

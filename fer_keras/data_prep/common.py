@@ -231,6 +231,18 @@ def face_still(image, options, landmarks=None):
     return faces.align_face(image, landmarks, options.size, channels=options.channels)
 
 
+def frame_reader(paths):
+    """t -> `read_image(paths[t])`, a `Skip` naming the frame: the `read_frame` of a sequence stored as image files."""
+
+    def read_frame(t):
+        try:
+            return read_image(paths[t])
+        except Skip as e:
+            raise Skip(f"frame {t}: {e}") from None
+
+    return read_frame
+
+
 def face_sequence(read_frame, count, options, landmarks=None):
     """A sequence -> (frames uint8 (T, size, size, C), landmarks (T, 68, 2) in the crops or None).
 

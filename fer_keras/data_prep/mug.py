@@ -82,11 +82,5 @@ class MUGAdapter(common.DatasetAdapter):
         return items, skipped
 
     def load(self, item, options):
-        def read_frame(t):
-            try:
-                return common.read_image(item["frames"][t])
-            except common.Skip as e:
-                raise common.Skip(f"frame {t}: {e}") from None
-
-        frames, points = common.face_sequence(read_frame, len(item["frames"]), options)
+        frames, points = common.face_sequence(common.frame_reader(item["frames"]), len(item["frames"]), options)
         return common.sequence_sample(item, frames, points, options)

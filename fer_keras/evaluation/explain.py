@@ -99,45 +99,37 @@ def _gradcam_map(features, grads):
     return np.divide(cam, peak, out=np.zeros_like(cam), where=peak > 0)
 
 
-def write_clip_strips(clips, maps, names, out_dir, labels=None):
-    """One PNG per clip: frames on top, attention overlays below."""
+def _rgb(image):
+    """uint8 RGB (H, W, 3) of pixels (H, W, 1 | 3) in 0..255."""
+    return np.uint8(np.repeat(image, 3, -1) if image.shape[-1] == 1 else image)
+
+
+def _write_strips(strips, names, out_dir, labels=None):
+    """Writes each RGB strip as `out_dir/<name>.png`, captioned with its label; returns the paths."""
     out_dir = pathlib.Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (clip, clip_maps) in enumerate(zip(clips, maps)):
-        frames = [np.uint8(np.repeat(f, 3, -1) if f.shape[-1] == 1 else f) for f in clip]
-        top = np.concatenate(frames, axis=1)
-        bottom = np.concatenate([overlay(f, m) for f, m in zip(clip, clip_maps)], axis=1)
-        strip = np.concatenate([top, bottom], axis=0)
-        paths.append(_write_strip(strip, out_dir / f"{names[i]}.png", None if labels is None else labels[i]))
-    return paths
+    return [_write_strip(strip, out_dir / f"{names[i]}.png", None if labels is None else labels[i])
+            for i, strip in enumerate(strips)]
+
+
+def write_clip_strips(clips, maps, names, out_dir, labels=None):
+    """One PNG per clip: frames on top, attention overlays below."""
+    strips = (np.concatenate([np.concatenate([_rgb(f) for f in clip], axis=1),
+                              np.concatenate([overlay(f, m) for f, m in zip(clip, clip_maps)], axis=1)], axis=0)
+              for clip, clip_maps in zip(clips, maps))
+    return _write_strips(strips, names, out_dir, labels)
 
 
 def write_clip_gradcam(clips, maps, names, out_dir, labels=None):
     """One PNG per clip: its frames, then the Grad-CAM++ map of the last Conv-RNN state over the last frame."""
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (clip, heat) in enumerate(zip(clips, maps)):
-        frames = [np.uint8(np.repeat(f, 3, -1) if f.shape[-1] == 1 else f) for f in clip]
-        strip = np.concatenate(frames + [overlay(clip[-1], heat)], axis=1)
-        paths.append(_write_strip(strip, out_dir / f"{names[i]}.png", None if labels is None else labels[i]))
-    return paths
+    strips = (np.concatenate([_rgb(f) for f in clip] + [overlay(clip[-1], heat)], axis=1) for clip, heat in zip(clips, maps))
+    return _write_strips(strips, names, out_dir, labels)
 
 
 def write_image_overlays(images, maps, names, out_dir, labels=None):
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (image, heat) in enumerate(zip(images, maps)):
-        base = np.uint8(np.repeat(image, 3, -1) if image.shape[-1] == 1 else image)
-        pair = np.concatenate([base, overlay(image, heat)], axis=1)
-        if labels is not None:
-            pair = _caption(pair, labels[i])
-        path = out_dir / f"{names[i]}.png"
-        cv2.imwrite(str(path), pair[..., ::-1])
-        paths.append(path)
-    return paths
+    """One PNG per face: [face | map as a JET overlay]."""
+    return _write_strips((np.concatenate([_rgb(image), overlay(image, heat)], axis=1) for image, heat in zip(images, maps)),
+                         names, out_dir, labels)
 
 
 def _write_strip(strip, path, label=None):
@@ -185,19 +177,14 @@ def landmark_gradcam(model, inputs, class_index=None):
 
 def write_landmark_overlays(images, heatmaps, rgb_maps, landmark_maps, names, out_dir, labels=None):
     """One PNG per face: [face | RGB Grad-CAM++ | landmark heatmap | landmark Grad-CAM++], at the heatmap's size."""
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, (image, heatmap, rgb_map, landmark_map) in enumerate(zip(images, heatmaps, rgb_maps, landmark_maps)):
+    strips = []
+    for image, heatmap, rgb_map, landmark_map in zip(images, heatmaps, rgb_maps, landmark_maps):
         side = heatmap.shape[0]
         face = np.asarray(image, np.float32)
         face = cv2.resize(face, (side, side), interpolation=cv2.INTER_LINEAR).reshape(side, side, -1)
         grey = np.float32(heatmap)[..., None] * 255.0  # (S, S, 1)
-        panels = [np.uint8(np.repeat(face, 3, -1) if face.shape[-1] == 1 else face), overlay(face, rgb_map),
-                  np.uint8(np.repeat(grey, 3, -1)), overlay(grey, landmark_map)]
-        strip = np.concatenate(panels, axis=1)
-        paths.append(_write_strip(strip, out_dir / f"{names[i]}.png", None if labels is None else labels[i]))
-    return paths
+        strips.append(np.concatenate([_rgb(face), overlay(face, rgb_map), _rgb(grey), overlay(grey, landmark_map)], axis=1))
+    return _write_strips(strips, names, out_dir, labels)
 
 
 def sae_saliency(model, quantile=0.8):
@@ -220,18 +207,15 @@ def sae_saliency(model, quantile=0.8):
 
 def write_saliency_overlays(images, strength, mask, names, out_dir, labels=None):
     """One PNG per face: [face | W1 strength as a JET overlay | thresholded pixels in red]."""
-    out_dir = pathlib.Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for i, image in enumerate(images):
-        base = np.uint8(np.repeat(image, 3, -1) if image.shape[-1] == 1 else image)
+    strips = []
+    for image in images:
+        base = _rgb(image)
         size = base.shape[1], base.shape[0]
         on = cv2.resize(np.uint8(mask) * 255, size, interpolation=cv2.INTER_NEAREST) > 127
         marked = base.copy()
         marked[on] = (0.4 * marked[on] + 0.6 * np.array([255, 0, 0])).astype(np.uint8)
-        strip = np.concatenate([base, overlay(image, strength), marked], axis=1)
-        paths.append(_write_strip(strip, out_dir / f"{names[i]}.png", None if labels is None else labels[i]))
-    return paths
+        strips.append(np.concatenate([base, overlay(image, strength), marked], axis=1))
+    return _write_strips(strips, names, out_dir, labels)
 
 
 def image_inputs(path, input_shape, with_landmarks=False):
