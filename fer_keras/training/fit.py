@@ -438,6 +438,11 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
         if config["clip_length"] > longest:
             print(f"Warning: --clip-length {config['clip_length']} is longer than every training sequence (the longest has "
                   f"{longest} frames); each clip is padded by repeating its last frame.", file=sys.stderr)
+    if not split.official and manifest["counts_per_subject"] and max(manifest["counts_per_subject"].values()) == 1:
+        official = " or --split official, which this dataset has" if manifest.get("official_split") else ""
+        print(f"Warning: every subject of {manifest['dataset']} has one sample (no subject ids), so this subject k-fold "
+              f"is an image k-fold and its test accuracy is not subject-independent; give subject ids (prepare folder "
+              f"--subject-pattern){official}.", file=sys.stderr)
     steps = math.ceil(examples / config["batch_size"])
     train_ds = make_dataset(config, manifest, split, "train", training=True, epochs=config["epochs"], start_epoch=start_epoch)
     val_ds = make_dataset(config, manifest, split, "val")

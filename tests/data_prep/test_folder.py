@@ -133,3 +133,16 @@ def test_wrong_layout_and_options_are_one_line_errors(tmp_path):
     with pytest.raises(UserError, match="all 1 were skipped.*not a sequence folder"):
         prepare_dataset("folder", tmp_path / "stills", tmp_path / "out", protocol="sequence", quiet=True)
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_training_on_images_without_subject_ids_warns_that_the_split_is_by_image(prepared, tmp_path):
+    out, _, _, _ = prepared  # subjects from --subject-pattern: no warning
+    args = ("--quiet", "train", "--model", "frame_cnn", "--epochs", 1, "--batch-size", 4, "--image-size", 32,
+            "--folds", 3, "--fold", 0, "--out", tmp_path / "runs")
+    assert "image k-fold" not in expect_ok(invoke(*args, "--data", out, "--name", "with_subjects")).output
+    root = tmp_path / "raw" / "no_ids"
+    make_still_tree(root)
+    no_ids = tmp_path / "no_ids"
+    prepare_dataset("folder", root, no_ids, size=48, grey=True, detect=False, protocol="still", quiet=True)
+    warning = expect_ok(invoke(*args, "--data", no_ids, "--name", "without_subjects")).output
+    assert "every subject of folder:no_ids has one sample" in warning and "image k-fold" in warning
