@@ -121,7 +121,7 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
         "run": run_dir.name,
         "model": config["model"],
         "dataset": dataset_name,
-        "data": str(data_dir),
+        "data": str(data_dir.resolve()),
         "trained_on": trained_on,
         "label_set": manifest["label_set"],
         "protocol": protocol,
