@@ -398,7 +398,7 @@ def evaluate_cmd(ctx, run, protocol, folds, epochs, cross_data):
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="Also write the comparison: .md, .csv or .json.")
 @click.pass_context
 def compare_cmd(ctx, runs, out):
-    """Evaluated runs side by side: one table per test set (dataset, label set, protocol).
+    """Evaluated runs side by side: one table per test set (dataset, label set, data folder, protocol).
 
     Each run gives a row per evaluation it holds: held-out (`evaluate RUN`), k-fold
     (`--protocol kfold`) and cross-dataset (`--data`). Only rows in one table share test samples.
