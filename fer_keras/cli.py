@@ -401,7 +401,8 @@ def compare_cmd(ctx, runs, out):
     """Evaluated runs side by side: one table per test set (dataset, label set, data folder, protocol).
 
     Each run gives a row per evaluation it holds: held-out (`evaluate RUN`), k-fold
-    (`--protocol kfold`) and cross-dataset (`--data`). Only rows in one table share test samples.
+    (`--protocol kfold`) and cross-dataset (`--data`). Only rows in one table share test samples; each
+    is tested against the table's most accurate run with the exact McNemar test.
     """
     from fer_keras.evaluation.compare import compare, markdown, write
 
