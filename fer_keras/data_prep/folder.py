@@ -26,9 +26,9 @@ import re
 
 from fer_keras.data_prep import common
 from fer_keras.errors import UserError
+from fer_keras.inference.images import IMAGE_SUFFIXES
 from fer_keras.names import natural_key, safe_name
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm"}
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 EMOTION_NAMES = {
     "neutral": "neutral", "anger": "anger", "angry": "anger", "contempt": "contempt", "contemptuous": "contempt",

@@ -90,14 +90,11 @@ def compare(runs):
     The data folder is part of the key: two SynthFER sets, or a CK+ folder prepared twice with
     other options, are other test samples even under the same name and protocol.
     """
-    from fer_keras.training import fit
-
     if not runs:
         raise UserError("Give one or more run folders to compare.")
     groups, not_evaluated = {}, []
     for run in runs:
-        fit.read_run_config(run)  # a one-line error for a folder that is not a run
-        rows = run_rows(run)
+        rows = run_rows(run)  # a one-line error for a folder that is not a run
         if not rows:
             not_evaluated.append(str(run))
         for row in rows:
