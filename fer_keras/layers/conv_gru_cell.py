@@ -3,11 +3,11 @@
 import keras
 from keras import ops
 
-from fer_keras.layers.conv_lstm_cell import _check_step_shape, _is_positive_int, _pair
+from fer_keras.layers.conv_cell import ConvCell
 
 
 @keras.saving.register_keras_serializable(package="fer_keras")
-class ConvGRUCell(keras.layers.Layer):
+class ConvGRUCell(ConvCell):
     """One time step of a convolutional GRU.
 
     Paper 000 compares against "ConvGRU [3]" but prints neither equations nor (in our
@@ -70,77 +70,15 @@ class ConvGRUCell(keras.layers.Layer):
         - 三好ら, Enhanced Conv-RNNs (paper 000): the ConvGRU baseline, [3].
     """
 
-    def __init__(
-        self,
-        filters,
-        kernel_size,
-        strides=1,
-        use_bias=True,
-        kernel_initializer="glorot_uniform",
-        recurrent_initializer="orthogonal",
-        bias_initializer="zeros",
-        kernel_regularizer=None,
-        recurrent_regularizer=None,
-        bias_regularizer=None,
-        **kwargs,
-    ):
-        super().__init__(**kwargs)
-        if not _is_positive_int(filters):
-            raise ValueError(f"filters must be an int >= 1. Received: filters={filters!r}")
-        self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        if _pair(strides, "strides") != (1, 1):
-            raise ValueError(
-                "Only strides=1 is supported: h and the input share one spatial size. "
-                f"Received: strides={strides!r}"
-            )
-        self.strides = (1, 1)
-        self.use_bias = bool(use_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
+    gates = 3  # z, r, h~
 
     @property
     def state_size(self):
         """Channels of `[h]`; the spatial size is the input's."""
         return [self.filters]
 
-    @property
-    def output_size(self):
-        return self.filters
-
     def build(self, inputs_shape, states_shape=None):
-        self.spatial_dims, self.input_dim = _check_step_shape(inputs_shape, type(self).__name__)
-        f = self.filters
-        self.kernel = self.add_weight(
-            shape=self.kernel_size + (self.input_dim, 3 * f),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            name="kernel",
-        )
-        self.recurrent_kernel = self.add_weight(
-            shape=self.kernel_size + (f, 3 * f),
-            initializer=self.recurrent_initializer,
-            regularizer=self.recurrent_regularizer,
-            name="recurrent_kernel",
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                shape=(3 * f,),
-                initializer=self.bias_initializer,
-                regularizer=self.bias_regularizer,
-                name="bias",
-            )
-        else:
-            self.bias = None
-
-    def _conv(self, x, kernel, bias=None):
-        y = ops.conv(x, kernel, strides=1, padding="same", data_format="channels_last")
-        return y if bias is None else y + bias
+        self.build_gate_weights(inputs_shape)
 
     def _gru_step(self, inputs, h_prev):
         """Eqs. (G1)-(G4): h_t from x_t and h_{t-1}."""
@@ -156,36 +94,3 @@ class ConvGRUCell(keras.layers.Layer):
     def call(self, inputs, states, training=False):
         h = self._gru_step(inputs, states[0])
         return h, [h]
-
-    def compute_output_shape(self, inputs_shape, states_shape=None):
-        shape = tuple(inputs_shape[:-1]) + (self.filters,)  # (B, H, W, filters)
-        return shape, [shape] * len(self.state_size)
-
-    def get_initial_state(self, batch_size=None):
-        """Zero states, each `(batch_size, H, W, filters)`; the cell must be built."""
-        if not self.built:
-            raise ValueError(
-                f"{type(self).__name__}.get_initial_state needs the spatial size: build the "
-                "cell first (cell.build(input_shape)) or run it inside ConvRNN. "
-                f"Received: batch_size={batch_size!r} on an unbuilt cell"
-            )
-        shape = (batch_size,) + self.spatial_dims + (self.filters,)
-        return [ops.zeros(shape, dtype=self.compute_dtype) for _ in self.state_size]
-
-    def get_config(self):
-        config = super().get_config()
-        config.update(
-            {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
-                "use_bias": self.use_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
-            }
-        )
-        return config

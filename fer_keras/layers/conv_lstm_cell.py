@@ -3,9 +3,11 @@
 import keras
 from keras import ops
 
+from fer_keras.layers.conv_cell import ConvCell
+
 
 @keras.saving.register_keras_serializable(package="fer_keras")
-class ConvLSTMCell(keras.layers.Layer):
+class ConvLSTMCell(ConvCell):
     """One time step of a convolutional LSTM, peephole connections optional.
 
     Implements paper 001 eq. (1), the ConvLSTM of Shi et al. (2015, eq. 3):
@@ -79,6 +81,8 @@ class ConvLSTMCell(keras.layers.Layer):
           表情認識の内部構造分析" (paper 001), eq. (1).
     """
 
+    gates = 4  # i, f, c, o
+
     def __init__(
         self,
         filters,
@@ -96,62 +100,30 @@ class ConvLSTMCell(keras.layers.Layer):
         bias_regularizer=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
-        if not _is_positive_int(filters):
-            raise ValueError(f"filters must be an int >= 1. Received: filters={filters!r}")
-        self.filters = filters
-        self.kernel_size = _pair(kernel_size, "kernel_size")
-        if _pair(strides, "strides") != (1, 1):
-            raise ValueError(
-                "Only strides=1 is supported: h, c and the input share one spatial size. "
-                f"Received: strides={strides!r}"
-            )
-        self.strides = (1, 1)
+        super().__init__(
+            filters,
+            kernel_size,
+            strides=strides,
+            use_bias=use_bias,
+            kernel_initializer=kernel_initializer,
+            recurrent_initializer=recurrent_initializer,
+            bias_initializer=bias_initializer,
+            kernel_regularizer=kernel_regularizer,
+            recurrent_regularizer=recurrent_regularizer,
+            bias_regularizer=bias_regularizer,
+            **kwargs,
+        )
         self.peephole = bool(peephole)
-        self.use_bias = bool(use_bias)
         self.unit_forget_bias = bool(unit_forget_bias)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.recurrent_initializer = keras.initializers.get(recurrent_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
         self.peephole_initializer = keras.initializers.get(peephole_initializer)
-        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
-        self.recurrent_regularizer = keras.regularizers.get(recurrent_regularizer)
-        self.bias_regularizer = keras.regularizers.get(bias_regularizer)
-        self.input_spec = keras.layers.InputSpec(ndim=4)
 
     @property
     def state_size(self):
         """Channels of `[h, c]`; the spatial size is the input's."""
         return [self.filters, self.filters]
 
-    @property
-    def output_size(self):
-        return self.filters
-
     def build(self, inputs_shape, states_shape=None):
-        self.spatial_dims, self.input_dim = _check_step_shape(inputs_shape, type(self).__name__)
-        f = self.filters
-        self.kernel = self.add_weight(
-            shape=self.kernel_size + (self.input_dim, 4 * f),
-            initializer=self.kernel_initializer,
-            regularizer=self.kernel_regularizer,
-            name="kernel",
-        )
-        self.recurrent_kernel = self.add_weight(
-            shape=self.kernel_size + (f, 4 * f),
-            initializer=self.recurrent_initializer,
-            regularizer=self.recurrent_regularizer,
-            name="recurrent_kernel",
-        )
-        if self.use_bias:
-            self.bias = self.add_weight(
-                shape=(4 * f,),
-                initializer=self._gate_bias_initializer(),
-                regularizer=self.bias_regularizer,
-                name="bias",
-            )
-        else:
-            self.bias = None
+        self.build_gate_weights(inputs_shape, bias_initializer=self._gate_bias_initializer())
         if self.peephole:
             self._build_peepholes()
 
@@ -193,10 +165,6 @@ class ConvLSTMCell(keras.layers.Layer):
         """W_co ∘ c_t of eq. (1)."""
         return c * self.output_peephole
 
-    def _conv(self, x, kernel, bias=None):
-        y = ops.conv(x, kernel, strides=1, padding="same", data_format="channels_last")
-        return y if bias is None else y + bias
-
     def _lstm_step(self, inputs, h_prev, c_prev):
         """Eq. (1) up to the output: returns (o_t ∘ tanh(c_t), c_t)."""
         z = self._conv(inputs, self.kernel, self.bias) + self._conv(h_prev, self.recurrent_kernel)
@@ -218,66 +186,13 @@ class ConvLSTMCell(keras.layers.Layer):
         h, c = self._lstm_step(inputs, h_prev, c_prev)
         return h, [h, c]
 
-    def compute_output_shape(self, inputs_shape, states_shape=None):
-        shape = tuple(inputs_shape[:-1]) + (self.filters,)  # (B, H, W, filters)
-        return shape, [shape] * len(self.state_size)
-
-    def get_initial_state(self, batch_size=None):
-        """Zero states, each `(batch_size, H, W, filters)`; the cell must be built."""
-        if not self.built:
-            raise ValueError(
-                f"{type(self).__name__}.get_initial_state needs the spatial size: build the "
-                "cell first (cell.build(input_shape)) or run it inside ConvRNN. "
-                f"Received: batch_size={batch_size!r} on an unbuilt cell"
-            )
-        shape = (batch_size,) + self.spatial_dims + (self.filters,)
-        return [ops.zeros(shape, dtype=self.compute_dtype) for _ in self.state_size]
-
     def get_config(self):
         config = super().get_config()
         config.update(
             {
-                "filters": self.filters,
-                "kernel_size": self.kernel_size,
-                "strides": self.strides,
                 "peephole": self.peephole,
-                "use_bias": self.use_bias,
                 "unit_forget_bias": self.unit_forget_bias,
-                "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-                "recurrent_initializer": keras.initializers.serialize(self.recurrent_initializer),
-                "bias_initializer": keras.initializers.serialize(self.bias_initializer),
                 "peephole_initializer": keras.initializers.serialize(self.peephole_initializer),
-                "kernel_regularizer": keras.regularizers.serialize(self.kernel_regularizer),
-                "recurrent_regularizer": keras.regularizers.serialize(self.recurrent_regularizer),
-                "bias_regularizer": keras.regularizers.serialize(self.bias_regularizer),
             }
         )
         return config
-
-
-def _pair(value, name):
-    """An int or a pair of ints >= 1 as a pair."""
-    pair = tuple(value) if isinstance(value, (list, tuple)) else (value, value)
-    if len(pair) != 2 or not all(_is_positive_int(v) for v in pair):
-        raise ValueError(f"{name} must be an int >= 1 or a pair of them. Received: {name}={value!r}")
-    return pair
-
-
-def _is_positive_int(value):
-    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
-
-
-def _check_step_shape(inputs_shape, owner):
-    """(H, W) and C of a (B, H, W, C) step shape, all of which must be known."""
-    if len(inputs_shape) != 4:
-        raise ValueError(
-            f"{owner} takes one time step of shape (batch, height, width, channels). "
-            f"Received: inputs_shape={tuple(inputs_shape)}"
-        )
-    spatial_dims, channels = tuple(inputs_shape[1:3]), inputs_shape[3]
-    if None in spatial_dims or channels is None:
-        raise ValueError(
-            f"{owner} needs known height, width and channels (its states are zero tensors of "
-            f"that size). Received: inputs_shape={tuple(inputs_shape)}"
-        )
-    return spatial_dims, channels

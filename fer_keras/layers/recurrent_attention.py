@@ -3,7 +3,7 @@
 import keras
 from keras import ops
 
-from fer_keras.layers.conv_lstm_cell import _is_positive_int, _pair
+from fer_keras.layers.conv_cell import _is_positive_int, _pair
 from fer_keras.layers.conv_rnn import ConvRNN
 
 

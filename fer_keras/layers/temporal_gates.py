@@ -13,7 +13,7 @@ ConvGRUCell). It adds:
 import keras
 from keras import ops
 
-from fer_keras.layers.conv_lstm_cell import _is_positive_int, _pair
+from fer_keras.layers.conv_cell import _is_positive_int, _pair
 
 
 class TemporalGates:
