@@ -482,14 +482,6 @@ def _ordered_results(jobs, workers, uses_dlib=True):
 # --- resumable sharded writing (parent side) ------------------------------------------------
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _write_json(path, data):
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(data, indent=2, sort_keys=False) + "\n")
@@ -554,6 +546,8 @@ def _load_progress(partial, fp):
     ``progress/NNNNN.json`` (written atomically after the shard), so recording a shard costs the
     same however many came before it.
     """
+    from fer_keras.data import records
+
     path = partial / PROGRESS
     progress = None
     if path.exists():
@@ -574,7 +568,7 @@ def _load_progress(partial, fp):
         except (json.JSONDecodeError, UnicodeDecodeError, ValueError):
             continue
         file = shard.get("file")
-        if file is None or ((partial / file).exists() and _sha256(partial / file) == shard["sha256"]):
+        if file is None or ((partial / file).exists() and records.sha256(partial / file) == shard["sha256"]):
             done[index] = shard
     keep = {s["file"] for s in done.values() if s["file"]} | {PROGRESS, PROGRESS_DIR}
     for child in partial.iterdir():  # unfinished .tmp shards, shards with a wrong checksum
@@ -670,7 +664,7 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
                 writer = None
                 final = partial / _shard_name(k)
                 os.replace(tmp, final)
-                entry = {"file": final.name, "sha256": _sha256(final), "num_examples": num}
+                entry = {"file": final.name, "sha256": records.sha256(final), "num_examples": num}
             entry.update(counts_per_class=counts_class, counts_per_subject=counts_subject,
                          counts_per_split=counts_split, skipped=shard_skipped)
             shards[k] = entry

@@ -55,17 +55,46 @@ def next_version(base):
     return max(versions, default=0) + 1
 
 
+def version_folder(out, run_dir, version=None):
+    """``out/<run>/<version>``, the next free version by default; never an existing one."""
+    base = pathlib.Path(out) / pathlib.Path(run_dir).name
+    final = base / str(version or next_version(base))
+    if final.exists():
+        raise UserError(f"Export version {final} already exists; versions are never overwritten.")
+    return final
+
+
+def write_version(archive, final, metadata):
+    """Writes `archive` and ``assets.extra/fer_keras.json`` as ``.<version>.tmp``, renamed to `final` when complete.
+
+    Nothing is left behind on failure; a full disk is one line naming `final`.
+    """
+    tmp = final.parent / f".{final.name}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        archive.write_out(str(tmp), verbose=False)
+        (tmp / "assets.extra").mkdir(exist_ok=True)
+        (tmp / "assets.extra" / "fer_keras.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if e.errno == errno.ENOSPC:
+            raise UserError(f"No space left on device while exporting to {final}; nothing was written.") from None
+        raise
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
 def export_savedmodel(run_dir, *, out="exports", version=None):
     from fer_keras.models.registry import get_spec
     from fer_keras.training import fit
 
     run_dir = pathlib.Path(run_dir)
     config, manifest, model = fit.load_run(run_dir)
-    base = pathlib.Path(out) / run_dir.name
-    version = version or next_version(base)
-    final = base / str(version)
-    if final.exists():
-        raise UserError(f"Export version {final} already exists; versions are never overwritten.")
+    final = version_folder(out, run_dir, version)
     spec = get_spec(config["model"])
     input_name = "frames" if spec.kind == "clip" else "images"
     shape = [None] + [int(d) for d in model.inputs[0].shape[1:]]
@@ -113,28 +142,14 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
             }
     inputs = _inputs_info(signature, input_name)
     main = next(i for i in inputs if i["name"] not in ("flow", "landmarks"))  # the frames or image an app feeds
-    tmp = base / f".{version}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    base.mkdir(parents=True, exist_ok=True)
-    try:
-        archive.write_out(str(tmp), verbose=False)
-        (tmp / "assets.extra").mkdir(exist_ok=True)
-        (tmp / "assets.extra" / "fer_keras.json").write_text(
-            json.dumps({"model": config["model"], "run": run_dir.name, "labels": manifest["labels"], "input": main["name"],
-                        "input_shape": main["shape"], "normalisation": describe.PIXELS, "signatures": signatures,
-                        "inputs": inputs, "face_alignment": describe.face_alignment(main["shape"][-2]),
-                        **({"stream_step": stream_info} if stream_info else {})}, indent=2) + "\n"
-        )
-        os.replace(tmp, final)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        if e.errno == errno.ENOSPC:
-            raise UserError(f"No space left on device while exporting to {final}; nothing was written.") from None
-        raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    metadata = {
+        "model": config["model"], "run": run_dir.name, "labels": manifest["labels"], "input": main["name"],
+        "input_shape": main["shape"], "normalisation": describe.PIXELS, "signatures": signatures, "inputs": inputs,
+        "face_alignment": describe.face_alignment(main["shape"][-2]),
+    }
+    if stream_info:
+        metadata["stream_step"] = stream_info
+    return write_version(archive, final, metadata)
 
 
 def _inputs_info(signature, input_name):

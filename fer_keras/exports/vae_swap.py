@@ -16,9 +16,7 @@ TFLite: the expression encoder at batch 1, builtin ops only, checked against Ker
 """
 
 import json
-import os
 import pathlib
-import shutil
 
 import keras
 import numpy as np
@@ -26,7 +24,7 @@ import tensorflow as tf
 
 from fer_keras import atomic
 from fer_keras.errors import UserError
-from fer_keras.exports.savedmodel import next_version
+from fer_keras.exports.savedmodel import version_folder, write_version
 
 
 def _load(run_dir):
@@ -41,11 +39,7 @@ def _load(run_dir):
 def export_savedmodel(run_dir, *, out="exports", version=None):
     run_dir = pathlib.Path(run_dir)
     config, manifest, vae = _load(run_dir)
-    base = pathlib.Path(out) / run_dir.name
-    version = version or next_version(base)
-    final = base / str(version)
-    if final.exists():
-        raise UserError(f"Export version {final} already exists; versions are never overwritten.")
+    final = version_folder(out, run_dir, version)
     size, channels, d = vae.image_size, vae.channels, vae.latent_dim
     image_spec = tf.TensorSpec([None, size, size, channels], tf.float32)
     latent_spec = tf.TensorSpec([None, d], tf.float32)
@@ -63,20 +57,11 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
         "swap", lambda identity_images, expression_images: {"images": vae.swap(identity_images, expression_images) * 255.0},
         input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="identity_images"),
                          tf.TensorSpec(image_spec.shape, tf.float32, name="expression_images")])
-    tmp = base / f".{version}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    base.mkdir(parents=True, exist_ok=True)
-    try:
-        archive.write_out(str(tmp), verbose=False)
-        (tmp / "assets.extra").mkdir(exist_ok=True)
-        (tmp / "assets.extra" / "fer_keras.json").write_text(json.dumps({
-            "model": config["model"], "run": run_dir.name, "signatures": ["encode_expression", "encode_identity", "decode", "swap"],
-            "image_shape": [size, size, channels], "latent_dim": d, "normalisation": "raw pixel values 0..255 in and out"}, indent=2) + "\n")
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    return final
+    metadata = {
+        "model": config["model"], "run": run_dir.name, "signatures": ["encode_expression", "encode_identity", "decode", "swap"],
+        "image_shape": [size, size, channels], "latent_dim": d, "normalisation": "raw pixel values 0..255 in and out",
+    }
+    return write_version(archive, final, metadata)
 
 
 def export_expression_tflite(run_dir, *, out="exports", samples=16):
