@@ -753,6 +753,33 @@ def _iter(files, quiet):
     bar.close()
 
 
+def _set_root_flag(ctx, param, value):
+    if value:
+        ctx.find_root().params[param.name] = True
+
+
+def _accept_root_flags(group):
+    """Every command also takes --quiet/-q and --debug after its name: `fer-keras export RUN --quiet`.
+
+    They set the root's flags, which every command reads; given after the command, --debug shows
+    tracebacks but cannot bring back TensorFlow's start-up log, imported before the command's options
+    are read.
+    """
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            _accept_root_flags(command)
+            continue
+        command.params += [
+            click.Option(["--quiet", "-q"], is_flag=True, expose_value=False, callback=_set_root_flag,
+                         help="No progress bars or summaries (as fer-keras --quiet)."),
+            click.Option(["--debug"], is_flag=True, expose_value=False, callback=_set_root_flag,
+                         help="Show full tracebacks (as fer-keras --debug)."),
+        ]
+
+
+_accept_root_flags(cli)
+
+
 def main():
     cli(prog_name="fer-keras")
 

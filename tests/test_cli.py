@@ -369,6 +369,17 @@ def test_error_damaged_run_files_are_named(still_run, tmp_path):
     assert not (tmp_path / "ex").exists()
 
 
+def test_quiet_and_debug_may_follow_the_command_name(tmp_path):
+    args = ("synth", "preview", "--subjects", 1, "--size", 48)
+    loud = expect_ok(invoke(*args, "--out", tmp_path / "a.png"))
+    assert "Wrote" in loud.output
+    for quiet in (("--quiet",), ("-q",), ("--quiet", "--debug")):
+        result = expect_ok(invoke(*args, "--out", tmp_path / "b.png", *quiet))
+        assert result.output == "" and (tmp_path / "b.png").stat().st_size > 0
+    helps = [invoke(*command, "--help").output for command in (("export",), ("prepare", "ckplus"), ("synth", "generate"))]
+    assert all("--quiet" in h and "--debug" in h for h in helps)
+
+
 def test_error_preview_to_a_file_type_it_cannot_write(tmp_path):
     line = expect_user_error(invoke("synth", "preview", "--out", tmp_path / "grid.xyz"))
     assert "--out" in line and "grid.xyz" in line
