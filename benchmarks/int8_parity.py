@@ -334,7 +334,7 @@ def _full_int8_landmark_arm(run):
     config, manifest, model = fit.load_run(run)
     device = tflite.rebuild_for_device(config, manifest, model)
     split = Split.from_dict(config["split_subjects"])
-    rep, _ = tflite.collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), 200)
+    rep, _ = tflite.sample(fit.make_dataset(config, manifest, split, "train", batch_size=64), 200)
     scopes = tflite.FLOAT_SCOPES
     tflite.FLOAT_SCOPES = ()  # nothing kept float
     try:
@@ -343,7 +343,7 @@ def _full_int8_landmark_arm(run):
         tflite.FLOAT_SCOPES = scopes
     lite = tflite.LiteRTModel(flatbuffer)
     assert lite.inputs["landmarks"]["dtype"] == np.int8
-    x, y = tflite.collect(fit.make_dataset(config, manifest, split, "test", batch_size=64), 200)
+    x, y = tflite.sample(fit.make_dataset(config, manifest, split, "test", batch_size=64), 200)
     check = tflite.parity(model, lite, x)
     got = np.stack([lite(s) for s in tflite._unbatch(x)]).argmax(1)
     keras_acc = float(np.mean(tflite._probabilities(model, x).argmax(1) == y))
@@ -376,8 +376,8 @@ def quantization_error(run, samples=64):
     if len(device.inputs) != 1:
         return {"error": "several inputs: not measured"}
     split = Split.from_dict(config["split_subjects"])
-    rep, _ = tflite.collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), tflite.CALIBRATION_SAMPLES)
-    test, _ = tflite.collect(fit.make_dataset(config, manifest, split, "test", batch_size=64), samples)
+    rep, _ = tflite.sample(fit.make_dataset(config, manifest, split, "train", batch_size=64), tflite.CALIBRATION_SAMPLES)
+    test, _ = tflite.sample(fit.make_dataset(config, manifest, split, "test", batch_size=64), samples)
     with tempfile.TemporaryDirectory() as tmp:
         archive = keras.export.ExportArchive()
         archive.track(device)

@@ -133,9 +133,9 @@ def trace_run(run, clips=40, remedies=False):
     config, manifest, model = fit.load_run(run)
     device = tflite.rebuild_for_device(config, manifest, model)
     split = Split.from_dict(config["split_subjects"])
-    representative, _ = tflite.collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), tflite.CALIBRATION_SAMPLES)
+    representative, _ = tflite.sample(fit.make_dataset(config, manifest, split, "train", batch_size=64), tflite.CALIBRATION_SAMPLES)
     representative = tflite._unbatch(representative)
-    test_x, _ = tflite.collect(fit.make_dataset(config, manifest, split, "test", batch_size=64), tflite.PARITY_SAMPLES)
+    test_x, _ = tflite.sample(fit.make_dataset(config, manifest, split, "test", batch_size=64), tflite.PARITY_SAMPLES)
     test_items = tflite._unbatch(test_x)
     float32 = tflite.convert(device, quantize="none")
     int8 = tflite.convert(device, quantize="int8", representative=representative)
@@ -156,7 +156,7 @@ def trace_run(run, clips=40, remedies=False):
             with mock.patch.object(tflite, "FLOAT_SCOPES", scopes):
                 candidates[f"int8, the {stream} Conv-RNN layers float32 (all their ops)"] = tflite.convert(
                     device, quantize="int8", representative=representative)
-        more, _ = tflite.collect(fit.make_dataset(config, manifest, split, "train", batch_size=64), 5 * tflite.CALIBRATION_SAMPLES)
+        more, _ = tflite.sample(fit.make_dataset(config, manifest, split, "train", batch_size=64), 5 * tflite.CALIBRATION_SAMPLES)
         more = tflite._unbatch(more)
         candidates[f"int8 calibrated on {len(more)} training clips instead of 200"] = tflite.convert(
             device, quantize="int8", representative=more)

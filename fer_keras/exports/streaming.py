@@ -385,13 +385,13 @@ def export_streaming(run_dir, *, out="exports", quantize="none", float_io=False)
     split = Split.from_dict(config["split_subjects"])
     representative = None
     if quantize in ("int8", "int16x8"):
-        train_clips, _ = tflite.collect(fit.make_dataset(config, manifest, split, "train", batch_size=32), CALIBRATION_CLIPS)
+        train_clips, _ = tflite.sample(fit.make_dataset(config, manifest, split, "train", batch_size=32), CALIBRATION_CLIPS)
         representative = representative_samples(step, _clips(train_clips), limit=CALIBRATION_CLIPS)
     flatbuffer = tflite.convert_function(
         model, step, [step.input_signature()], quantize=quantize, representative=representative, float_io=float_io
     )
     lite = StreamingLiteRT(flatbuffer)
-    test_x, test_y = tflite.collect(fit.make_dataset(config, manifest, split, "test", batch_size=32), tflite.PARITY_SAMPLES)
+    test_x, test_y = tflite.sample(fit.make_dataset(config, manifest, split, "test", batch_size=32), tflite.PARITY_SAMPLES)
     check, ref, got = parity(model, step, lite, test_x)
     keras_acc = float(np.mean(ref.argmax(1) == test_y))
     lite_acc = float(np.mean(got.argmax(1) == test_y))
