@@ -391,7 +391,8 @@ def export_streaming(run_dir, *, out="exports", quantize="none", float_io=False)
         model, step, [step.input_signature()], quantize=quantize, representative=representative, float_io=float_io
     )
     lite = StreamingLiteRT(flatbuffer)
-    test_x, test_y = tflite.sample(fit.make_dataset(config, manifest, split, "test", batch_size=32), tflite.PARITY_SAMPLES)
+    test_x, test_y = tflite.sample(fit.make_dataset(config, manifest, split, "test", batch_size=32), tflite.PARITY_SAMPLES,
+                                   max_bytes=tflite.PARITY_BYTES)
     check, ref, got = parity(model, step, lite, test_x)
     keras_acc = float(np.mean(ref.argmax(1) == test_y))
     lite_acc = float(np.mean(got.argmax(1) == test_y))

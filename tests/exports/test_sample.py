@@ -45,3 +45,9 @@ def test_several_inputs_are_sampled_together():
 def test_an_empty_dataset_is_an_error():
     with pytest.raises(ValueError, match="empty"):
         sample(_ordered(0), 10)
+
+
+def test_a_byte_budget_caps_the_sample():
+    x, y = sample(_ordered(1000), 500, max_bytes=100 * 3 * 4)  # 100 samples of three float32 values
+    assert x.shape == (100, 3) and len(set(y.tolist())) == 100
+    assert y.max() >= 500  # still drawn from the whole dataset
