@@ -26,8 +26,9 @@ The vae_swap family (vae_swap, vae, vae_meansub, cvae) is skipped: it is no clas
 output is an expression code clustered by k-means++), and its TFLite export is the float32
 expression encoder only (`fer-keras export --quantize` refuses int8 for it).
 
-Agreement is measured on up to 500 held-out samples per row (the export's PARITY_SAMPLES) and reported with its
-Wilson 95 % interval: at 200 samples the interval of a 97 % agreement is about +-2.4 points.
+Agreement is measured on up to 2,000 held-out samples per row, drawn from every test subject (the export's
+PARITY_SAMPLES and `tflite.sample`; up to 500, the first of the split, before 2026-11-24), and reported with its
+Wilson 95 % interval: at 200 samples the interval of a 97 % agreement is about +-2.4 points, at 2,000 +-0.75.
 
 Agreement on a near-chance model says little (near-uniform probabilities flip under any noise),
 so each row also says whether the float model is clearly above chance (>= chance + 15 points).
@@ -493,7 +494,10 @@ Every registered classifier at its `small` size, trained here on SynthFER ({a['s
 number of epochs after "+"). int8 = full-integer post-training
 quantisation (int8 weights and activations, int8 input/output), calibrated on 200 training samples (streaming: one
 (frame, states) pair from the float step model on each of up to 400 training clips, the time step cycling; several
-steps per clip where the training split has fewer clips). "agree" is the top-1 agreement of the TFLite model
+steps per clip where the training split has fewer clips). Since 2026-11-24 the export draws the calibration samples from
+the whole training side and measures on up to 2,000 test samples drawn from every test subject; the rows below were
+measured before then, calibrated on the first training samples and measured on the first 500 test samples of the split
+(docs/quantisation.md, last section). "agree" is the top-1 agreement of the TFLite model
 with the float Keras model on the same held-out test samples (streaming: after the last frame of each test clip, from
 zero states); the issue's target is >= {100 * data['target_top1_agreement']:.0f} %. "95 % CI": Wilson interval of the agreement
 over the test samples. "disagreements at exact ties": of the samples where TFLite and float disagree, those where the
