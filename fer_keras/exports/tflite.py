@@ -430,20 +430,6 @@ def sample(dataset, limit, seed=SAMPLE_SEED, max_bytes=None):
     return np.stack(xs), ys
 
 
-def collect(dataset, limit):
-    """Up to `limit` inputs (an array, or a dict of arrays) and labels from a batched (x, y, ...) dataset."""
-    xs, ys = [], []
-    for batch in dataset:
-        x = batch[0]
-        xs.append({k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy())
-        ys.append(batch[1].numpy())
-        if sum(len(y) for y in ys) >= limit:
-            break
-    if isinstance(xs[0], dict):
-        return {k: np.concatenate([x[k] for x in xs])[:limit] for k in xs[0]}, np.concatenate(ys)[:limit]
-    return np.concatenate(xs)[:limit], np.concatenate(ys)[:limit]
-
-
 LANDMARKS_DESCRIPTION = (
     "68 dlib / iBUG 300-W face landmarks (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67), "
     "(x, y) in pixels of the aligned face crop that is fed as 'images' (x to the right, y down, origin at the "

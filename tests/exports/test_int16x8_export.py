@@ -77,7 +77,7 @@ def test_int16x8_streaming_step_model_matches_the_clip_model(clip_run, exports_d
     meta = json.loads(path.with_suffix(".json").read_text())
     assert meta["input"]["dtype"] == "int16" and all(s["dtype"] == "int16" for s in meta["states"])
     config, manifest, model = fit.load_run(clip_run)
-    x, _ = tflite.collect(fit.make_dataset(config, manifest, Split.from_dict(config["split_subjects"]), "test", batch_size=8), 4)
+    x, _ = tflite.sample(fit.make_dataset(config, manifest, Split.from_dict(config["split_subjects"]), "test", batch_size=8), 4)
     assert x.shape[1:] == (CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)
     runner = Interpreter(model_path=str(path)).get_signature_runner()
     ins, outs = runner.get_input_details(), runner.get_output_details()

@@ -49,7 +49,7 @@ def held_out(run, limit=12, seed=0):
     """(keras model, {"images", "landmarks"}): test-subject samples plus random images with jittered landmarks."""
     config, manifest, model = fit.load_run(run)
     split = Split.from_dict(config["split_subjects"])
-    x, _ = tflite.collect(fit.make_dataset(config, manifest, split, "test", batch_size=16), limit)
+    x, _ = tflite.sample(fit.make_dataset(config, manifest, split, "test", batch_size=16), limit)
     rng = np.random.default_rng(seed)
     noise_images = rng.uniform(0, 255, size=(3,) + x["images"].shape[1:]).astype(np.float32)
     noise_points = (x["landmarks"][:3] + rng.normal(0, 1.5, size=x["landmarks"][:3].shape)).astype(np.float32)

@@ -203,7 +203,7 @@ def test_cli_streaming_export_matches_the_clip_run(clip_run, exports_dir):
     assert meta["parity"]["max_abs_diff"] <= 1e-4 and meta["parity"]["keras_step_max_abs_diff"] <= 1e-4
 
     config, manifest, model = fit.load_run(clip_run)
-    x, _ = tflite.collect(fit.make_dataset(config, manifest, Split.from_dict(config["split_subjects"]), "test", batch_size=8), 6)
+    x, _ = tflite.sample(fit.make_dataset(config, manifest, Split.from_dict(config["split_subjects"]), "test", batch_size=8), 6)
     expected = np.asarray(model(x, training=False))
     for clip, p in zip(x, expected):
         out, interpreter = run_step_litert(path, {"frame": clip})

@@ -23,7 +23,7 @@ def held_out_inputs(run, limit=24, seed=0):
     """(keras model, labels, inputs): test-subject samples plus random raw pixels in [0, 255]."""
     config, manifest, model = fit.load_run(run)
     split = Split.from_dict(config["split_subjects"])
-    x, _ = tflite.collect(fit.make_dataset(config, manifest, split, "test", batch_size=16), limit)
+    x, _ = tflite.sample(fit.make_dataset(config, manifest, split, "test", batch_size=16), limit)
     noise = np.random.default_rng(seed).uniform(0, 255, size=(4,) + x.shape[1:]).astype(np.float32)
     return model, manifest["labels"], np.concatenate([x, noise])
 
