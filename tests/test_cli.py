@@ -513,3 +513,14 @@ def test_an_export_below_the_target_says_what_to_try(quantize, agreement, stream
     else:
         assert f"{agreement:.1%}" in hint and expected in hint and "float16" in hint
         assert ("--streaming" in hint) == (streaming or clip)
+
+
+def test_the_hint_names_a_per_video_agreement_that_meets_the_target():
+    from fer_keras.cli import quantization_hint
+
+    video = {"videos": 300, "top1_agreement": 0.983, "top1_agreement_95ci": [0.96, 0.99]}
+    hint = quantization_hint("int8", 0.953, streaming=True, per_video=video)
+    assert "95.3% with float per clip" in hint and "Per video" in hint and "98.3%" in hint
+    low = dict(video, top1_agreement=0.95)
+    assert "Per video" not in quantization_hint("int8", 0.953, streaming=True, per_video=low)
+    assert "per clip" not in quantization_hint("int8", 0.90, streaming=False)  # a still model has no clips

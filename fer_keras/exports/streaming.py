@@ -391,9 +391,11 @@ def export_streaming(run_dir, *, out="exports", quantize="none", float_io=False)
         model, step, [step.input_signature()], quantize=quantize, representative=representative, float_io=float_io
     )
     lite = StreamingLiteRT(flatbuffer)
-    test_x, test_y = tflite.sample(fit.make_dataset(config, manifest, split, "test", batch_size=32), tflite.PARITY_SAMPLES,
-                                   max_bytes=tflite.PARITY_BYTES)
+    test_x, test_y, test_videos = tflite.sample_videos(
+        fit.make_dataset(config, manifest, split, "test", batch_size=32, with_meta=True), tflite.PARITY_SAMPLES,
+        max_bytes=tflite.PARITY_BYTES)
     check, ref, got = parity(model, step, lite, test_x)
+    check["per_video"] = tflite.video_agreement(ref, got, test_videos)
     keras_acc = float(np.mean(ref.argmax(1) == test_y))
     lite_acc = float(np.mean(got.argmax(1) == test_y))
     check.update(keras_accuracy=keras_acc, tflite_accuracy=lite_acc, accuracy_drop=keras_acc - lite_acc,

@@ -44,7 +44,8 @@ CALIBRATION_SAMPLES = 200
 # if the test split is smaller, or if they would take more than PARITY_BYTES of float32 input), drawn from
 # every test subject (`sample`). At 2,000 the 95 % interval of a 97 % top-1 agreement is about +-0.75
 # points; at 500 it was +-1.5, too wide to tell 96 from 97 %: one int8 convlstm_ram (SynthFER lab 384,
-# fold 0) agreed 97.8 % on 500 clips drawn so and 96.1 % on all 3,656 test clips.
+# fold 0) agreed 97.8 % on 500 clips drawn so and 96.1 % on all 3,656 test clips. Clip models draw whole
+# videos up to this many clips (`sample_videos`), and report the per-video decision's agreement as well.
 PARITY_SAMPLES = 2000
 PARITY_BYTES = 512 * 2**20
 # The seed of those draws, so that an export measures the same samples every time.
@@ -430,6 +431,71 @@ def sample(dataset, limit, seed=SAMPLE_SEED, max_bytes=None):
     return np.stack(xs), ys
 
 
+def sample_videos(dataset, limit, seed=SAMPLE_SEED, max_bytes=None):
+    """Whole videos drawn at random, with at most `limit` clips in all: (x, y, videos), in the dataset's order.
+
+    Clip models decide per video by a majority vote over its clips (paper 001, the project's video
+    score), so measuring that decision takes every clip of a video. Each video gets a seeded random key
+    in the order it is met, and the videos with the largest keys are dropped while the clips kept
+    exceed `limit` (or `max_bytes` of float32 input): a random subset of whole videos from every
+    subject, the same on every export. `dataset` is a batched (x, y, meta) dataset with meta["video"],
+    its clips grouped by video (`pipeline.clip_dataset` unshuffled); one pass, holding at most `limit`
+    clips plus one video.
+    """
+    import heapq
+
+    rng = np.random.default_rng(seed)
+    heap, kept_clips, order = [], 0, 0  # heap of (-key, order, video, clips): the largest key on top
+    current, clips = None, []
+
+    def close_video():
+        nonlocal kept_clips, order
+        if not clips:
+            return
+        heapq.heappush(heap, (-rng.random(), order, current, list(clips)))
+        kept_clips += len(clips)
+        order += 1
+        while kept_clips > limit and len(heap) > 1:
+            kept_clips -= len(heapq.heappop(heap)[3])
+
+    for batch in dataset:
+        x, y, videos = batch[0], batch[1].numpy(), batch[2]["video"].numpy()
+        x = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy()
+        if max_bytes is not None and order == 0 and not clips:
+            per_sample = sum(v[0].nbytes for v in (x.values() if isinstance(x, dict) else [x]))
+            limit = max(1, min(limit, max_bytes // per_sample))
+        for i in range(len(y)):
+            if videos[i] != current:
+                close_video()
+                current, clips = videos[i], []
+            clips.append(({k: v[i].copy() for k, v in x.items()} if isinstance(x, dict) else x[i].copy(), y[i]))
+    close_video()
+    if not heap:
+        raise ValueError("sample_videos() got an empty dataset")
+    kept = sorted(heap, key=lambda item: item[1])
+    rows = [(clip, label, video) for _, _, video, video_clips in kept for clip, label in video_clips]
+    xs, ys = [r[0] for r in rows], np.stack([r[1] for r in rows])
+    video_ids = np.array([r[2] for r in rows])
+    if isinstance(xs[0], dict):
+        return {k: np.stack([x[k] for x in xs]) for k in xs[0]}, ys, video_ids
+    return np.stack(xs), ys, video_ids
+
+
+def video_agreement(ref, got, videos):
+    """Agreement of the per-video decisions, each a majority vote over the video's clips (`majority_vote`).
+
+    A clip model's decision on a video is this vote (paper 001: "the final recognition is the majority
+    vote over the video's clips"); `fer-keras evaluate` scores video models so.
+    """
+    from fer_keras.evaluation.metrics import majority_vote
+
+    _, float_votes, _ = majority_vote(videos, ref)
+    _, lite_votes, _ = majority_vote(videos, got)
+    same = float_votes == lite_votes
+    return {"videos": int(len(same)), "top1_agreement": float(np.mean(same)),
+            "top1_agreement_95ci": list(wilson_interval(int(same.sum()), len(same)))}
+
+
 LANDMARKS_DESCRIPTION = (
     "68 dlib / iBUG 300-W face landmarks (jaw 0-16, brows 17-26, nose 27-35, eyes 36-47, mouth 48-67), "
     "(x, y) in pixels of the aligned face crop that is fed as 'images' (x to the right, y down, origin at the "
@@ -497,13 +563,22 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
         representative = _unbatch(representative)
     flatbuffer = convert(device_model, quantize=quantize, representative=representative, float_io=float_io)
 
-    test_x, test_y = sample(fit.make_dataset(config, manifest, split, "test", batch_size=64), PARITY_SAMPLES, max_bytes=PARITY_BYTES)
+    clip_model = len(model.inputs[0].shape) == 5
+    test = fit.make_dataset(config, manifest, split, "test", batch_size=64, with_meta=clip_model)
+    if clip_model:  # whole videos, so that the per-video decision can be compared too
+        test_x, test_y, test_videos = sample_videos(test, PARITY_SAMPLES, max_bytes=PARITY_BYTES)
+    else:
+        test_x, test_y = sample(test, PARITY_SAMPLES, max_bytes=PARITY_BYTES)
     lite = LiteRTModel(flatbuffer)
-    check = parity(model, lite, test_x)
-    keras_acc = float(np.mean(_probabilities(model, test_x).argmax(1) == test_y))
-    lite_acc = float(np.mean(np.stack([lite(x) for x in _unbatch(test_x)]).argmax(1) == test_y))
+    ref = _probabilities(model, test_x)
+    got = np.stack([lite(x) for x in _unbatch(test_x)])
+    check = {"samples": int(len(got)), "max_abs_diff": float(np.max(np.abs(ref - got))), **agreement(ref, got)}
+    keras_acc = float(np.mean(ref.argmax(1) == test_y))
+    lite_acc = float(np.mean(got.argmax(1) == test_y))
     check.update(keras_accuracy=keras_acc, tflite_accuracy=lite_acc, accuracy_drop=keras_acc - lite_acc,
                  on="held-out " + ("SynthFER" if manifest["dataset"] == "synthfer" else manifest["dataset"]) + " samples of the test subjects")
+    if clip_model:
+        check["per_video"] = video_agreement(ref, got, test_videos)
 
     folder = pathlib.Path(out) / run_dir.name / "tflite"
     folder.mkdir(parents=True, exist_ok=True)

@@ -82,6 +82,14 @@ def test_clip_model_parity_with_keras(clip_run, clip_tflite):
     assert meta["input"]["layout"] == "NTHWC"
     assert meta["clip_length"] == CLIP_LENGTH
     assert meta["parity"]["max_abs_diff"] <= 1e-4
+    # Parity takes whole videos (the tiny test side fits the budget: all of them), and compares the per-video
+    # majority votes too, which float32 leaves as they are.
+    config, manifest, _ = fit.load_run(clip_run)
+    test = fit.make_dataset(config, manifest, Split.from_dict(config["split_subjects"]), "test", batch_size=16, with_meta=True)
+    clips = [v for _, _, m in test for v in m["video"].numpy().tolist()]
+    assert meta["parity"]["samples"] == len(clips)
+    assert meta["parity"]["per_video"]["videos"] == len(set(clips)) > 1
+    assert meta["parity"]["per_video"]["top1_agreement"] == 1.0
 
 
 @pytest.mark.parametrize("quantize", ["none", "int8"])
