@@ -27,7 +27,8 @@ output is an expression code clustered by k-means++), and its TFLite export is t
 expression encoder only (`fer-keras export --quantize` refuses int8 for it).
 
 Agreement is measured on up to 2,000 held-out samples per row, drawn from every test subject (the export's
-PARITY_SAMPLES and `tflite.sample`; up to 500, the first of the split, before 2026-11-24), and reported with its
+PARITY_SAMPLES and `tflite.sample`; for clip models whole videos, `tflite.sample_videos`, since 2026-11-24, with the
+per-video agreement in the export's parity; up to 500, the first of the split, before then), and reported with its
 Wilson 95 % interval: at 200 samples the interval of a 97 % agreement is about +-2.4 points, at 2,000 +-0.75.
 
 Agreement on a near-chance model says little (near-uniform probabilities flip under any noise),
@@ -495,7 +496,8 @@ number of epochs after "+"). int8 = full-integer post-training
 quantisation (int8 weights and activations, int8 input/output), calibrated on 200 training samples (streaming: one
 (frame, states) pair from the float step model on each of up to 400 training clips, the time step cycling; several
 steps per clip where the training split has fewer clips). Since 2026-11-24 the export draws the calibration samples from
-the whole training side and measures on up to 2,000 test samples drawn from every test subject; the rows below were
+the whole training side and measures on up to 2,000 test samples drawn from every test subject (a clip model: whole
+videos, and the per-video agreement beside the per-clip one); the rows below were
 measured before then, calibrated on the first training samples and measured on the first 500 test samples of the split
 (docs/quantisation.md, last section). "agree" is the top-1 agreement of the TFLite model
 with the float Keras model on the same held-out test samples (streaming: after the last frame of each test clip, from
