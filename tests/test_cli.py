@@ -524,3 +524,28 @@ def test_the_hint_names_a_per_video_agreement_that_meets_the_target():
     low = dict(video, top1_agreement=0.95)
     assert "Per video" not in quantization_hint("int8", 0.953, streaming=True, per_video=low)
     assert "per clip" not in quantization_hint("int8", 0.90, streaming=False)  # a still model has no clips
+
+
+def _fake_run(folder, accuracy, labels=7, columns=("epoch", "accuracy", "loss")):
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model": "frame_cnn", "learning_rate": 0.002,
+                                                     "dataset": {"labels": [f"c{i}" for i in range(labels)]}}))
+    rows = [",".join(columns)] + [",".join(str(v) for v in (i, a, 1.9)[:len(columns)]) for i, a in enumerate(accuracy)]
+    (folder / "history.csv").write_text("\n".join(rows) + "\n")
+    return folder
+
+
+def test_a_run_that_stayed_at_chance_gets_a_note(tmp_path):
+    from fer_keras.cli import chance_hint
+
+    stuck = _fake_run(tmp_path / "stuck", [0.15, 0.12, 0.14, 0.13, 0.16, 0.143, 0.125, 0.143])
+    hint = chance_hint(stuck)
+    assert hint.startswith("Note: frame_cnn stayed at chance") and "16.0%" not in hint and "14.3%" in hint
+    assert "--lr" in hint and "0.002" in hint and "--seed" in hint
+    # Learned in its last epochs, too short to judge, and no training accuracy (vae_swap): no note.
+    assert chance_hint(_fake_run(tmp_path / "late", [0.14] * 6 + [0.2, 0.3, 0.4])) is None
+    assert chance_hint(_fake_run(tmp_path / "short", [0.14, 0.14])) is None
+    assert chance_hint(_fake_run(tmp_path / "vae", [0.14] * 8, columns=("epoch", "loss"))) is None
+    # Chance depends on the label count: 40 % is chance-level for 2 classes only.
+    assert chance_hint(_fake_run(tmp_path / "two", [0.52] * 8, labels=2)) is not None
+    assert chance_hint(_fake_run(tmp_path / "seven", [0.52] * 8)) is None
