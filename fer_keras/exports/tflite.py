@@ -354,10 +354,14 @@ def dequantise(y, details):
 
 def parity(keras_model, lite, samples):
     """Max abs difference of probabilities and top-1 agreement between Keras and LiteRT."""
-    ref = keras_model.predict(samples, verbose=0, batch_size=32)
-    ref = ref["probabilities"] if isinstance(ref, dict) else ref
+    return compare(keras_model, lite, samples)[0]
+
+
+def compare(keras_model, lite, samples):
+    """(`parity`'s dict, Keras probabilities, LiteRT probabilities) on `samples`."""
+    ref = _probabilities(keras_model, samples)
     got = np.stack([lite(x) for x in _unbatch(samples)])
-    return {"samples": int(len(got)), "max_abs_diff": float(np.max(np.abs(ref - got))), **agreement(ref, got)}
+    return {"samples": int(len(got)), "max_abs_diff": float(np.max(np.abs(ref - got))), **agreement(ref, got)}, ref, got
 
 
 def agreement(ref, got):
@@ -570,9 +574,7 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
     else:
         test_x, test_y = sample(test, PARITY_SAMPLES, max_bytes=PARITY_BYTES)
     lite = LiteRTModel(flatbuffer)
-    ref = _probabilities(model, test_x)
-    got = np.stack([lite(x) for x in _unbatch(test_x)])
-    check = {"samples": int(len(got)), "max_abs_diff": float(np.max(np.abs(ref - got))), **agreement(ref, got)}
+    check, ref, got = compare(model, lite, test_x)
     keras_acc = float(np.mean(ref.argmax(1) == test_y))
     lite_acc = float(np.mean(got.argmax(1) == test_y))
     check.update(keras_accuracy=keras_acc, tflite_accuracy=lite_acc, accuracy_drop=keras_acc - lite_acc,
