@@ -12,12 +12,12 @@ import json
 
 import numpy as np
 import pytest
-from ai_edge_litert.interpreter import Interpreter
 
 from fer_keras.data.splits import Split
 from fer_keras.exports import tflite
 from fer_keras.training import fit
 from tests.conftest import expect_ok, invoke
+from tests.exports.test_tflite_export import run_litert
 
 SUBJECTS, PER_EMOTION, SIZE, EPOCHS = 24, 6, 48, 60
 CHANCE = 1 / 7
@@ -40,17 +40,9 @@ def test_full_int8_of_a_model_that_learned_agrees_97_percent_with_float(tmp_path
     ref = model.predict(x, verbose=0, batch_size=64)
     ref = np.asarray(ref["probabilities"] if isinstance(ref, dict) else ref)
 
-    interpreter = Interpreter(model_path=str(path))
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    assert inp["dtype"] == np.int8 and out["dtype"] == np.int8
-    (in_scale, in_zero), (out_scale, out_zero) = inp["quantization"], out["quantization"]
-    got = []
-    for image in x:
-        interpreter.set_tensor(inp["index"], np.clip(np.round(image[None] / in_scale + in_zero), -128, 127).astype(np.int8))
-        interpreter.invoke()
-        got.append((interpreter.get_tensor(out["index"])[0].astype(np.float32) - out_zero) * out_scale)
-    got = np.stack(got)
+    got, interpreter = run_litert(path, x)  # ai_edge_litert's Interpreter, int8 in and out (de)quantised
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert interpreter.get_output_details()[0]["dtype"] == np.int8
 
     float_accuracy = np.mean(ref.argmax(1) == y)
     assert float_accuracy >= CHANCE + 0.25, f"the float model did not learn ({float_accuracy:.1%}): the agreement would say nothing"
