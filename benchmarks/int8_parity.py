@@ -189,7 +189,7 @@ def train_run(name, data, work, args, epochs, model_args=None, run_name=None):
 
 def _row(parity):
     keys = ("samples", "keras_accuracy", "tflite_accuracy", "accuracy_drop", "top1_agreement", "top1_agreement_95ci",
-            "top1_ties", "disagreements_at_ties", "max_abs_diff", "per_video")
+            "top1_ties", "disagreements_at_ties", "max_abs_diff", "per_video", "confident")
     row = {k: parity[k] for k in keys if k in parity}
     row["meets_target"] = parity["top1_agreement"] >= TARGET
     return row

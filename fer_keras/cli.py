@@ -518,7 +518,8 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
                    f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f} "
                    f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}), "
                    f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}{_per_video_text(p)}")
-        _echo_hint(ctx, quantization_hint(quantize, p["top1_agreement"], streaming=True, per_video=p.get("per_video")))
+        _echo_hint(ctx, quantization_hint(quantize, p["top1_agreement"], streaming=True, per_video=p.get("per_video"),
+                                          confident=p.get("confident")))
     elif fmt == "tflite":
         from fer_keras.exports.tflite import export_tflite
 
@@ -529,7 +530,7 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
                    f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}), "
                    f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}{_per_video_text(p)}")
         _echo_hint(ctx, quantization_hint(quantize, p["top1_agreement"], streaming=False, clip=meta.get("clip_length") is not None,
-                                          per_video=p.get("per_video")))
+                                          per_video=p.get("per_video"), confident=p.get("confident")))
     else:
         if quantize != "none":
             raise UserError("--quantize applies to --format tflite only.")
@@ -724,11 +725,12 @@ def _per_video_text(parity):
     return f"; per video (majority vote over its clips) top-1 agreement {v['top1_agreement']:.3f} on {v['videos']} videos (95 % CI {low:.3f}-{high:.3f})"
 
 
-def quantization_hint(quantize, agreement, *, streaming, clip=False, per_video=None):
+def quantization_hint(quantize, agreement, *, streaming, clip=False, per_video=None, confident=None):
     """One line for a user whose int8 or int16x8 export agrees less than the target with float, else None.
 
     int16x8 of a clip model exists only as a streaming step model; float16 as either. `per_video`: a clip
     model's per-video agreement (`tflite.video_agreement`), named in the line when it meets the target.
+    `confident`: `tflite.agreement`'s agreement where float is sure of its top class, named when there is any.
     """
     from fer_keras.exports.tflite import AGREEMENT_TARGET
 
@@ -741,8 +743,13 @@ def quantization_hint(quantize, agreement, *, streaming, clip=False, per_video=N
     if per_video and per_video["top1_agreement"] >= AGREEMENT_TARGET:
         video = f" Per video (the majority vote over its clips) it agrees {per_video['top1_agreement']:.1%}."
     unit = " per clip" if streaming or clip else ""
+    sure = ""
+    if confident and confident["top1_agreement"] is not None:
+        what = "clips" if streaming or clip else "samples"
+        sure = (f" Where float gives its top class at least {confident['threshold']:.0%} ({confident['share']:.0%} of the "
+                f"{what}), it agrees {confident['top1_agreement']:.1%}.")
     return (f"Note: {quantize} agrees {agreement:.1%} with float{unit}, below {AGREEMENT_TARGET:.0%}; {closer} closer to "
-            f"float (docs/benchmarks.md, \"int8 TFLite parity\").{video}")
+            f"float (docs/benchmarks.md, \"int8 TFLite parity\").{sure}{video}")
 
 
 # A classifier whose training accuracy stays within this of chance over its last CHANCE_EPOCHS epochs learned nothing.

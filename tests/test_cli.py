@@ -526,6 +526,17 @@ def test_the_hint_names_a_per_video_agreement_that_meets_the_target():
     assert "per clip" not in quantization_hint("int8", 0.90, streaming=False)  # a still model has no clips
 
 
+def test_the_hint_names_the_agreement_where_float_is_sure():
+    from fer_keras.cli import quantization_hint
+
+    sure = {"threshold": 0.5, "share": 0.824, "top1_agreement": 0.982, "top1_agreement_95ci": [0.97, 0.99]}
+    hint = quantization_hint("int8", 0.953, streaming=True, confident=sure)
+    assert "at least 50% (82% of the clips), it agrees 98.2%" in hint
+    assert "of the samples" in quantization_hint("int8", 0.95, streaming=False, confident=sure)
+    assert "at least" not in quantization_hint("int8", 0.953, streaming=True, confident=dict(sure, top1_agreement=None))
+    assert quantization_hint("int8", 0.98, streaming=True, confident=sure) is None
+
+
 def _fake_run(folder, accuracy, labels=7, columns=("epoch", "accuracy", "loss")):
     folder.mkdir()
     (folder / "config.json").write_text(json.dumps({"model": "frame_cnn", "learning_rate": 0.002,

@@ -238,6 +238,7 @@ def test_int8_streaming_export(ram, exports_dir):
     parity = meta["parity"]
     assert parity["samples"] > 0 and 0.5 <= parity["top1_agreement"] <= 1
     assert 1 <= parity["per_video"]["videos"] < parity["samples"] and 0 <= parity["per_video"]["top1_agreement"] <= 1
+    assert parity["confident"]["threshold"] == 0.5 and 0 <= parity["confident"]["share"] <= 1
     clip = np.random.default_rng(3).uniform(0, 255, (CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)).astype("float32")
     out, interpreter = run_step_litert(path, {"frame": clip})
     np.testing.assert_allclose(out["probabilities"].sum(), 1.0, atol=0.05)
