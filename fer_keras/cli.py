@@ -554,6 +554,10 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
               help="Video: weight of the past in the moving average of probabilities.")
 @click.option("--streaming", is_flag=True,
               help="Run a clip model's run folder frame by frame (states carried); a stream_*.tflite always streams.")
+@click.option("--min-confidence", default=0.0, show_default=True, type=click.FloatRange(0.0, 1.0),
+              help="Mark a face whose top score (smoothed, for video) is below this as unsure: \"unsure\": true in its "
+                   "record, drawn as unsure. Quantised video models keep float's decision more often above 0.5 "
+                   "(docs/quantisation.md).")
 @click.option("--frames", is_flag=True,
               help="Video models: read each folder of images as one sequence's frames, in the order of the numbers in "
                    "their names (CK+'s cohn-kanade-images/S005/001/).")
@@ -561,7 +565,8 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
 @click.option("--show", is_flag=True, help="With --webcam: show the annotated frames in a window ('q' stops).")
 @click.option("--max-frames", default=None, type=click.IntRange(1), help="With --webcam: stop after N frames.")
 @click.pass_context
-def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, streaming, frames, webcam, show, max_frames):
+def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, streaming, min_confidence, frames, webcam, show,
+                max_frames):
     """Predict the expression of faces in images, folders, videos or a webcam, with a run, a SavedModel or a .tflite."""
     from fer_keras.inference.images import VIDEO_SUFFIXES, expand_inputs, frame_sequences
     from fer_keras.inference.predictor import Predictor, annotate_image, check_annotate, video_frame_count
@@ -577,14 +582,14 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
     if webcam is not None:
         if annotate:
             check_annotate(annotate)
-        predictor = Predictor(model_path, detect=detect, streaming=streaming)
+        predictor = Predictor(model_path, detect=detect, streaming=streaming, min_confidence=min_confidence)
         records = predictor.predict_webcam(webcam, annotate=annotate, smoothing=smoothing, show=show, max_frames=max_frames)
         write_records(records, out)
         if out:
             _echo(ctx, f"{sum(1 for r in records if not r.get('error'))} faces in {len(records)} webcam frames -> {out}")
         return
     files = expand_inputs(inputs)
-    predictor = Predictor(model_path, detect=detect, streaming=streaming)
+    predictor = Predictor(model_path, detect=detect, streaming=streaming, min_confidence=min_confidence)
     # --frames: a video model reads each folder of images as one sequence's frames (CK+'s S005/001/).
     video_model = bool(predictor.clip_length or predictor.streaming or predictor.flow_bound is not None)
     if frames and not video_model:

@@ -332,11 +332,16 @@ class Predictor:
         model_path: run folder, SavedModel folder (or TF Serving base folder), or .tflite file.
         detect: "dlib" (HOG detection + 68 landmarks + alignment) or "none" (the whole image is
             one already-aligned face crop, resized to the model input).
+        min_confidence: above 0, every record says whether its top score (smoothed, for video) is
+            below this ("unsure": true), and annotations draw such a face as unsure.
     """
 
-    def __init__(self, model_path, detect="dlib", streaming=False):
+    def __init__(self, model_path, detect="dlib", streaming=False, min_confidence=0.0):
         if detect not in ("dlib", "none"):
             raise UserError(f"--detect must be 'dlib' or 'none'. Received: {detect!r}")
+        if not 0.0 <= min_confidence <= 1.0:
+            raise UserError(f"--min-confidence must be between 0 and 1. Received: {min_confidence}")
+        self.min_confidence = min_confidence
         self.backend = load_backend(model_path, streaming=streaming)
         self.streaming = getattr(self.backend, "streaming", False)
         shape = self.backend.input_shape
@@ -369,6 +374,7 @@ class Predictor:
             "label": self.backend.labels[k],
             "score": round(float(p[k]), 4),
             "scores": {label: round(float(v), 4) for label, v in zip(self.backend.labels, p)},
+            **({"unsure": bool(p[k] < self.min_confidence)} if self.min_confidence > 0 else {}),
         }
 
     def predict_video(self, path, *, annotate=None, smoothing=0.6, progress=None):
@@ -624,6 +630,8 @@ def _annotated(frame, record):
     """BGR frame with the face box and label drawn."""
     frame = frame.copy()
     text = f"{record['label']} {record['score']:.2f}" if "label" in record else record.get("error", "")
+    if record.get("unsure"):
+        text = f"unsure ({text})"
     if record.get("box"):
         x0, y0, x1, y1 = record["box"]
         cv2.rectangle(frame, (x0, y0), (x1, y1), (0, 220, 0), 2)

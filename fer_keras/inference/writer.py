@@ -20,13 +20,15 @@ def write_records(records, out=None):
         raise UserError(f"--out must end in .jsonl or .csv. Received: {out.name}")
     if out.suffix.lower() == ".csv":
         labels = sorted({k for r in records for k in (r.get("scores") or {})})
+        unsure = ["unsure"] if any("unsure" in r for r in records) else []  # with predict --min-confidence
         buffer = io.StringIO()
         writer = csv.writer(buffer)
-        writer.writerow(["file", "face", "box", "label", "score", *labels, "error"])
+        writer.writerow(["file", "frame", "face", "box", "landmarks", "label", "score", *unsure, *labels, "error"])
         for r in records:
             scores = r.get("scores") or {}
-            writer.writerow([r["file"], r.get("face"), json.dumps(r.get("box")), r.get("label", ""), r.get("score", ""),
-                             *[scores.get(k, "") for k in labels], r.get("error", "")])
+            writer.writerow([r["file"], r.get("frame", ""), r.get("face"), json.dumps(r.get("box")),
+                             json.dumps(r.get("landmarks")), r.get("label", ""), r.get("score", ""),
+                             *[r.get(k, "") for k in unsure], *[scores.get(k, "") for k in labels], r.get("error", "")])
         text = buffer.getvalue()
     else:
         text = "".join(json.dumps(r) + "\n" for r in records)

@@ -88,14 +88,42 @@ def test_predict_to_csv(still_run, face_images, images, run_records, tmp_path):
     assert "8 faces in 8 images" in result.output
     with open(out, newline="") as f:
         rows = list(csv.DictReader(f))
-    assert list(rows[0]) == ["file", "face", "box", "label", "score", *sorted(LABELS), "error"]
+    assert list(rows[0]) == ["file", "frame", "face", "box", "landmarks", "label", "score", *sorted(LABELS), "error"]
     assert sorted(r["file"] for r in rows) == sorted(str(p) for p in images)
     for row in rows:
         expected = run_records[row["file"]]
+        assert row["frame"] == "" and row["landmarks"] == "null"  # an image has no frame; --detect none, no landmarks
         assert row["label"] == expected["label"]
         assert float(row["score"]) == pytest.approx(expected["score"])
         assert row["error"] == ""
     assert not list(out.parent.glob("*.tmp"))
+
+
+def test_min_confidence_marks_the_faces_below_it(still_run, face_images, images, run_records, tmp_path):
+    scores = sorted(set(r["score"] for r in run_records.values()))
+    assert len(scores) > 1
+    middle = len(scores) // 2
+    threshold = (scores[middle - 1] + scores[middle]) / 2  # some faces below, some above
+    below = sum(r["score"] < threshold for r in run_records.values())
+    out = tmp_path / "sure.jsonl"
+    expect_ok(invoke("--quiet", "predict", still_run, face_images, "--detect", "none", "--out", out,
+                     "--min-confidence", threshold, "--annotate", tmp_path / "drawn"))
+    records = read_jsonl(out.read_text())
+    check_records(records, images)
+    assert [r["unsure"] for r in records] == [r["score"] < threshold for r in records]
+    assert sum(r["unsure"] for r in records) == below and 0 < below < len(images)
+    assert all(r["label"] == run_records[r["file"]]["label"] for r in records)  # the label is kept, only marked
+    assert "unsure" not in next(iter(run_records.values()))  # without the option, records are as before
+    assert len(list((tmp_path / "drawn").glob("*.png"))) == len(images)
+    csv_out = tmp_path / "sure.csv"
+    expect_ok(invoke("--quiet", "predict", still_run, face_images, "--detect", "none", "--out", csv_out,
+                     "--min-confidence", threshold))
+    with open(csv_out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0])[:8] == ["file", "frame", "face", "box", "landmarks", "label", "score", "unsure"]
+    assert sorted(r["unsure"] for r in rows) == ["False"] * (len(images) - below) + ["True"] * below
+    result = invoke("predict", still_run, face_images, "--detect", "none", "--min-confidence", 1.5)
+    assert result.exit_code != 0 and "--min-confidence" in result.output
 
 
 def test_predict_refuses_an_unknown_output_suffix(still_run, images, tmp_path):

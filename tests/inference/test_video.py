@@ -1,5 +1,6 @@
 """predict on videos: per-frame records, clip windows for clip models, annotated output, bad files."""
 
+import csv
 import json
 
 import cv2
@@ -31,6 +32,15 @@ def test_still_model_scores_every_frame_and_annotates(still_run, synth_video, tm
     assert all("label" in r for r in records)
     capture = cv2.VideoCapture(str(tmp_path / "annotated.mp4"))
     assert capture.isOpened() and int(capture.get(cv2.CAP_PROP_FRAME_COUNT)) == FRAMES
+
+
+def test_a_video_to_csv_keeps_the_frame_of_every_record(still_run, synth_video, tmp_path):
+    out = tmp_path / "p.csv"
+    expect_ok(invoke("--quiet", "predict", still_run, synth_video, "--detect", "none", "--out", out))
+    with open(out, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["frame"]) for r in rows] == list(range(FRAMES))
+    assert all(r["label"] and r["error"] == "" for r in rows)
 
 
 def test_smoothing_is_an_exponential_moving_average(still_run, synth_video, tmp_path):
