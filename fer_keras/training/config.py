@@ -113,6 +113,14 @@ def _validate(c):
         raise UserError(f"image_size must be in 16..512. Received: {c['image_size']}")
     if c["channels"] not in (None, 1, 3):
         raise UserError(f"channels must be 1 or 3. Received: {c['channels']}")
+    if c["split"] == "kfold" and not 0 <= c["fold"] < c["folds"]:
+        raise UserError(f"fold must be in 0..{c['folds'] - 1} for {c['folds']} folds. Received: fold={c['fold']}")
+    # The model and its size, before any data is generated or read.
+    from fer_keras.models.registry import get_spec
+
+    spec = get_spec(c["model"])
+    if c["size"] not in spec.sizes:
+        raise UserError(f"Model {c['model']!r} has no size {c['size']!r}. Sizes: {', '.join(sorted(spec.sizes))}.")
     s = c["synth"]
     if s["subjects"] < 2:
         raise UserError(f"synth.subjects must be at least 2. Received: {s['subjects']}")

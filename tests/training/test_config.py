@@ -61,6 +61,10 @@ def test_unknown_cli_key():
     ({"channels": 2}, "channels must be 1 or 3"),
     ({"synth": {"subjects": 1}}, "synth.subjects"),
     ({"synth": {"size": 32}}, "synth.size"),
+    ({"fold": 5}, "fold must be in 0..4 for 5 folds"),
+    ({"fold": -1}, "fold must be in 0..4"),
+    ({"model": "resnet50"}, "Unknown model 'resnet50'"),
+    ({"model": "frame_cnn", "size": "huge"}, "has no size 'huge'. Sizes: paper, small"),
 ])
 def test_invalid_values(override, match):
     with pytest.raises(UserError, match=match):
