@@ -30,6 +30,12 @@ import click  # noqa: E402
 from fer_keras.errors import UserError  # noqa: E402
 
 
+class _Interrupted(click.ClickException):
+    """Ctrl-C: one line, and exit code 130 as a shell gives a command it stopped."""
+
+    exit_code = 130
+
+
 class _UsageLine(click.ClickException):
     """A usage error (bad option or argument) as one line like every other error, with click's exit code 2."""
 
@@ -69,8 +75,8 @@ class _Group(click.Group):
             raise _UsageLine(e) from None
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
-        except KeyboardInterrupt:
-            raise click.ClickException("Interrupted.") from None
+        except KeyboardInterrupt as e:  # exit 130, as a shell reports a command stopped by Ctrl-C
+            raise _Interrupted(f"Interrupted: {e.args[0]}." if e.args else "Interrupted.") from None
         except BrokenPipeError:  # `fer-keras predict ... | head`: the reader has gone; stop quietly, as shell tools do
             _silence_stdout()
             raise click.exceptions.Exit(141) from None
@@ -84,6 +90,8 @@ class _Group(click.Group):
             root = ctx.find_root()
             if root.params.get("debug"):
                 raise
+            if "No space left on device" in str(e):  # TensorFlow's file writers raise their own errors for it
+                raise click.ClickException("No space left on device (while writing).") from None
             first = (str(e).strip().splitlines() or [""])[0][:300]
             raise click.ClickException(f"{type(e).__name__}: {first} (run with --debug for the traceback)") from None
 
@@ -217,24 +225,39 @@ def prepare_synth_cmd(ctx, out, kind, subjects, samples_per_emotion, sequences_p
     _echo(ctx, f"Prepared {manifest['num_examples']} {kind} records of {subjects} SynthFER subjects in {out}")
 
 
+_DETECT_HELP = {
+    "rafdb": "dlib's 68 landmarks in the aligned image, whose frame is the face box (default), or no landmarks: the "
+             "aligned image resized.",
+    "fer2013": "Detect faces with dlib, or take each 48 px image as the face (default: FER2013's images are faces "
+               "already).",
+}
+
+
 def _add_dataset_command(name, help_text):
-    @prepare_group.command(name, help=help_text)
-    @click.option("--root", required=True, type=click.Path(exists=True, file_okay=name == "fer2013"),
-                  help="The unpacked dataset folder (for fer2013 also the csv itself).")
-    @click.option("--out", required=True, type=click.Path(file_okay=False))
-    @click.option("--size", default=112, show_default=True, type=click.IntRange(32, 512), help="Aligned face size in pixels.")
-    @click.option("--grey", is_flag=True, help="Store grey images.")
-    @click.option("--flow", is_flag=True, help="Optical flow between consecutive frames (sequence datasets).")
-    @click.option("--landmarks", type=click.Choice(["dlib", "dataset"]), default="dlib", show_default=True,
-                  help="dlib's 68 points, or the dataset's own landmarks where it has them.")
-    @click.option("--detect/--no-detect", default=None,
-                  help="Detect faces with dlib (default), or take each whole image as the face.")
-    @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
-    @click.option("--protocol", type=click.Choice(["sequence", "still"]), default=None,
-                  help="CK+: sequences onset->apex (default) or stills (last 3 frames + first frame as neutral).")
-    @click.option("--angles", default="S", show_default=True, help="KDEF camera angles, e.g. S,HL,HR.")
+    """`fer-keras prepare <name>`: the options every dataset takes, and those of its own (--protocol, --angles)."""
+    options = [
+        click.option("--root", required=True, type=click.Path(exists=True, file_okay=name == "fer2013"),
+                     help="The fer2013.csv file or its folder." if name == "fer2013" else "The unpacked dataset folder."),
+        click.option("--out", required=True, type=click.Path(file_okay=False)),
+        click.option("--size", default=112, show_default=True, type=click.IntRange(32, 512),
+                     help="Aligned face size in pixels."),
+        click.option("--grey", is_flag=True, help="Store grey images."),
+        click.option("--flow", is_flag=True, help="Optical flow between consecutive frames (sequence datasets)."),
+        click.option("--landmarks", type=click.Choice(["dlib", "dataset"]), default="dlib", show_default=True,
+                     help="dlib's 68 points, or the dataset's own landmarks where it has them."),
+        click.option("--detect/--no-detect", default=None, help=_DETECT_HELP.get(
+            name, "Detect faces with dlib (default), or take each whole image as the face.")),
+        click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes."),
+    ]
+    if name == "ckplus":
+        options.append(click.option(
+            "--protocol", type=click.Choice(["sequence", "still"]), default=None,
+            help="Sequences onset->apex (default), or stills (the last 3 frames, and the first frame as neutral)."))
+    if name == "kdef":
+        options.append(click.option("--angles", default="S", show_default=True, help="KDEF camera angles, e.g. S,HL,HR."))
+
     @click.pass_context
-    def command(ctx, root, out, size, grey, flow, landmarks, detect, workers, protocol, angles):
+    def command(ctx, root, out, size, grey, flow, landmarks, detect, workers, protocol=None, angles="S"):
         from fer_keras.data_prep.adapters import prepare_dataset, summary
 
         manifest = prepare_dataset(name, root, out, size=size, grey=grey, flow=flow, landmarks=landmarks,
@@ -242,7 +265,9 @@ def _add_dataset_command(name, help_text):
                                    quiet=ctx.find_root().params["quiet"])
         _echo(ctx, summary(manifest))
 
-    return command
+    for option in reversed(options):
+        command = option(command)
+    return prepare_group.command(name, help=help_text)(command)
 
 
 for _name, _help in (

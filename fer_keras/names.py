@@ -11,3 +11,9 @@ def safe_name(text, default):
 def natural_key(name):
     """Sort key that compares the numbers in a name as numbers: frame2 before frame10."""
     return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
+
+
+def printable(text):
+    """`text` as valid UTF-8 text: the bytes of a file name that is not UTF-8 (which Python reads as lone surrogates,
+    e.g. Latin-1 "café" from an old camera) written as \\xNN escapes."""
+    return str(text).encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")

@@ -560,3 +560,16 @@ def test_a_run_that_stayed_at_chance_gets_a_note(tmp_path):
     # Chance depends on the label count: 40 % is chance-level for 2 classes only.
     assert chance_hint(_fake_run(tmp_path / "two", [0.52] * 8, labels=2)) is not None
     assert chance_hint(_fake_run(tmp_path / "seven", [0.52] * 8)) is None
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(monkeypatch, tmp_path):
+    """The shell's code for a command stopped by Ctrl-C; prepare's note on what is kept is on the line."""
+    from fer_keras.data_prep import adapters
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt("2 of 7 shards are finished in out.partial; the same command goes on from them")
+
+    monkeypatch.setattr(adapters, "prepare_dataset", interrupted)
+    (tmp_path / "raw").mkdir()
+    line = expect_user_error(invoke("prepare", "jaffe", "--root", tmp_path / "raw", "--out", tmp_path / "out"), exit_code=130)
+    assert line == "Error: Interrupted: 2 of 7 shards are finished in out.partial; the same command goes on from them."

@@ -28,6 +28,7 @@ import tensorflow as tf
 from fer_keras.errors import UserError
 from fer_keras.json_files import read_json_object
 from fer_keras.labels import get_label_set
+from fer_keras.names import printable
 
 SCHEMA_VERSION = 1
 MANIFEST = "manifest.json"
@@ -75,7 +76,7 @@ SEQUENCE_FRAME_SPEC = {
 
 
 def _bytes(values):
-    values = [v.encode() if isinstance(v, str) else bytes(v) for v in values]
+    values = [printable(v).encode() if isinstance(v, str) else bytes(v) for v in values]  # printable: a non-UTF-8 file name
     return tf.train.Feature(bytes_list=tf.train.BytesList(value=values))
 
 
@@ -154,7 +155,7 @@ def make_still_example(sample, *, label_set, dataset):
             if points.shape != (count, 2):
                 raise ValueError(f"{key} must have shape ({count}, 2). Received: {points.shape}")
             features[feature] = _floats(points)
-    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString()
+    return tf.train.Example(features=tf.train.Features(feature=features)).SerializeToString(deterministic=True)
 
 
 def make_sequence_example(sample, *, label_set, dataset, flow=None, flow_bound=DEFAULT_FLOW_BOUND):
@@ -184,7 +185,8 @@ def make_sequence_example(sample, *, label_set, dataset, flow=None, flow_bound=D
         context=tf.train.Features(feature=context),
         feature_lists=tf.train.FeatureLists(feature_list=lists),
     )
-    return example.SerializeToString()
+    # deterministic: the feature maps in key order, so the same sample gives the same bytes in every process
+    return example.SerializeToString(deterministic=True)
 
 
 def sha256(path):

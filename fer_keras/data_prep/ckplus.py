@@ -96,7 +96,13 @@ class CKPlusAdapter(common.DatasetAdapter):
                 continue
             match = EMOTION_PATTERN.match(label_path.name)
             apex = int(match.group(3)) if match else frames[-1][0]
-            frames = [(i, p) for i, p in frames if i <= apex] or frames
+            if apex not in {i for i, _ in frames}:
+                skipped.append((rel, f"the apex frame {apex:08d} its emotion file names is missing"))
+                continue
+            frames = [(i, p) for i, p in frames if i <= apex]
+            if options.protocol == "sequence" and len(frames) < 2:
+                skipped.append((rel, f"{len(frames)} frame up to the apex; a sequence needs at least 2"))
+                continue
             paths = [str(p) for _, p in frames]
             landmarks = [
                 str(landmark_root / subject / number / f"{p.stem}_landmarks.txt") if options.dataset_landmarks else ""

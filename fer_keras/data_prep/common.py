@@ -41,6 +41,7 @@ import itertools
 import json
 import os
 import pathlib
+import re
 import shutil
 
 import cv2
@@ -49,9 +50,11 @@ import numpy as np
 from fer_keras.data_prep import faces
 from fer_keras.data_prep.flow import sequence_flow
 from fer_keras.errors import UserError
+from fer_keras.names import printable
 
 PROGRESS = "progress.json"
 PROGRESS_DIR = "progress"
+LOCK = ".lock"  # flock'ed by the run writing <out>.partial/, so a second run into the same --out is refused
 SKIPPED = "skipped.csv"
 SHARD_PREFIX = "data"
 LANDMARK_CHOICES = ("dlib", "dataset")
@@ -116,14 +119,20 @@ class Options:
 def read_image(path):
     """uint8 (H, W, 1) grey or (H, W, 3) RGB; `Skip` for a missing, corrupt or truncated file.
 
-    Pillow is used rather than cv2.imread, which decodes a truncated JPEG without complaint.
+    Pillow is used rather than cv2.imread, which decodes a truncated JPEG without complaint. A
+    photo's EXIF orientation is applied, so a phone picture stored sideways is read upright, as
+    every image viewer shows it.
     """
-    from PIL import Image, UnidentifiedImageError
+    import warnings
+
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     path = str(path)
     try:
-        with Image.open(path) as im:
-            im.load()
+        with warnings.catch_warnings(), Image.open(path) as opened:
+            warnings.simplefilter("ignore")  # "Corrupt EXIF data" and the like: the pixels are what counts
+            opened.load()
+            im = ImageOps.exif_transpose(opened)
             if im.mode.startswith("I;16") or im.mode == "I":  # 16-bit grey -> 8-bit
                 array = np.asarray(im, np.float64)
                 array = np.clip(array / (257.0 if array.max() > 255 else 1.0), 0, 255).astype(np.uint8)
@@ -138,8 +147,10 @@ def read_image(path):
         raise Skip(f"corrupt or unreadable image ({message})") from None
     if array.ndim == 2:
         array = array[..., None]
-    if array.ndim != 3 or array.shape[0] < 8 or array.shape[1] < 8:
+    if array.ndim != 3:
         raise Skip(f"corrupt or unreadable image (shape {array.shape})")
+    if array.shape[0] < 8 or array.shape[1] < 8:
+        raise Skip(f"image too small ({array.shape[1]}x{array.shape[0]} px)")
     return np.ascontiguousarray(array, dtype=np.uint8)
 
 
@@ -193,7 +204,8 @@ def find_face(image):
     """
     h, w = image.shape[:2]
     scale = min(1.0, DETECT_MAX_SIDE / max(h, w))
-    small = image if scale == 1.0 else cv2.resize(image, (round(w * scale), round(h * scale)), interpolation=cv2.INTER_AREA)
+    small = image if scale == 1.0 else cv2.resize(
+        image, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA)
     if small.ndim == 2:
         small = small[..., None]
     for upsample in (0, 1, 2) if max(small.shape[:2]) < 200 else (0, 1):
@@ -232,13 +244,13 @@ def face_still(image, options, landmarks=None):
 
 
 def frame_reader(paths):
-    """t -> `read_image(paths[t])`, a `Skip` naming the frame: the `read_frame` of a sequence stored as image files."""
+    """t -> `read_image(paths[t])`, a `Skip` naming the frame's file: the `read_frame` of a sequence stored as image files."""
 
     def read_frame(t):
         try:
             return read_image(paths[t])
         except Skip as e:
-            raise Skip(f"frame {t}: {e}") from None
+            raise Skip(f"frame {os.path.basename(paths[t])}: {e}") from None
 
     return read_frame
 
@@ -260,9 +272,14 @@ def face_sequence(read_frame, count, options, landmarks=None):
     size, channels = options.size, options.channels
     frames = np.empty((count, size, size, channels), np.uint8)
     points = None if landmarks is None and not options.detect else np.empty((count, 68, 2), np.float32)
-    box = matrix = None
+    box = matrix = first_shape = None
     for t in range(count):
         image = read_frame(t)
+        first_shape = first_shape or image.shape[:2]
+        if image.shape[:2] != first_shape and options.detect:
+            # one alignment for the whole sequence, made on the first frame: it would misplace frames of another size
+            raise Skip(f"frames of different sizes ({first_shape[1]}x{first_shape[0]} px first, "
+                       f"{image.shape[1]}x{image.shape[0]} px at frame {t + 1} of {count})")
         if options.detect:
             image = faces.to_rgb(image)  # once, not in each of the dlib and warp calls below
         else:
@@ -488,8 +505,35 @@ def _write_json(path, data):
     os.replace(tmp, path)
 
 
+def _file_stamps(items):
+    """{path: [size, mtime_ns]} of every existing file an item names (images, frames, label and landmark files).
+
+    Part of the fingerprint, so that a re-run after the raw data changed starts afresh rather than
+    returning, or resuming, records made from the old files.
+    """
+    stamps = {}
+
+    def visit(value):
+        if isinstance(value, str):
+            if value not in stamps and os.path.isabs(value):
+                try:
+                    stat = os.stat(value)
+                except OSError:
+                    return
+                stamps[value] = [stat.st_size, stat.st_mtime_ns]
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                visit(v)
+        elif isinstance(value, dict):
+            for v in value.values():
+                visit(v)
+
+    visit(items)
+    return stamps
+
+
 def fingerprint(adapter, root, options, items, skipped):
-    """sha256 of everything that determines the output folder's content."""
+    """sha256 of everything that determines the output folder's content, the raw files' sizes and times included."""
     from fer_keras import __version__
     from fer_keras.data import records
 
@@ -502,6 +546,7 @@ def fingerprint(adapter, root, options, items, skipped):
             "root": str(root),
             "options": options.params(),
             "items": items,
+            "files": _file_stamps(items),
             "skipped": skipped,
         },
         sort_keys=True,
@@ -556,8 +601,9 @@ def _load_progress(partial, fp):
         except (json.JSONDecodeError, UnicodeDecodeError):
             progress = None
     if not progress or progress.get("fingerprint") != fp:
-        shutil.rmtree(partial, ignore_errors=True)  # another run's leftovers: start afresh
-        partial.mkdir(parents=True)
+        for child in partial.iterdir():  # another run's leftovers: start afresh
+            if child.name != LOCK:
+                shutil.rmtree(child) if child.is_dir() else child.unlink()
         return {}
     done = {}
     records_dir = partial / PROGRESS_DIR
@@ -570,7 +616,7 @@ def _load_progress(partial, fp):
         file = shard.get("file")
         if file is None or ((partial / file).exists() and records.sha256(partial / file) == shard["sha256"]):
             done[index] = shard
-    keep = {s["file"] for s in done.values() if s["file"]} | {PROGRESS, PROGRESS_DIR}
+    keep = {s["file"] for s in done.values() if s["file"]} | {PROGRESS, PROGRESS_DIR, LOCK}
     for child in partial.iterdir():  # unfinished .tmp shards, shards with a wrong checksum
         if child.name not in keep:
             shutil.rmtree(child) if child.is_dir() else child.unlink()
@@ -587,9 +633,7 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
         on_shard_done: optional callback(index, num_shards) after each shard is recorded
             (progress reporting; tests use it to interrupt a run).
     """
-    from fer_keras.data import records
     from fer_keras.labels import get_label_set
-    from fer_keras.progress import progress as progress_bar
 
     if not isinstance(workers, int) or workers < 1:
         raise UserError(f"--workers must be a positive integer. Received: workers={workers!r}")
@@ -597,6 +641,8 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
     if not root.exists():
         raise UserError(f"--root {str(root)!r} does not exist.")
     out = pathlib.Path(out).expanduser().absolute()
+    if out.resolve() == root or root in out.resolve().parents:
+        raise UserError(f"--out {str(out)!r} is inside --root {str(root)!r}; write the prepared dataset outside the raw one.")
     kind, label_set = adapter.kind(options), adapter.label_set(options)
     labels = get_label_set(label_set)
 
@@ -617,11 +663,40 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
         return finished
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(
-            f"Output folder {str(out)!r} already exists and is not a finished preparation with these arguments; "
-            "choose another --out or delete it."
+            f"Output folder {str(out)!r} already exists and is not a finished preparation with these arguments "
+            "and these raw files; choose another --out or delete it."
         )
     partial = out.with_name(out.name + ".partial")
+    if partial.exists() and (not partial.is_dir() or (
+            not (partial / PROGRESS).exists() and any(child.name != LOCK for child in partial.iterdir()))):
+        raise UserError(f"{str(partial)!r} exists and was not left by fer-keras prepare; move it away or choose another --out.")
     partial.mkdir(parents=True, exist_ok=True)
+    lock = _lock(partial)
+    try:
+        return _write(adapter, root, out, partial, options, kind, label_set, labels, items, skipped, fp, workers,
+                      quiet, on_shard_done)
+    finally:
+        lock.close()
+
+
+def _lock(partial):
+    """An exclusive lock on `partial` for this run (released when the returned file is closed, or the process dies)."""
+    import fcntl
+
+    handle = open(partial / LOCK, "a")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        handle.close()
+        raise UserError(f"Another fer-keras prepare is writing {str(partial)!r}; wait for it to finish or choose another --out.") from None
+    return handle
+
+
+def _write(adapter, root, out, partial, options, kind, label_set, labels, items, skipped, fp, workers, quiet, on_shard_done):
+    """The shards of `run`, in `partial` (locked), then the manifest; `partial` is renamed to `out` when complete."""
+    from fer_keras.data import records
+    from fer_keras.progress import progress as progress_bar
+
     done = _load_progress(partial, fp)
 
     n = options.items_per_shard
@@ -671,11 +746,17 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
             _write_json(partial / PROGRESS_DIR / f"{k:05d}.json", entry)
             if on_shard_done is not None:
                 on_shard_done(k, len(plan))
-    except BaseException:
+    except BaseException as e:
         if writer is not None:
             writer.close()
         if tmp is not None:
             tmp.unlink(missing_ok=True)
+        finished = sum(k in shards for k in range(len(plan)))
+        if not finished:  # nothing to resume from: leave nothing behind
+            _remove_partial(partial)
+        elif isinstance(e, KeyboardInterrupt):
+            raise KeyboardInterrupt(f"{finished} of {len(plan)} shards are finished in {partial}; "
+                                    "the same command goes on from them") from None
         raise
     finally:
         results.close()
@@ -683,7 +764,7 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
 
     work_skipped = [s for k in range(len(plan)) for s in shards[k]["skipped"]]
     if not any(shards[k]["num_examples"] for k in range(len(plan))):  # every item skipped in the image work
-        shutil.rmtree(partial)
+        _remove_partial(partial)
         # the image work's reasons first: a missing landmark file says more than CK+'s unlabelled sequences
         raise _nothing_usable(adapter, root, work_skipped + skipped)
     manifest = _manifest(adapter, root, options, kind, label_set, labels, plan, shards, skipped, fp)
@@ -691,25 +772,40 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
     _write_json(partial / records.MANIFEST, manifest)
     (partial / PROGRESS).unlink()
     shutil.rmtree(partial / PROGRESS_DIR)
+    (partial / LOCK).unlink()  # the lock holds on the open file until `run` closes it
     if out.exists():
         out.rmdir()  # empty, checked above
     os.replace(partial, out)
     return records.read_manifest(out)
 
 
+def _remove_partial(partial):
+    """Deletes this run's `partial` folder; its lock file goes first, so the folder is gone in one step for other runs."""
+    (partial / LOCK).unlink(missing_ok=True)
+    shutil.rmtree(partial, ignore_errors=True)
+
+
 def _nothing_usable(adapter, root, skipped):
-    """The `UserError` of a run that has no item left to write, with the first two skip reasons."""
+    """The `UserError` of a run that has no item left to write: its three commonest skip reasons, with counts and an example."""
     if not skipped:
         return UserError(f"No usable {adapter.title} items in {root}: none were found.")
-    first = "; ".join(f"{path}: {' '.join(str(reason).split())}" for path, reason in skipped[:2])
-    return UserError(f"No usable {adapter.title} items in {root}: all {len(skipped)} were skipped (first: {first}).")
+    by_reason = {}  # reasons that differ only in a file name count as one: "landmark file <file> is missing"
+    for path, reason in skipped:
+        reason = " ".join(str(reason).split())
+        key = re.sub(r"[^\s'(]+\.[A-Za-z][A-Za-z0-9]{1,4}\b", "<file>", reason)
+        by_reason.setdefault(key, []).append((path, reason))
+    common_reasons = sorted(by_reason.values(), key=len, reverse=True)
+    shown = "; ".join(f"{len(group)} x {group[0][1]} (e.g. {group[0][0]})" for group in common_reasons[:3])
+    others = len(common_reasons) - 3
+    more = f"; and {others} other reason{'s' if others > 1 else ''}" if others > 0 else ""
+    return UserError(f"No usable {adapter.title} items in {root}: all {len(skipped)} were skipped: {shown}{more}.")
 
 
 def _write_skipped(path, rows):
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     writer.writerow(["path", "reason"])
-    writer.writerows(rows)
+    writer.writerows([printable(value) for value in row] for row in rows)  # a file name that is not UTF-8
     path.write_text(buffer.getvalue())
 
 

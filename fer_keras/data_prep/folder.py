@@ -4,6 +4,7 @@ For the user's own data and for datasets without an adapter of their own (Affect
 FER+ as image folders ...)::
 
     ROOT/happy/img001.jpg ...                      stills (--kind still, the default)
+    ROOT/happy/S005/img001.jpg ...                 stills in subject folders: the folder is the subject
     ROOT/train/happy/img001.jpg, ROOT/test/...      stills with the dataset's own split
     ROOT/happy/S005_001/frame01.png ...            sequences (--kind sequence): one folder per sequence
 
@@ -13,10 +14,14 @@ afraid, scared, contemptuous, joy). Top-level folders named train, val (validati
 make the split official (manifest "official_split"; train with ``--split official``). Frames
 of a sequence are taken in the order of the numbers in their names.
 
-Subjects: ``--subject-pattern REGEX`` is searched in the file name (stills) or the sequence
-folder name (sequences); its first group, or else the whole match, is the subject id, and an
-item it does not match is skipped. Without it every still is its own subject (as in RAF-DB), so
-a k-fold is an image k-fold, and every sequence folder is its own subject.
+Subjects: ``--subject-pattern REGEX`` is searched in the file name (stills), the subject folder's
+name (stills in subject folders) or the sequence folder's name (sequences); its first group, or
+else the whole match, is the subject id, and an item it does not match is skipped. Without it
+every still is its own subject (as in RAF-DB), so a k-fold is an image k-fold, a subject folder
+is one subject, and every sequence folder is its own subject.
+
+Every entry the layout does not use (a loose file beside the emotion folders, a folder that is
+not an emotion, a non-image file) is listed in ``skipped.csv`` with the reason.
 
 Example:
     fer-keras prepare folder --root my_faces --out data/my_faces --subject-pattern '^(S\\d+)_'
@@ -78,18 +83,30 @@ class FolderAdapter(common.DatasetAdapter):
         self.dataset_name = root.name
         pattern = re.compile(options.subject_pattern) if options.subject_pattern else None
         items, skipped, emotion_folders = [], [], 0
+        if split_folders:  # what lies beside the split folders is not used
+            for entry in _visible(sorted(root.iterdir())):
+                if entry not in split_folders:
+                    skipped.append((common.relative(entry, root), "beside the train/val/test folders: not used"))
         for split, base in groups:
+            for entry in _visible(sorted(p for p in base.iterdir() if not p.is_dir())):
+                skipped.append((common.relative(entry, root), "a file outside the emotion folders: not used"))
             for folder in _visible(sorted(p for p in base.iterdir() if p.is_dir())):
                 rel = common.relative(folder, root)
                 emotion = EMOTION_NAMES.get(folder.name.lower())
                 if emotion is None:
-                    if not split_folders and folder.name.lower() in SPLITS:
-                        continue
                     skipped.append((rel, f"not an emotion folder name (known: {' '.join(sorted(EMOTION_NAMES))})"))
                     continue
                 emotion_folders += 1
                 entries = _visible(sorted(folder.iterdir(), key=lambda p: natural_key(p.name)))
                 for entry in entries:
+                    if options.protocol == "still" and entry.is_dir():  # a subject folder
+                        inside = _visible(sorted(entry.iterdir(), key=lambda p: natural_key(p.name)))
+                        if not inside:
+                            skipped.append((common.relative(entry, root), "an empty folder"))
+                        for image in inside:
+                            found = self._item(image, root, emotion, split, options, pattern, subject_folder=entry)
+                            (items if isinstance(found, dict) else skipped).append(found)
+                        continue
                     found = self._item(entry, root, emotion, split, options, pattern)
                     (items if isinstance(found, dict) else skipped).append(found)
         if not emotion_folders:
@@ -100,8 +117,8 @@ class FolderAdapter(common.DatasetAdapter):
             )
         return items, skipped
 
-    def _item(self, entry, root, emotion, split, options, pattern):
-        """One item dict, or a (path, reason) pair to skip."""
+    def _item(self, entry, root, emotion, split, options, pattern, subject_folder=None):
+        """One item dict, or a (path, reason) pair to skip; `subject_folder`: the still's subject folder, if any."""
         rel = common.relative(entry, root)
         if options.protocol == "sequence":
             if not entry.is_dir():
@@ -111,14 +128,17 @@ class FolderAdapter(common.DatasetAdapter):
             if len(frames) < 2:
                 return rel, f"{len(frames)} frames; a sequence needs at least 2"
         elif not (entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES):
-            what = "a folder (sequences need --kind sequence)" if entry.is_dir() else "not an image file"
+            what = "a folder inside a subject folder" if entry.is_dir() else "not an image file"
             return rel, what
-        subject = rel
+        named = subject_folder or entry
+        subject = rel if subject_folder is None else subject_folder.name
         if pattern is not None:
-            match = pattern.search(entry.name)
+            match = pattern.search(named.name)
             if match is None:
-                return rel, f"no subject: the name does not match --subject-pattern {pattern.pattern!r}"
+                return rel, f"no subject: {named.name!r} does not match --subject-pattern {pattern.pattern!r}"
             subject = match.group(1) if pattern.groups else match.group(0)
+            if not subject:
+                return rel, f"no subject: --subject-pattern {pattern.pattern!r} matched {named.name!r} with an empty subject"
         item = {"id": rel, "source_path": rel, "subject_id": subject, "emotion": emotion, "split": split}
         if options.protocol == "sequence":
             item.update(sequence_id=safe_name(rel, "sequence"), frames=[str(p) for p in frames])

@@ -15,7 +15,7 @@ from fer_keras.data_prep import common
 from fer_keras.errors import UserError
 from fer_keras.labels import DATASET_CODES
 
-NAME_PATTERN = re.compile(r"^([A-Za-z]{2})\.([A-Za-z]{2})(\d+)\.(\d+)\.tiff?$")
+NAME_PATTERN = re.compile(r"^([A-Za-z]{2})\.([A-Za-z]{2})(\d+)\.(\d+)\.tiff?$", re.IGNORECASE)
 
 
 class JAFFEAdapter(common.DatasetAdapter):

@@ -69,7 +69,7 @@ class RAFDBAdapter(common.DatasetAdapter):
             common.require(base, "Annotation", "auto", what=what)
         codes = DATASET_CODES["rafdb"]
         labelled, skipped = {}, []
-        for number, line in enumerate(label_file.read_text(errors="replace").splitlines(), 1):
+        for number, line in enumerate(label_file.read_text(encoding="utf-8-sig", errors="replace").splitlines(), 1):
             if not line.strip():
                 continue
             match = LINE_PATTERN.match(line.strip())

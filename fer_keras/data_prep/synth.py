@@ -1,10 +1,13 @@
 """`fer-keras prepare synth`: SynthFER samples -> sharded TFRecords + manifest.
 
 Subject k is ``synthNNNN``; its images depend only on (seed, k), so a larger set extends a
-smaller one. The folder is written as ``<out>.partial`` and renamed when complete.
+smaller one. The folder is written as ``<out>.partial`` and renamed when complete; run again with
+the same arguments, the command finds the finished folder and returns it, as the dataset adapters do.
 """
 
 import contextlib
+import json
+import pathlib
 
 from fer_keras.data import records, synth
 from fer_keras.data_prep.flow import sequence_flow
@@ -16,6 +19,18 @@ from fer_keras.progress import progress
 
 def subject_name(k):
     return f"synth{k:04d}"
+
+
+def _finished(out, params, label_set):
+    """The manifest of `out` when it is a finished SynthFER set made with these arguments (shards verified), else None."""
+    path = pathlib.Path(out) / records.MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(manifest, dict) or manifest.get("params") != params or manifest.get("label_set") != label_set:
+        return None
+    return records.read_manifest(out, verify=True)
 
 
 def prepare_synth(
@@ -57,6 +72,12 @@ def prepare_synth(
         "sequence_kind": sequence_kind,
         "capture": capture,
     }
+    finished = _finished(out, params, label_set)
+    if finished is not None:
+        return finished
+    if pathlib.Path(out).exists() and (not pathlib.Path(out).is_dir() or any(pathlib.Path(out).iterdir())):
+        raise UserError(f"Output folder {str(out)!r} already exists and is not a SynthFER set made with these arguments; "
+                        "choose another --out or delete it.")
     with staged_output(out) as tmp, records.ShardedWriter(
         tmp,
         kind=kind,

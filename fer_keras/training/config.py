@@ -114,7 +114,7 @@ def _validate(c):
     if c["channels"] not in (None, 1, 3):
         raise UserError(f"channels must be 1 or 3. Received: {c['channels']}")
     if c["split"] == "kfold" and not 0 <= c["fold"] < c["folds"]:
-        raise UserError(f"fold must be in 0..{c['folds'] - 1} for {c['folds']} folds. Received: fold={c['fold']}")
+        raise UserError(f"--fold must be in 0..{c['folds'] - 1} for {c['folds']} folds. Received: fold={c['fold']}")
     # The model and its size, before any data is generated or read.
     from fer_keras.models.registry import get_spec
 

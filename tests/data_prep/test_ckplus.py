@@ -3,6 +3,7 @@ their exact 68 landmarks as Landmarks/ files), with an unlabelled sequence, an u
 neutral code, a corrupt frame and a missing landmark file."""
 
 import pathlib
+import shutil
 
 import numpy as np
 import pytest
@@ -105,7 +106,7 @@ def test_problem_sequences_are_skipped_with_their_reason(sequences):
     assert skipped[f"{base}/S010/002"].startswith("no label")
     assert "unknown CK+ emotion code 9" in skipped[f"{base}/S011/002"]
     assert skipped[f"{base}/S011/003"] == "label neutral is not in label set ckplus7"
-    assert skipped[f"{base}/S012/001"].startswith("frame 2: corrupt or unreadable image")
+    assert skipped[f"{base}/S012/001"].startswith("frame S012_001_00000003.png: corrupt or unreadable image")
     assert skipped[f"{base}/S012/002"] == "landmark file S012_002_00000004_landmarks.txt is missing"
 
 
@@ -153,9 +154,10 @@ def test_dataset_landmarks_without_landmark_files_is_one_clear_error_and_no_fold
         prepare_dataset("ckplus", bare, tmp_path / "ck", size=SIZE, landmarks="dataset", quiet=True)
     message = str(error.value)
     assert message == (  # the reasons of the image work, which stopped the run, before the unlabelled sequences
-        f"No usable CK+ items in {bare}: all 9 were skipped (first: "
-        "cohn-kanade-images/S005/001: landmark file S005_001_00000001_landmarks.txt is missing; "
-        "cohn-kanade-images/S005/002: landmark file S005_002_00000001_landmarks.txt is missing)."
+        f"No usable CK+ items in {bare}: all 9 were skipped: "
+        "6 x landmark file S005_001_00000001_landmarks.txt is missing (e.g. cohn-kanade-images/S005/001); "
+        "1 x no label: CK+ has no emotion file for this sequence (e.g. cohn-kanade-images/S010/002); "
+        "1 x unknown CK+ emotion code 9 (known: 0..7) (e.g. cohn-kanade-images/S011/002); and 1 other reason."
     )
     assert not (tmp_path / "ck").exists() and not (tmp_path / "ck.partial").exists()
 
@@ -175,3 +177,16 @@ def test_archives_unzipped_into_folders_of_their_own_are_found(root, tmp_path):
     expected, expected_skipped = adapter.list_items(root, options)
     assert [i["sequence_id"] for i in items] == [i["sequence_id"] for i in expected] and len(skipped) == len(expected_skipped)
     assert all(pathlib.Path(p).exists() for i in items for p in i["landmarks"] if "S012_002_00000004" not in p)
+
+
+def test_a_sequence_whose_labelled_apex_is_missing_is_skipped(root, tmp_path):
+    copy = tmp_path / "CK+"
+    shutil.copytree(root, copy)
+    images = copy / "cohn-kanade-images"
+    (images / "S005" / "001" / "S005_001_00000005.png").unlink()  # the apex its emotion file names
+    for t in range(1, 5):  # S005/002 keeps frames 5 (the apex) and 6: one frame up to the apex
+        (images / "S005" / "002" / f"S005_002_{t:08d}.png").unlink()
+    prepare_dataset("ckplus", copy, tmp_path / "ck", size=SIZE, grey=True, detect=False, quiet=True)
+    skipped = dict(common.read_skipped(tmp_path / "ck"))
+    assert skipped["cohn-kanade-images/S005/001"] == "the apex frame 00000005 its emotion file names is missing"
+    assert skipped["cohn-kanade-images/S005/002"] == "1 frame up to the apex; a sequence needs at least 2"

@@ -1,9 +1,13 @@
 """The shared adapter machinery: resumption, workers, manifest, skipped.csv, image reading, faces."""
 
+import hashlib
 import json
 import os
 import pathlib
+import subprocess
+import sys
 
+import cv2
 import numpy as np
 import pytest
 from PIL import Image
@@ -151,10 +155,11 @@ def test_a_run_in_which_every_item_is_skipped_leaves_no_folder(tmp_path):
         with pytest.raises(UserError) as error:
             prepare_dataset("jaffe", tmp_path / "raw", out, **ARGS)
         message = str(error.value)
-        assert message.startswith(f"No usable JAFFE items in {tmp_path / 'raw'}: all 4 were skipped (first: "), message
-        assert "(first: jaffe/KA.AN1.39.tiff: corrupt or unreadable image (cannot identify image file" in message
-        assert "; jaffe/KL.HA2.40.tiff: corrupt or unreadable image" in message
-        assert "KM.NE1" not in message and "KA.XX1" not in message and "\n" not in message
+        # the reasons counted, those that differ only in a file name as one, commonest first, each with an example
+        assert message == (
+            f"No usable JAFFE items in {tmp_path / 'raw'}: all 4 were skipped: "
+            "3 x corrupt or unreadable image (cannot identify image file 'KA.AN1.39.tiff') (e.g. jaffe/KA.AN1.39.tiff); "
+            "1 x unknown JAFFE expression code 'XX' (known: AN DI FE HA NE SA SU) (e.g. jaffe/KA.XX1.91.tiff)."), message
         assert not out.exists() and not (tmp_path / "jaffe.partial").exists()
 
 
@@ -239,3 +244,113 @@ def test_workers_do_not_import_tensorflow():
     env = dict(os.environ, PYTHONPATH=str(pathlib.Path(fer_keras.__file__).resolve().parents[1]))
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_a_second_run_into_the_same_out_is_refused_while_the_first_writes(jaffe_root, tmp_path):
+    """Two runs writing one <out>.partial would delete each other's unfinished shards: the second is refused."""
+    import fcntl
+
+    out = tmp_path / "jaffe"
+    partial = tmp_path / "jaffe.partial"
+    partial.mkdir()
+    with open(partial / common.LOCK, "a") as held:  # what a running prepare holds
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with pytest.raises(UserError, match="Another fer-keras prepare is writing"):
+            prepare_dataset("jaffe", jaffe_root, out, **ARGS)
+    assert not out.exists()
+    manifest = prepare_dataset("jaffe", jaffe_root, out, **ARGS)  # the lock released: the run goes ahead
+    assert manifest["num_examples"] == 12 and not partial.exists() and not (out / common.LOCK).exists()
+
+
+def test_a_partial_folder_that_is_not_prepares_own_is_left_alone(jaffe_root, tmp_path):
+    notes = tmp_path / "jaffe.partial" / "thesis.tex"
+    notes.parent.mkdir()
+    notes.write_text("two years of work")
+    with pytest.raises(UserError, match="was not left by fer-keras prepare"):
+        prepare_dataset("jaffe", jaffe_root, tmp_path / "jaffe", **ARGS)
+    assert notes.read_text() == "two years of work" and sorted(p.name for p in notes.parent.iterdir()) == ["thesis.tex"]
+
+
+def test_changed_raw_files_are_not_answered_with_the_old_output(tmp_path):
+    root = tmp_path / "raw"
+    make_tree(root)
+    out = tmp_path / "jaffe"
+    prepare_dataset("jaffe", root, out, **ARGS)
+    again = prepare_dataset("jaffe", root, out, on_shard_done=lambda k, n: pytest.fail("re-prepared"), **ARGS)
+    assert again["num_examples"] == 12  # unchanged raw files: the finished output
+    image = root / "jaffe" / "KA.AN1.0.tiff"
+    trees.save(image, np.full((64, 64), 128, np.uint8))  # the same name, other pixels
+    with pytest.raises(UserError, match="not a finished preparation with these arguments and these raw files"):
+        prepare_dataset("jaffe", root, out, **ARGS)
+    # and a partial run of the old files is not resumed with the new ones
+    with pytest.raises(Interrupt):
+        prepare_dataset("jaffe", root, tmp_path / "other", on_shard_done=stop_after(2), **ARGS)
+    trees.save(image, np.full((64, 64), 64, np.uint8))
+    finished = []
+    prepare_dataset("jaffe", root, tmp_path / "other", on_shard_done=lambda k, n: finished.append(k), **ARGS)
+    assert finished == [0, 1, 2, 3, 4, 5, 6]
+
+
+def test_ctrl_c_keeps_finished_shards_and_says_so_and_leaves_nothing_before_the_first(jaffe_root, tmp_path, monkeypatch):
+    def interrupt(k, n):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt, match="1 of 7 shards are finished in .*jaffe.partial; the same command goes on"):
+        prepare_dataset("jaffe", jaffe_root, tmp_path / "jaffe", on_shard_done=interrupt, **ARGS)
+    assert (tmp_path / "jaffe.partial" / "data-00000.tfrecord").exists()
+
+    def load(item, options):  # Ctrl-C in the middle of the first shard (workers=1: the work runs in this process)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ADAPTERS["jaffe"], "load", load)
+    with pytest.raises(KeyboardInterrupt):
+        prepare_dataset("jaffe", jaffe_root, tmp_path / "early", **ARGS)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["jaffe.partial"]  # nothing of "early" is left
+
+
+def test_out_inside_root_is_refused(jaffe_root):
+    with pytest.raises(UserError, match="is inside --root"):
+        prepare_dataset("jaffe", jaffe_root, jaffe_root / "prepared", **ARGS)
+    assert not (jaffe_root / "prepared").exists() and not (jaffe_root / "prepared.partial").exists()
+
+
+def test_the_same_samples_give_the_same_bytes_in_another_process():
+    """Shards are byte-identical across runs: the record maps are serialised in key order."""
+    example = records.make_still_example(
+        {"image": np.zeros((8, 8, 1), np.uint8), "emotion": "anger", "subject_id": "s", "landmarks": np.ones((68, 2)),
+         "source_path": "a/b.png", "split": "train"}, label_set="basic7", dataset="unit")
+    code = ("import hashlib, numpy as np; from fer_keras.data import records; print(hashlib.sha256(records.make_still_example("
+            "{'image': np.zeros((8, 8, 1), np.uint8), 'emotion': 'anger', 'subject_id': 's', 'landmarks': np.ones((68, 2)),"
+            " 'source_path': 'a/b.png', 'split': 'train'}, label_set='basic7', dataset='unit')).hexdigest())")
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
+                           env=dict(os.environ, PYTHONHASHSEED="123", TF_CPP_MIN_LOG_LEVEL="3")).stdout.split()[-1]
+    assert hashlib.sha256(example).hexdigest() == other
+
+
+def test_read_image_turns_a_photo_upright_by_its_exif_orientation(tmp_path):
+    image = trees.still(1, "happiness", size=64)["image"][:, :48]  # 64 high, 48 wide
+    stored = np.ascontiguousarray(np.rot90(image, k=1))  # stored sideways (48 high, 64 wide), as a phone does
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to view
+    Image.fromarray(stored).save(tmp_path / "phone.jpg", exif=exif, quality=98)
+    upright = common.read_image(tmp_path / "phone.jpg")
+    assert upright.shape == (64, 48, 3)
+    assert np.abs(upright.astype(int) - image).mean() < 4
+
+
+def test_read_image_names_a_tiny_image_and_find_face_takes_a_banner(tmp_path):
+    Image.fromarray(np.zeros((7, 7, 3), np.uint8)).save(tmp_path / "tiny.png")
+    with pytest.raises(common.Skip, match=r"image too small \(7x7 px\)"):
+        common.read_image(tmp_path / "tiny.png")
+    with pytest.raises(common.Skip, match="no face found"):  # 8 x 20000: scaled down, one side would round to 0
+        common.find_face(np.zeros((8, 20000, 3), np.uint8))
+
+
+def test_frames_of_different_sizes_are_skipped_rather_than_misaligned():
+    q = trees.sequence(3, "surprise", size=96, frames=3)
+    frames = [q["frames"][0], q["frames"][1], cv2.resize(q["frames"][2], (192, 192))]
+    options = ADAPTERS["ckplus"].resolve(size=48, landmarks="dataset")
+    with pytest.raises(common.Skip, match=r"frames of different sizes \(96x96 px first, 192x192 px at frame 3 of 3\)"):
+        common.face_sequence(lambda t: frames[t], 3, options, q["landmarks"])
+    whole = ADAPTERS["ckplus"].resolve(size=48, detect=False)  # each frame resized on its own: no misalignment
+    assert common.face_sequence(lambda t: frames[t], 3, whole)[0].shape == (3, 48, 48, 3)

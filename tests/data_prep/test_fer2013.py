@@ -106,8 +106,8 @@ def test_a_file_whose_rows_all_fail_is_one_clear_error(tmp_path):
     with pytest.raises(UserError) as error:
         prepare_dataset("fer2013", tmp_path / "raw", tmp_path / "out", quiet=True)
     assert str(error.value) == (
-        f"No usable FER2013 items in {tmp_path / 'raw'}: all 2 were skipped (first: "
-        "fer2013.csv:row00000: corrupt pixels: 2300 values, expected 2304 in 0..255; "
-        "fer2013.csv:row00001: malformed row: new-line character seen in unquoted field)."
+        f"No usable FER2013 items in {tmp_path / 'raw'}: all 2 were skipped: "
+        "1 x corrupt pixels: 2300 values, expected 2304 in 0..255 (e.g. fer2013.csv:row00000); "
+        "1 x malformed row: new-line character seen in unquoted field (e.g. fer2013.csv:row00001)."
     )
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()

@@ -1,5 +1,7 @@
 """The emotion-folder adapter (`prepare folder`) on tiny trees of SynthFER faces (--no-detect) and the photograph (dlib)."""
 
+import os
+
 import cv2
 import numpy as np
 import pytest
@@ -146,3 +148,46 @@ def test_training_on_images_without_subject_ids_warns_that_the_split_is_by_image
     prepare_dataset("folder", root, no_ids, size=48, grey=True, detect=False, protocol="still", quiet=True)
     warning = expect_ok(invoke(*args, "--data", no_ids, "--name", "without_subjects")).output
     assert "every subject of folder:no_ids has one sample" in warning and "image k-fold" in warning
+
+
+def test_subject_folders_unused_entries_and_odd_file_names(tmp_path):
+    """ROOT/<emotion>/<subject>/ images take the folder as subject; what the layout does not use is in skipped.csv."""
+    root = tmp_path / "raw"
+    for k, subject in enumerate(("S001", "S002", "S003")):
+        for folder, emotion in (("happy", "happiness"), ("sad", "sadness")):
+            trees.save(root / folder / subject / f"{k}.png", trees.still(k, emotion, size=64, grey=True)["image"])
+    trees.save(root / "happy" / "S003" / "deeper" / "x.png", trees.still(0, "anger", size=64, grey=True)["image"])
+    (root / "sad" / "S004").mkdir()
+    trees.save(root / "loose.png", trees.still(0, "anger", size=64, grey=True)["image"])
+    odd = root / "happy" / "S002" / os.fsdecode(b"caf\xe9.png")  # a name that is not UTF-8 (Latin-1 from an old camera)
+    trees.save(odd, trees.still(1, "happiness", size=64, grey=True)["image"])
+    (root / "happy" / os.fsdecode(b"notes_\xe9.txt")).write_text("not an image")
+    out = tmp_path / "out"
+    manifest = prepare_dataset("folder", root, out, size=48, grey=True, detect=False, quiet=True)
+    _, stills = trees.read_stills(out)
+    assert manifest["counts_per_subject"] == {"S001": 2, "S002": 3, "S003": 2}
+    assert {(s["source"].split("/")[1], s["subject"]) for s in stills} == {(n, n) for n in ("S001", "S002", "S003")}
+    assert "happy/S002/caf\\xe9.png" in {s["source"] for s in stills}
+    skipped = dict(common.read_skipped(out))
+    assert skipped == {"loose.png": "a file outside the emotion folders: not used", "happy/notes_\\xe9.txt": "not an image file",
+                       "happy/S003/deeper": "a folder inside a subject folder", "sad/S004": "an empty folder"}
+    # with a pattern, it is searched in the subject folder's name; a match whose group is empty names no subject
+    again = prepare_dataset("folder", root, tmp_path / "pattern", size=48, grey=True, detect=False, quiet=True,
+                            subject_pattern=r"^S00([12])?")
+    assert again["counts_per_subject"] == {"1": 2, "2": 3}
+    assert dict(common.read_skipped(tmp_path / "pattern"))["happy/S003/2.png"] == (
+        "no subject: --subject-pattern '^S00([12])?' matched 'S003' with an empty subject")
+
+
+def test_entries_beside_the_split_folders_are_reported(tmp_path):
+    root = tmp_path / "raw"
+    for split in ("train", "test"):
+        for k in (0, 1):
+            trees.save(root / split / "happy" / f"{split}{k}.png", trees.still(k, "happiness", size=64, grey=True)["image"])
+    trees.save(root / "happy" / "beside.png", trees.still(2, "happiness", size=64, grey=True)["image"])
+    trees.save(root / "train" / "stray.png", trees.still(2, "happiness", size=64, grey=True)["image"])
+    manifest = prepare_dataset("folder", root, tmp_path / "out", size=48, grey=True, detect=False, quiet=True)
+    assert manifest["num_examples"] == 4 and manifest["num_skipped"] == 2
+    assert dict(common.read_skipped(tmp_path / "out")) == {
+        "happy": "beside the train/val/test folders: not used",
+        "train/stray.png": "a file outside the emotion folders: not used"}

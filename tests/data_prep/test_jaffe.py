@@ -84,6 +84,8 @@ def test_no_subject_on_both_sides_of_a_kfold_split(prepared):
 
 def test_wrong_layout_and_options_are_user_errors(tmp_path):
     with pytest.raises(UserError, match="KA.AN1.39.tiff"):
+        prepare_dataset("jaffe", tmp_path, tmp_path.parent / "out", quiet=True)
+    with pytest.raises(UserError, match="is inside --root"):
         prepare_dataset("jaffe", tmp_path, tmp_path / "out", quiet=True)
     with pytest.raises(UserError, match="ships no landmarks"):
         prepare_dataset("jaffe", tmp_path, tmp_path / "out", landmarks="dataset", quiet=True)
@@ -91,3 +93,12 @@ def test_wrong_layout_and_options_are_user_errors(tmp_path):
         prepare_dataset("jaffe", tmp_path, tmp_path / "out", flow=True, quiet=True)
     with pytest.raises(UserError, match="does not exist"):
         prepare_dataset("jaffe", tmp_path / "nowhere", tmp_path / "out", quiet=True)
+
+
+def test_upper_case_extensions_are_jaffe_names_too(tmp_path):
+    folder = tmp_path / "raw" / "jaffedbase"
+    for k, (name, emotion) in enumerate((("KL.NE1.2.TIFF", "neutral"), ("KM.DI1.3.Tiff", "disgust"))):
+        trees.save(folder / name, trees.still(k, emotion, size=64, grey=True)["image"])
+    manifest = prepare_dataset("jaffe", tmp_path / "raw", tmp_path / "out", size=48, grey=True, detect=False, quiet=True)
+    assert manifest["num_examples"] == 2 and manifest["num_skipped"] == 0
+    assert manifest["counts_per_subject"] == {"KL": 1, "KM": 1}

@@ -76,7 +76,7 @@ def test_problems_skipped_and_subjects_kept_whole(prepared):
     skipped = dict(common.read_skipped(out))
     assert "unknown MUG emotion folder 'contempt'" in skipped["subjects3/003/contempt"]
     assert skipped["subjects3/003/fear/notes"] == "not a take folder (take<NNN>)"
-    assert skipped["subjects3/003/fear/take000"].startswith("frame 1: corrupt or unreadable image")
+    assert skipped["subjects3/003/fear/take000"].startswith("frame img_0002.jpg: corrupt or unreadable image")
     assert manifest["num_skipped"] == 3
     split = splits.kfold_split(pipeline.subjects_of(manifest), 3, 1, validation=False)
     sessions = [records["002_session1_anger_take000"], records["002_session2_anger_take003"]]

@@ -89,8 +89,9 @@ def test_a_dataset_whose_every_item_is_skipped_is_one_clear_error_and_no_folder(
     out = tmp_path / "out"
     for _ in range(2):  # nothing is left behind to change the second run
         line = expect_user_error(invoke("--quiet", "prepare", "jaffe", "--root", tmp_path / "raw", "--out", out, "--size", 48))
-        assert line.startswith(f"Error: No usable JAFFE items in {tmp_path / 'raw'}: all 1 were skipped "
-                               "(first: KA.AN1.1.tiff: corrupt or unreadable image"), line
+        assert line.startswith(f"Error: No usable JAFFE items in {tmp_path / 'raw'}: all 1 were skipped: "
+                               "1 x corrupt or unreadable image"), line
+        assert line.endswith("(e.g. KA.AN1.1.tiff)."), line
         assert not out.exists() and not (tmp_path / "out.partial").exists()
 
 

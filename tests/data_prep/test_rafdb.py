@@ -1,6 +1,8 @@
 """RAF-DB adapter on a tiny tree in RAF-DB's layout: SynthFER photographs, their aligned crops made
 with paper 003's section 4.4 transform, 5 manual and 37 automatic points in original coordinates."""
 
+import shutil
+
 import cv2
 import numpy as np
 import pytest
@@ -143,3 +145,15 @@ def test_dlib_mode_predicts_68_landmarks_in_the_aligned_images(tree, tmp_path):
     no_detect = prepare_dataset("rafdb", base, tmp_path / "plain", size=64, detect=False, quiet=True)
     assert no_detect["num_examples"] == len(stills)
     assert not any(s["has_landmarks"] for s in trees.read_stills(tmp_path / "plain")[1])
+
+
+def test_a_label_file_saved_with_a_byte_order_mark_keeps_its_first_line(tree, tmp_path):
+    base, _ = tree
+    copy = tmp_path / "basic"
+    shutil.copytree(base, copy)
+    labels = copy / "EmoLabel" / "list_patition_label.txt"
+    labels.write_bytes(b"\xef\xbb\xbf" + labels.read_bytes())  # as Windows Notepad saves UTF-8
+    manifest = prepare_dataset("rafdb", copy, tmp_path / "out", size=SIZE, detect=False, quiet=True)
+    reference = prepare_dataset("rafdb", base, tmp_path / "reference", size=SIZE, detect=False, quiet=True)
+    assert manifest["num_examples"] == reference["num_examples"]
+    assert common.read_skipped(tmp_path / "out") == common.read_skipped(tmp_path / "reference")
