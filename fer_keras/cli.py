@@ -593,25 +593,30 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
 def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, streaming, min_confidence, frames, webcam, show,
                 max_frames):
     """Predict the expression of faces in images, folders, videos or a webcam, with a run, a SavedModel or a .tflite."""
+    import math
+
     from fer_keras.inference.images import VIDEO_SUFFIXES, expand_inputs, frame_sequences
-    from fer_keras.inference.predictor import Predictor, annotate_image, check_annotate, video_frame_count
-    from fer_keras.names import safe_name
-    from fer_keras.inference.writer import write_records
+    from fer_keras.inference.predictor import Predictor, annotate_image, annotation_targets, check_annotate, video_frame_count
+    from fer_keras.inference.writer import RecordWriter, check_out
     from fer_keras.progress import progress
 
     if (webcam is None) == (not inputs):
-        raise UserError("Give IMAGE, FOLDER or VIDEO inputs, or --webcam N (not both).")
+        raise click.UsageError("Give IMAGE, FOLDER or VIDEO inputs, or --webcam N (not both).")
     if webcam is None and (show or max_frames):
-        raise UserError("--show and --max-frames apply to --webcam only.")
+        raise click.UsageError("--show and --max-frames apply to --webcam only.")
+    if math.isnan(min_confidence):
+        raise click.UsageError("--min-confidence must be a number between 0 and 1. Received: nan")
+    check_out(out)  # before the model is loaded and any work is done
     quiet = ctx.find_root().params["quiet"]
     if webcam is not None:
         if annotate:
             check_annotate(annotate)
         predictor = Predictor(model_path, detect=detect, streaming=streaming, min_confidence=min_confidence)
-        records = predictor.predict_webcam(webcam, annotate=annotate, smoothing=smoothing, show=show, max_frames=max_frames)
-        write_records(records, out)
+        with RecordWriter(out, labels=sorted(predictor.backend.labels), optional=_optional_columns(predictor)) as writer:
+            frame_count, face_count = predictor.predict_webcam(webcam, annotate=annotate, smoothing=smoothing, show=show,
+                                                               max_frames=max_frames, on_record=writer.write)
         if out:
-            _echo(ctx, f"{sum(1 for r in records if not r.get('error'))} faces in {len(records)} webcam frames -> {out}")
+            _echo(ctx, f"{face_count} faces in {frame_count} webcam frames -> {out}")
         return
     files = expand_inputs(inputs)
     predictor = Predictor(model_path, detect=detect, streaming=streaming, min_confidence=min_confidence)
@@ -625,51 +630,65 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
     if sequences:
         in_sequences = {f for _, _, frame_files in sequences for f in frame_files}
         files = [f for f in files if f not in in_sequences]
-    single_video_file = False
-    if annotate:
-        one_sequence_file = (len(sequences) == 1 and not files and pathlib.Path(annotate).suffix.lower() in (".mp4", ".avi")
-                             and not pathlib.Path(annotate).is_dir())
-        single_video_file = one_sequence_file or check_annotate(annotate, files + [folder for _, folder, _ in sequences])
-    records = []
+    if any(f.suffix.lower() not in VIDEO_SUFFIXES for f in files):
+        predictor.check_images()  # a video model given images: said now, not after the videos before them
+    targets = annotation_targets(annotate, inputs, files, sequences) if annotate else {}
     videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
-    for path in _iter(files, quiet):
-        if path.suffix.lower() in VIDEO_SUFFIXES:
-            target = None
-            if annotate:
-                target = pathlib.Path(annotate) if single_video_file else pathlib.Path(annotate) / f"{path.stem}.mp4"
-            frames = video_frame_count(path)  # 0: not a video, and predict_video_file says so in its record
-            # Below the file bar (5+ inputs) only on a terminal: off one, tqdm draws nested bars with cursor escapes.
-            nested_off_terminal = len(files) >= 5 and not sys.stderr.isatty()
-            bar = progress(total=frames, desc=path.name, unit="frame", quiet=quiet or frames == 0 or nested_off_terminal)
-            try:  # an unreadable video is one record with its error, as an unreadable image is
-                records.extend(predictor.predict_video_file(path, annotate=target, smoothing=smoothing, progress=bar))
+    tally = {"records": 0, "faces": 0, "no_face": 0, "waiting": 0, "failed": []}
+
+    def write(records):
+        for record in records:
+            writer.write(record)
+            error = record.get("error")
+            tally["faces"] += not error
+            tally["no_face"] += error == "no face found"
+            tally["waiting"] += error == "filling the clip window"
+            if error and error not in ("no face found", "filling the clip window"):
+                tally["failed"].append(error)
+
+    # Below the file bar (5+ inputs) only on a terminal: off one, tqdm draws nested bars with cursor escapes.
+    nested_off_terminal = len(files) + len(sequences) >= 5 and not sys.stderr.isatty()
+    with RecordWriter(out, labels=sorted(predictor.backend.labels),
+                      optional=_optional_columns(predictor, frames=bool(sequences))) as writer:
+        for path in _iter(files, quiet):
+            if path.suffix.lower() in VIDEO_SUFFIXES:
+                count = video_frame_count(path)  # 0: not a video, and predict_video_file says so in its record
+                bar = progress(total=count, desc=path.name, unit="frame", quiet=quiet or count == 0 or nested_off_terminal)
+                try:  # an unreadable video is one record with its error, as an unreadable image is
+                    write(predictor.predict_video_file(path, annotate=targets.get(path), smoothing=smoothing, progress=bar))
+                finally:
+                    bar.close()
+            else:
+                found = predictor.predict_file(path)
+                write(found)
+                if path in targets:
+                    annotate_image(path, found, targets[path])
+        for name, folder, frame_files in sequences:
+            bar = progress(total=len(frame_files), desc=name, unit="frame", quiet=quiet or nested_off_terminal)
+            try:
+                write(predictor.predict_frames(name, frame_files, annotate=targets.get(name), smoothing=smoothing,
+                                               progress=bar))
             finally:
                 bar.close()
-        else:
-            found = predictor.predict_file(path)
-            records.extend(found)
-            if annotate and not single_video_file:
-                annotate_image(path, found, pathlib.Path(annotate) / f"{path.stem}.png")
-    for name, folder, frame_files in sequences:
-        target = None
-        if annotate:
-            target = pathlib.Path(annotate) if single_video_file else pathlib.Path(annotate) / f"{safe_name(name, 'sequence')}.mp4"
-        bar = progress(total=len(frame_files), desc=name, unit="frame",
-                       quiet=quiet or (len(sequences) + len(files) >= 5 and not sys.stderr.isatty()))
-        try:
-            records.extend(predictor.predict_frames(name, frame_files, annotate=target, smoothing=smoothing, progress=bar))
-        finally:
-            bar.close()
-    write_records(records, out)
-    failed = [r for r in records if r.get("error") and r["error"] not in ("no face found", "filling the clip window")]
-    faces = [r for r in records if not r.get("error")]
-    no_face = sum(1 for r in records if r.get("error") == "no face found")
     inputs_count = len(files) + len(sequences)
+    window = predictor.clip_length or getattr(predictor.backend, "reset_every", 0)
+    waiting = f"; {tally['waiting']} frames filling the clip window of {window} faces in a row" if tally["waiting"] else ""
     if out:
         what = "inputs" if videos or sequences else "images"
-        _echo(ctx, f"{len(faces)} faces in {inputs_count} {what} ({no_face} images or frames without a face) -> {out}")
-    if failed:
-        raise UserError(f"{len(failed)} of {inputs_count} inputs could not be read, e.g. {failed[0]['error']}")
+        _echo(ctx, f"{tally['faces']} faces in {inputs_count} {what} ({tally['no_face']} images or frames without a face"
+                   f"{waiting}) -> {out}")
+    elif tally["waiting"] and not tally["faces"]:
+        click.echo(f"No decision: all {tally['waiting']} frames with a face were filling the clip window of {window} "
+                   "faces in a row.", err=True)
+    if tally["failed"]:
+        some = " (or not to their end)" if any("frames it states" in e for e in tally["failed"]) else ""
+        raise UserError(f"{len(tally['failed'])} of {inputs_count} inputs could not be read{some}, e.g. {tally['failed'][0]}")
+
+
+def _optional_columns(predictor, frames=False):
+    """The CSV columns beyond the base ones that this predictor's records can carry."""
+    wanted = {"unsure": predictor.min_confidence > 0, "window_frame": predictor.streaming, "frame_file": frames}
+    return {column for column, present in wanted.items() if present}
 
 
 @cli.command("serve-request")
@@ -680,27 +699,37 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
 @click.option("--detect", type=click.Choice(["dlib", "none"]), default="dlib", show_default=True)
 @click.pass_context
 def serve_request_cmd(ctx, url, images, size, channels, detect):
-    """Send faces in IMAGES to a TF Serving REST URL (.../v1/models/NAME:predict); print one record per face."""
+    """Send faces in IMAGES (files or folders) to a TF Serving REST URL (.../v1/models/NAME:predict); print one record per face."""
     import numpy as np
 
-    from fer_keras.inference.images import read_rgb
+    from fer_keras.inference.images import VIDEO_SUFFIXES, expand_inputs, read_rgb
     from fer_keras.inference.predictor import crop_faces
     from fer_keras.inference.serving_client import check_url, predict_url
-    from fer_keras.inference.writer import write_records
+    from fer_keras.inference.writer import RecordWriter
 
     check_url(url)
-    records = []
-    for path in images:
-        found = crop_faces(read_rgb(path), size, int(channels), detect)
-        if not found:
-            records.append({"file": str(path), "face": None, "error": "no face found"})
-            continue
-        probabilities, names = predict_url(url, np.stack([crop for _, _, crop in found]))
-        for i, ((box, _, _), p) in enumerate(zip(found, probabilities)):
-            k = int(np.argmax(p))
-            records.append({"file": str(path), "face": i, "box": [int(v) for v in box] if box is not None else None,
-                            "label": names[i] if names else k, "score": round(float(p[k]), 4)})
-    write_records(records, None)
+    files = [f for f in expand_inputs(images) if f.suffix.lower() not in VIDEO_SUFFIXES]
+    if not files:
+        raise UserError("serve-request sends still images; the inputs hold none.")
+    unreadable = 0
+    with RecordWriter(None) as writer:  # each image's records as soon as the server has answered
+        for path in files:
+            try:
+                found = crop_faces(read_rgb(path), size, int(channels), detect)
+            except UserError as e:  # one unreadable image is its own record, as in predict
+                writer.write({"file": str(path), "face": None, "error": str(e)})
+                unreadable += 1
+                continue
+            if not found:
+                writer.write({"file": str(path), "face": None, "error": "no face found"})
+                continue
+            probabilities, names = predict_url(url, np.stack([crop for _, _, crop in found]))
+            for i, ((box, _, _), p) in enumerate(zip(found, probabilities)):
+                k = int(np.argmax(p))
+                writer.write({"file": str(path), "face": i, "box": [int(v) for v in box] if box is not None else None,
+                              "label": names[i] if names else k, "score": round(float(p[k]), 4)})
+    if unreadable:
+        raise UserError(f"{unreadable} of {len(files)} images could not be read; their records say why.")
 
 
 class _ThreadCounts(click.ParamType):

@@ -28,11 +28,19 @@ def expand_inputs(inputs):
 
 
 def read_rgb(path):
-    """uint8 RGB (H, W, 3); raises UserError when the file is not a readable image."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
-        raise UserError(f"Cannot read image {str(path)!r}: not an image or corrupt.")
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    """uint8 RGB (H, W, 3), upright by its EXIF orientation; raises UserError when the file is not a readable image.
+
+    Read as `prepare` reads images (`data_prep.common.read_image`, Pillow): cv2.imread decodes a
+    truncated JPEG without complaint, and the face in its grey lower part would be scored as a face.
+    """
+    from fer_keras.data_prep.common import Skip, read_image
+
+    try:
+        image = read_image(path)
+    except Skip as e:
+        reason = "not an image, or corrupt or truncated" if "corrupt" in str(e) else str(e)
+        raise UserError(f"Cannot read image {str(path)!r}: {reason}.") from None
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB) if image.shape[-1] == 1 else image
 
 
 def frame_sequences(inputs):

@@ -10,8 +10,14 @@ Videos and webcams run a clip model in one of two ways: over a sliding window of
 aligned faces (the clip model itself, T times the work per frame), or, with a streaming step
 model (a ``stream_*.tflite`` from ``export --streaming``, or a run folder with
 ``streaming=True``), one frame at a time with the recurrent states carried from frame to frame
-and zeroed every T frames (see `fer_keras.exports.streaming`). Either way the probabilities
-are smoothed with an exponential moving average.
+and zeroed every T frames (see `fer_keras.exports.streaming`). Either way a decision needs T
+consecutive faces: the clip model decides on every frame once its window is full, the step
+model once every T faces, when its states hold a whole clip (the frames in between carry its last
+decision; `window_frame` says where in its window a frame is), and the first T - 1 faces, and the
+first T - 1 after a frame without a face, say "filling the clip window". The step model's
+outputs on fewer than T frames are not used: the model was trained on clips of T frames, and on
+fewer it is not the clip model. Either way the probabilities are smoothed with an exponential
+moving average.
 
 Models that also take face landmarks (``landmark_arm``: inputs ``images`` and ``landmarks``) get
 dlib's 68 points mapped into the aligned crop by the same similarity transform that cut it
@@ -29,6 +35,7 @@ reset keeps the flow from the frame before it; zeros only for a video's first fr
 after a frame without a face.
 """
 
+import os
 import pathlib
 
 import cv2
@@ -390,9 +397,14 @@ class Predictor:
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
             raise _UnreadableVideo(f"Cannot read video {str(path)!r}: not a video or an unsupported codec.")
+        stated = int(capture.get(cv2.CAP_PROP_FRAME_COUNT))
         records = self._run_capture(capture, str(path), annotate=annotate, smoothing=smoothing, progress=progress)
         if not records:
             raise _UnreadableVideo(f"Cannot read video {str(path)!r}: it holds no readable frame.")
+        if stated - len(records) >= max(2, 0.05 * stated):  # containers state the count roughly: only a clear shortfall
+            records.append({"file": str(path), "frame": None, "face": None,
+                            "error": f"Video {str(path)!r} ends after {len(records)} of the {stated} frames it states: "
+                                     "truncated or damaged."})
         return records
 
     def predict_video_file(self, path, *, annotate=None, smoothing=0.6, progress=None):
@@ -413,15 +425,18 @@ class Predictor:
         try:
             records = self._run_capture(_FrameFiles(paths), name, annotate=annotate, smoothing=smoothing, progress=progress)
         except _UnreadableVideo as e:
-            if annotate is not None:
-                pathlib.Path(annotate).unlink(missing_ok=True)
             return [{"file": name, "face": None, "error": str(e)}]
         for record in records:
             record["frame_file"] = pathlib.Path(paths[record["frame"]]).name
         return records
 
-    def predict_webcam(self, index, *, annotate=None, smoothing=0.6, show=False, max_frames=None, progress=None):
-        """Live: frames of webcam `index` (OpenCV VideoCapture) until Ctrl-C, 'q' in the window, or `max_frames`."""
+    def predict_webcam(self, index, *, annotate=None, smoothing=0.6, show=False, max_frames=None, progress=None,
+                       on_record=None):
+        """Live: frames of webcam `index` (OpenCV VideoCapture) until Ctrl-C, 'q' in the window, or `max_frames`.
+
+        Each frame's record goes to `on_record` as soon as it is made; none is kept (a session
+        can run for hours). Returns the number of frames and of faces.
+        """
         level = cv2.utils.logging.getLogLevel()
         cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)  # our one-line error says it instead
         try:
@@ -432,16 +447,36 @@ class Predictor:
         if not opened:
             capture.release()
             raise UserError(f"Cannot open webcam {index}")
-        return self._run_capture(capture, f"webcam:{index}", annotate=annotate, smoothing=smoothing, progress=progress,
-                                 live=True, show=show, max_frames=max_frames)
+        counts = {"frames": 0, "faces": 0}
 
-    def _run_capture(self, capture, name, *, annotate, smoothing, progress, live=False, show=False, max_frames=None):
+        def count(record):
+            counts["frames"] += 1
+            counts["faces"] += "label" in record
+            if on_record is not None:
+                on_record(record)
+
+        self._run_capture(capture, f"webcam:{index}", annotate=annotate, smoothing=smoothing, progress=progress,
+                          live=True, show=show, max_frames=max_frames, on_record=count)
+        return counts["frames"], counts["faces"]
+
+    def _run_capture(self, capture, name, *, annotate, smoothing, progress, live=False, show=False, max_frames=None,
+                     on_record=None):
+        """Records of the largest face in each frame of `capture` (see `predict_video`).
+
+        Live (a webcam), each record goes to `on_record` and none is kept, and Ctrl-C ends the
+        session normally. The annotated video is written under a temporary name and becomes
+        `annotate` only when the capture has been read to its end (or a live session stopped).
+        """
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
-        writer, records, window, smoothed, index = None, [], [], None, 0
+        writer, records, window, smoothed, decided, index = None, [], [], None, None, 0
         since_reset = 0
         flows = FlowStream(self.flow_bound) if self.flow_bound is not None else None
+        reset_every = self.backend.reset_every if self.streaming else 0
         if self.streaming:
             self.backend.reset()
+        target = None if annotate is None else pathlib.Path(annotate)
+        partial = None if target is None else target.with_name(f"{target.stem}.partial{target.suffix}")
+        finished = False
         try:
             while max_frames is None or index < max_frames:
                 ok, frame = capture.read()
@@ -453,13 +488,20 @@ class Predictor:
                 if found:
                     box, points, crop, crop_points = found[0]
                     if self.streaming:
-                        if self.backend.reset_every and since_reset == self.backend.reset_every:
+                        if reset_every and since_reset == reset_every:
                             self.backend.reset()
                             since_reset = 0
                         p = self.backend.step(crop if flows is None else {"rgb": crop, "flow": flows(crop)})
-                        smoothed = p if smoothed is None else smoothing * smoothed + (1 - smoothing) * p
-                        record = self._record(name, 0, box, points, smoothed, frame=index, window_frame=since_reset)
                         since_reset += 1
+                        if not reset_every or since_reset == reset_every:  # the states hold a whole clip
+                            smoothed = p if smoothed is None else smoothing * smoothed + (1 - smoothing) * p
+                            decided = smoothed
+                        if decided is None:
+                            record = {"file": name, "frame": index, "face": 0, "error": "filling the clip window",
+                                      "window_frame": since_reset - 1}
+                        else:
+                            record = self._record(name, 0, box, points, decided, frame=index,
+                                                  window_frame=since_reset - 1)
                     else:
                         window = (window + [(crop, flows(crop) if flows is not None else None)])[-(self.clip_length or 1):]
                         if self.clip_length is None or len(window) == self.clip_length:
@@ -472,14 +514,21 @@ class Predictor:
                             record = self._record(name, 0, box, points, smoothed, frame=index)
                         else:
                             record = {"file": name, "frame": index, "face": 0, "error": "filling the clip window"}
-                elif flows is not None:
-                    flows.reset()  # no face: the next face's flow starts from zeros
-                records.append(record)
+                else:  # no face: a clip is T consecutive faces, so the next one starts a new window
+                    window, decided, since_reset = [], None, 0
+                    if self.streaming:
+                        self.backend.reset()
+                    if flows is not None:
+                        flows.reset()  # and its flow starts from zeros
+                if live:
+                    on_record(record)
+                else:
+                    records.append(record)
                 if annotate is not None or show:
                     drawn = _annotated(frame, record)
                     if annotate is not None:
                         if writer is None:
-                            writer = _video_writer(annotate, fps, frame.shape[1], frame.shape[0])
+                            writer = _video_writer(partial, fps, frame.shape[1], frame.shape[0])
                         writer.write(drawn)
                     if show:
                         cv2.imshow(f"fer-keras {name}", drawn)
@@ -488,13 +537,19 @@ class Predictor:
                 if progress is not None:
                     progress.update(1)
                 index += 1
+            finished = True
         except KeyboardInterrupt:
             if not live:
                 raise
+            finished = True
         finally:
             capture.release()
             if writer is not None:
                 writer.release()
+                if finished:
+                    partial.replace(target)
+                else:
+                    partial.unlink(missing_ok=True)
             if show:
                 cv2.destroyAllWindows()
         return records
@@ -510,14 +565,18 @@ class Predictor:
             return rgb
         return {"rgb": rgb, "flow": np.stack([f for _, f in window])[None]}  # (1, T, S, S, 2)
 
-    def predict_image(self, image, name=""):
-        """Records for each face of RGB uint8 `image`."""
+    def check_images(self):
+        """A UserError when this model cannot score a still image (video models), before any work."""
         if self.flow_bound is not None:
             raise UserError(f"{self.backend.source} is a two-stream model (rgb and optical flow): it needs a video, "
                             f"as one image has no motion (a folder of one sequence's frames: --frames).")
         if self.clip_length or self.streaming:
             what = "is a streaming (per-frame) video model" if self.streaming else f"takes clips of {self.clip_length} frames"
             raise UserError(f"{self.backend.source} {what}; give it a video, or a folder of one sequence's frames with --frames.")
+
+    def predict_image(self, image, name=""):
+        """Records for each face of RGB uint8 `image`."""
+        self.check_images()
         faces_in = self._faces(image)
         if not faces_in:
             return [{"file": name, "face": None, "error": "no face found"}]
@@ -551,9 +610,10 @@ class _FrameFiles:
         if self.index >= len(self.paths):
             return False, None
         path = self.paths[self.index]
-        frame = cv2.imread(str(path), cv2.IMREAD_COLOR)
-        if frame is None:
-            raise _UnreadableVideo(f"Cannot read frame {str(path)!r}: not an image or corrupt.")
+        try:
+            frame = cv2.cvtColor(read_rgb(path), cv2.COLOR_RGB2BGR)
+        except UserError:
+            raise _UnreadableVideo(f"Cannot read frame {str(path)!r}: not an image, or corrupt or truncated.") from None
         if self.shape is None:
             self.shape = frame.shape[:2]
         elif frame.shape[:2] != self.shape:
@@ -601,9 +661,11 @@ def check_annotate(annotate, files=None):
         one_video = video_name and not path.is_dir() and len(files) == 1 and files[0].suffix.lower() in VIDEO_SUFFIXES
         if video_name and not one_video and not path.is_dir():
             videos = sum(1 for f in files if f.suffix.lower() in VIDEO_SUFFIXES)
+            sequences = sum(1 for f in files if f.is_dir())  # frame folders (--frames)
+            kinds = [_count(len(files) - videos - sequences, "image"), _count(videos, "video")]
+            kinds += [_count(sequences, "frame sequence")] if sequences else []
             raise UserError(f"--annotate {str(path)!r} names a video file, which is for a single video input only; for "
-                            f"{_count(len(files), 'input')} ({_count(len(files) - videos, 'image')}, "
-                            f"{_count(videos, 'video')}) give a folder.")
+                            f"{_count(len(files), 'input')} ({', '.join(kinds)}) give a folder.")
         if not one_video and path.exists() and not path.is_dir():
             raise UserError(f"--annotate {str(path)!r} is a file; give a folder (or an .mp4 for a single video).")
     for parent in path.parents:  # the nearest folder that exists must be a folder, or nothing can be written below it
@@ -612,6 +674,51 @@ def check_annotate(annotate, files=None):
                 raise UserError(f"--annotate {str(path)!r} cannot be written: {str(parent)!r} is a file, not a folder.")
             break
     return one_video
+
+
+def annotation_targets(annotate, inputs, files, sequences):
+    """{file or sequence name: the annotated image or video to write} for --annotate, checked before any work.
+
+    One file per input in the folder `annotate` (an .mp4 per video or frame sequence, a .png per
+    image), named after the input (``photo.png``, ``clip.mp4``); inputs whose names would meet
+    (``a/x.jpg`` and ``b/x.png``, ``clip.mp4`` and ``clip.avi``) are named by their path instead
+    (``a_x.jpg.png``). With a single video or sequence and an .mp4/.avi name, that file. A
+    UserError, before anything is written, when a target would overwrite an input, or when the
+    folder lies in an input folder, where the next run would read the annotations as inputs.
+    """
+    from fer_keras.names import safe_name
+
+    path = pathlib.Path(annotate)
+    single = (len(sequences) == 1 and not files and path.suffix.lower() in (".mp4", ".avi") and not path.is_dir())
+    single = single or check_annotate(annotate, files + [folder for _, folder, _ in sequences])
+    if single:
+        key = files[0] if files else sequences[0][0]
+        targets = {key: path}
+    else:
+        wanted = {f: f"{f.stem}{'.mp4' if f.suffix.lower() in VIDEO_SUFFIXES else '.png'}" for f in files}
+        wanted.update({name: f"{safe_name(name, 'sequence')}.mp4" for name, _, _ in sequences})
+        sources = {f: f for f in files} | {name: folder for name, folder, _ in sequences}
+        taken = {}
+        for key, name in wanted.items():
+            taken.setdefault(name, []).append(key)
+        for name, keys in taken.items():
+            if len(keys) > 1:  # the same name for several inputs: their paths from where they part
+                base = pathlib.Path(os.path.commonpath([str(sources[k].absolute()) for k in keys]))
+                for key in keys:
+                    relative = sources[key].absolute().relative_to(base) if sources[key].absolute() != base else sources[key].name
+                    wanted[key] = f"{safe_name(str(relative), 'input')}{pathlib.Path(name).suffix}"
+        targets = {key: path / name for key, name in wanted.items()}
+    inputs_resolved = {f.resolve() for f in files} | {p for _, folder, frames in sequences for p in map(pathlib.Path.resolve, frames)}
+    for target in targets.values():
+        if target.resolve() in inputs_resolved:
+            raise UserError(f"--annotate would overwrite the input {str(target)!r}; give another folder or file name.")
+    folder = (path.parent if single else path).resolve()
+    for item in inputs:
+        given = pathlib.Path(item).resolve()
+        if given.is_dir() and (folder == given or given in folder.parents):
+            raise UserError(f"--annotate {str(path)!r} lies in the input folder {str(item)!r}, where the annotations would "
+                            "be read as inputs next time; give a folder outside it.")
+    return targets
 
 
 def _video_writer(path, fps, width, height):
@@ -643,14 +750,22 @@ def _annotated(frame, record):
 
 
 def annotate_image(path, records, out_path):
-    """Writes `path` with every face's box and label drawn (records from `predict_file`)."""
-    image = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if image is None:
+    """Writes `path` with every face's box and label drawn (records from `predict_file`); None for an unreadable file.
+
+    Written under a temporary name and renamed, so that an interrupted run leaves no half-written image.
+    """
+    try:
+        image = cv2.cvtColor(read_rgb(path), cv2.COLOR_RGB2BGR)
+    except UserError:
         return None
     for record in records:
         if "label" in record:
             image = _annotated(image, record)
     out_path = pathlib.Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(out_path), image)
+    partial = out_path.with_name(f"{out_path.stem}.partial{out_path.suffix}")
+    if not cv2.imwrite(str(partial), image):
+        partial.unlink(missing_ok=True)
+        raise UserError(f"Cannot write {str(out_path)!r}.")
+    partial.replace(out_path)
     return out_path

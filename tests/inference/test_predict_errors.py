@@ -9,8 +9,10 @@ progress bar of a video.
 import json
 import shutil
 
+import cv2
 import pytest
 
+from fer_keras.inference.predictor import Predictor
 from tests.conftest import expect_ok, expect_user_error, invoke
 from tests.inference.videos import write_synth_video
 
@@ -206,6 +208,129 @@ def test_annotate_a_folder_still_draws_images(still_run, one_image, tmp_path):
     target = tmp_path / "annotated"
     expect_ok(invoke("--quiet", "predict", still_run, one_image, "--detect", "none", "--annotate", target))
     assert [p.name for p in target.iterdir()] == [f"{one_image.stem}.png"]
+
+
+def test_annotate_never_writes_over_or_among_the_inputs(still_run, one_image, face_video, tmp_path):
+    """Annotations in an input folder would overwrite its files, or be read as inputs by the next run: refused first."""
+    folder = tmp_path / "inputs"
+    folder.mkdir()
+    image, video = folder / one_image.name, folder / face_video.name
+    image.write_bytes(one_image.read_bytes())
+    video.write_bytes(face_video.read_bytes())
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+    out = tmp_path / "p.jsonl"
+    line = expect_user_error(invoke("predict", still_run, folder, "--detect", "none", "--annotate", folder, "--out", out))
+    assert line == f"Error: --annotate would overwrite the input {str(video)!r}; give another folder or file name."
+    target = folder / "annotated"
+    line = expect_user_error(invoke("predict", still_run, folder, "--detect", "none", "--annotate", target, "--out", out))
+    assert line == (f"Error: --annotate {str(target)!r} lies in the input folder {str(folder)!r}, where the annotations "
+                    "would be read as inputs next time; give a folder outside it.")
+    line = expect_user_error(invoke("predict", still_run, video, "--detect", "none", "--annotate", video))
+    assert line == f"Error: --annotate would overwrite the input {str(video)!r}; give another folder or file name."
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before and not out.exists()
+
+
+def test_inputs_of_one_name_get_annotations_of_their_own(still_run, one_image, face_video, tmp_path):
+    for folder, image in (("a", "x.png"), ("b", "x.png"), (".", "x.png")):
+        (tmp_path / "in" / folder).mkdir(parents=True, exist_ok=True)
+        (tmp_path / "in" / folder / image).write_bytes(one_image.read_bytes())
+    avi = tmp_path / "in" / "clip.avi"
+    capture, writer = cv2.VideoCapture(str(face_video)), None
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        writer = writer or cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 10, frame.shape[1::-1])
+        writer.write(frame)
+    writer.release()
+    (tmp_path / "in" / "clip.mp4").write_bytes(face_video.read_bytes())
+    target = tmp_path / "annotated"
+    expect_ok(invoke("--quiet", "predict", still_run, tmp_path / "in", "--detect", "none", "--annotate", target))
+    assert sorted(p.name for p in target.iterdir()) == ["a_x.png.png", "b_x.png.png", "clip.avi.mp4", "clip.mp4.mp4", "x.png.png"]
+
+
+def test_out_is_checked_before_the_model_is_loaded(one_image, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    line = expect_user_error(invoke("predict", tmp_path / "no_such_model", one_image, "--out", blocker / "p.jsonl"))
+    assert line == f"Error: --out {str(blocker / 'p.jsonl')!r} cannot be written: {str(blocker)!r} is a file, not a folder."
+    line = expect_user_error(invoke("predict", tmp_path / "no_such_model", one_image, "--out", tmp_path), exit_code=2)
+    assert "is a directory" in line
+
+
+def test_a_video_model_given_images_says_so_before_reading_the_videos(clip_run, face_video, one_image, tmp_path):
+    out = tmp_path / "p.jsonl"
+    line = expect_user_error(invoke("predict", clip_run, face_video, one_image, "--detect", "none", "--out", out))
+    assert "takes clips of" in line and "give it a video" in line
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_truncated_jpeg_is_an_unreadable_image_not_a_face(still_run, one_image, tmp_path):
+    """OpenCV decodes a truncated JPEG without complaint (grey below the cut); predict reads as prepare does."""
+    from PIL import Image
+
+    jpeg = tmp_path / "cut.jpg"
+    Image.open(one_image).convert("RGB").resize((192, 192)).save(jpeg, quality=95)
+    jpeg.write_bytes(jpeg.read_bytes()[: jpeg.stat().st_size // 3])
+    assert cv2.imread(str(jpeg)) is not None  # what predict read before
+    out = tmp_path / "p.jsonl"
+    line = expect_user_error(invoke("predict", still_run, jpeg, "--detect", "none", "--out", out))
+    (record,) = _jsonl(out)
+    assert record["face"] is None and record["error"] == f"Cannot read image {str(jpeg)!r}: not an image, or corrupt or truncated."
+    assert line == f"Error: 1 of 1 inputs could not be read, e.g. {record['error']}"
+
+
+def test_a_truncated_video_says_where_it_ends(still_run, face_video, tmp_path):
+    avi = tmp_path / "long.avi"
+    capture, writer, count = cv2.VideoCapture(str(face_video)), None, 0
+    frames = []
+    while True:
+        ok, frame = capture.read()
+        if not ok:
+            break
+        frames.append(frame)
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 10, frames[0].shape[1::-1])
+    for frame in frames * 4:
+        writer.write(frame)
+        count += 1
+    writer.release()
+    avi.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])
+    out = tmp_path / "p.jsonl"
+    line = expect_user_error(invoke("predict", still_run, avi, "--detect", "none", "--out", out))
+    records = _jsonl(out)
+    read = len(records) - 1
+    assert 0 < read < count and all("label" in r for r in records[:-1])
+    assert records[-1]["error"] == f"Video {str(avi)!r} ends after {read} of the {count} frames it states: truncated or damaged."
+    assert line.startswith("Error: 1 of 1 inputs could not be read (or not to their end), e.g. Video")
+
+
+def test_an_interrupted_video_leaves_no_annotated_file(still_run, face_video, tmp_path, monkeypatch):
+    from fer_keras.inference import predictor as predictor_module
+
+    real = predictor_module.Predictor._faces
+    seen = []
+
+    def faces_then_ctrl_c(self, image):
+        seen.append(1)
+        if len(seen) == 4:
+            raise KeyboardInterrupt
+        return real(self, image)
+
+    monkeypatch.setattr(predictor_module.Predictor, "_faces", faces_then_ctrl_c)
+    target = tmp_path / "ann.mp4"
+    target.write_bytes(b"an earlier good annotation")
+    result = invoke("predict", still_run, face_video, "--detect", "none", "--annotate", target, "--out", tmp_path / "p.jsonl")
+    assert expect_user_error(result, exit_code=130) == "Error: Interrupted."
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.mp4"] and target.read_bytes() == b"an earlier good annotation"
+
+
+def test_a_webcam_session_hands_on_each_record_and_keeps_none(still_run, face_video):
+    """Live capture (a webcam; here the video through the same OpenCV capture): records go out as they are made."""
+    predictor = Predictor(still_run, detect="none")
+    handed = []
+    kept = predictor._run_capture(cv2.VideoCapture(str(face_video)), "webcam:0", annotate=None, smoothing=0.6,
+                                  progress=None, live=True, on_record=handed.append)
+    assert kept == [] and [r["frame"] for r in handed] == list(range(FRAMES)) and all("label" in r for r in handed)
 
 
 # --- serve-request ----------------------------------------------------------------------------

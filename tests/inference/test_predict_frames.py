@@ -73,7 +73,7 @@ def test_a_corrupt_frame_fails_its_sequence_only(clip_run, tree, tmp_path):
     assert "1 of 2 inputs could not be read" in error and "frame3.png" in error
     records = _records(out)
     assert [r for r in records if r["file"] == "seqs/bad"] == [
-        {"file": "seqs/bad", "face": None, "error": f"Cannot read frame {str(broken / 'bad' / 'frame3.png')!r}: not an image or corrupt."}]
+        {"file": "seqs/bad", "face": None, "error": f"Cannot read frame {str(broken / 'bad' / 'frame3.png')!r}: not an image, or corrupt or truncated."}]
     assert len([r for r in records if r["file"] == "seqs/good"]) == 5
     assert [p.name for p in (tmp_path / "ann").iterdir()] == ["seqs_good.mp4"]  # no half-written video of the bad one
 
@@ -85,3 +85,17 @@ def test_frames_is_for_video_models_and_folders(clip_run, still_run, tree, tmp_p
     assert "none of the inputs is a folder" in expect_user_error(invoke("predict", clip_run, image, "--frames"))
     # Without --frames a folder's images are stills, which a clip model refuses, naming the way out.
     assert "--frames" in expect_user_error(invoke("predict", clip_run, root / "S006" / "002"))
+
+
+def test_the_csv_has_the_columns_the_jsonl_records_have(clip_run, tree, tmp_path):
+    import csv
+
+    root, _ = tree
+    jsonl, table = tmp_path / "r.jsonl", tmp_path / "r.csv"
+    expect_ok(invoke("--quiet", "predict", clip_run, root, "--frames", "--out", jsonl))
+    expect_ok(invoke("--quiet", "predict", clip_run, root, "--frames", "--out", table))
+    with open(table, newline="") as f:
+        rows = list(csv.DictReader(f))
+    records = _records(jsonl)
+    assert [r["frame_file"] for r in rows] == [r["frame_file"] for r in records]
+    assert [r["label"] for r in rows] == [r.get("label", "") for r in records]

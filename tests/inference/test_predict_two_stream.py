@@ -83,16 +83,19 @@ def test_every_backend_labels_the_frames_with_a_face(backend, run, savedmodel, s
     records = _predict(model, video, tmp_path / "p.jsonl", *(["--streaming"] if backend == "run_streaming" else []))
     assert [r["frame"] for r in records] == list(range(FRAMES))
     assert records[BLANK]["error"] == "no face found"
-    first = 0 if "stream" in backend else CLIP_LENGTH - 1  # a clip model waits for a full window
+    # A decision needs CLIP_LENGTH faces in a row, from the video's start and again after the frame without a face:
+    # frames 0-2 and the 3 faces after it wait, for the clip model and the step model alike.
     labelled = [t for t, r in enumerate(records) if "label" in r]
-    assert labelled == [t for t in range(first, FRAMES) if t != BLANK]
+    assert labelled == list(range(CLIP_LENGTH - 1, BLANK))
+    waiting = [t for t, r in enumerate(records) if r.get("error") == "filling the clip window"]
+    assert waiting == list(range(CLIP_LENGTH - 1)) + list(range(BLANK + 1, FRAMES))
     assert all(records[t]["box"] and len(records[t]["landmarks"]) == 68 for t in labelled)
 
 
 def test_the_streaming_tflite_matches_the_keras_step_model(run, stream_tflite, video, crops, tmp_path):
     keras_records = _predict(run, video, tmp_path / "keras.jsonl", "--streaming")
     lite_records = _predict(stream_tflite, video, tmp_path / "lite.jsonl")
-    labelled = [t for t in range(FRAMES) if t != BLANK]
+    labelled = list(range(CLIP_LENGTH - 1, BLANK))
     np.testing.assert_allclose(_scores([keras_records[t] for t in labelled]), _scores([lite_records[t] for t in labelled]),
                                atol=2e-4)  # both rounded to 4 decimals
     # Unrounded, on the same crops and flows, the two step models agree to 1e-4.
@@ -154,8 +157,8 @@ def test_the_clip_model_is_fed_each_window_with_its_training_flow(run, savedmode
     predictor = Predictor(run)
     predictor.backend = _Recording(predictor.backend)
     predictor.predict_video(video, smoothing=0)
-    faces = [t for t in range(FRAMES) if t != BLANK]
-    windows = [faces[i : i + CLIP_LENGTH] for i in range(len(faces) - CLIP_LENGTH + 1)]
+    # windows of consecutive faces only: none across the frame without a face, and too few faces after it for one
+    windows = [list(range(i, i + CLIP_LENGTH)) for i in range(BLANK - CLIP_LENGTH + 1)]
     assert len(predictor.backend.fed) == len(windows)
     for window, fed in zip(windows, predictor.backend.fed):
         np.testing.assert_array_equal(fed["rgb"][0], np.stack([crops[t] for t in window]))

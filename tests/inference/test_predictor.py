@@ -13,7 +13,7 @@ import skimage.data
 
 from fer_keras.errors import UserError
 from fer_keras.inference.predictor import Predictor, load_backend
-from tests.conftest import expect_ok, invoke
+from tests.conftest import expect_ok, expect_user_error, invoke
 
 LABELS = ["surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"]
 
@@ -126,9 +126,10 @@ def test_min_confidence_marks_the_faces_below_it(still_run, face_images, images,
     assert result.exit_code != 0 and "--min-confidence" in result.output
 
 
-def test_predict_refuses_an_unknown_output_suffix(still_run, images, tmp_path):
-    result = invoke("predict", still_run, images[0], "--detect", "none", "--out", tmp_path / "pred.txt")
-    assert result.exit_code != 0 and "--out must end in .jsonl or .csv" in result.output
+@pytest.mark.parametrize("name", ["pred.txt", "pred.json"])  # .json: the records are JSON lines, not one JSON document
+def test_predict_refuses_an_unknown_output_suffix(still_run, images, tmp_path, name):
+    line = expect_user_error(invoke("predict", still_run, images[0], "--detect", "none", "--out", tmp_path / name))
+    assert line == f"Error: --out must end in .jsonl (JSON lines) or .csv. Received: {name}"
     assert list(tmp_path.iterdir()) == []
 
 

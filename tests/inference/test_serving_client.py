@@ -73,3 +73,20 @@ def test_unreachable_server_is_one_clear_error(face_images):
     line = expect_user_error(invoke("serve-request", f"http://127.0.0.1:{port}/v1/models/fer:predict", image,
                                     "--size", MODEL_SIZE, "--detect", "none"))
     assert "Cannot reach the server" in line
+
+
+def test_serve_request_takes_a_folder_and_records_an_unreadable_image(server, face_images, tmp_path):
+    """As predict: a folder is its images, and one unreadable image is its own record (exit 1), not the end of the batch."""
+    url, _ = server
+    folder = tmp_path / "faces"
+    folder.mkdir()
+    good = sorted(face_images.glob("*.png"))[:2]
+    for image in good:
+        (folder / image.name).write_bytes(image.read_bytes())
+    (folder / "zz_broken.png").write_bytes(b"not a png")
+    result = invoke("serve-request", url, folder, "--size", MODEL_SIZE, "--channels", 1, "--detect", "none")
+    line = expect_user_error(result)
+    assert line == "Error: 1 of 3 images could not be read; their records say why."
+    records = [json.loads(r) for r in result.output.splitlines() if r.startswith("{")]
+    assert [r["file"] for r in records] == [str(folder / p.name) for p in good] + [str(folder / "zz_broken.png")]
+    assert all("label" in r for r in records[:2]) and "Cannot read image" in records[2]["error"]

@@ -31,20 +31,25 @@ def _scores(records):
     return np.array([list(r["scores"].values()) for r in records])
 
 
-def test_streaming_tflite_labels_every_frame_and_matches_the_clip_model(clip_run, stream_tflite, synth_video, tmp_path):
-    """Unsmoothed, the probabilities at the last frame of each window of T frames are the clip model's."""
+def test_streaming_tflite_decides_once_per_window_as_the_clip_model(clip_run, stream_tflite, synth_video, tmp_path):
+    """Unsmoothed, the probabilities at the last frame of each window of T frames are the clip model's; the frames
+    after it carry that decision until the next window is complete, and the first T - 1 frames wait for one."""
     out = tmp_path / "stream.jsonl"
     expect_ok(invoke("--quiet", "predict", stream_tflite, synth_video, "--detect", "none", "--smoothing", 0, "--out", out,
                      "--annotate", tmp_path / "stream.mp4"))
     records = _records(out)
     assert [r["frame"] for r in records] == list(range(FRAMES))
-    assert all("label" in r for r in records)  # no "filling the clip window": a label from the first frame
+    assert [r.get("error") for r in records[: CLIP_LENGTH - 1]] == ["filling the clip window"] * (CLIP_LENGTH - 1)
+    assert all("label" in r for r in records[CLIP_LENGTH - 1 :])
     assert [r["window_frame"] for r in records] == [t % CLIP_LENGTH for t in range(FRAMES)]
+    scores = _scores(records[CLIP_LENGTH - 1 :])
+    held = [t - (CLIP_LENGTH - 1) for t in range(CLIP_LENGTH, 2 * CLIP_LENGTH - 1)]  # frames between two decisions
+    assert all(np.array_equal(scores[i], scores[0]) for i in held)
     crops = video_crops(synth_video, MODEL_SIZE, "none")
     _, _, model = fit.load_run(clip_run)
     windows = np.stack([crops[0:CLIP_LENGTH], crops[CLIP_LENGTH : 2 * CLIP_LENGTH]])  # (2, T, H, W, 1)
     expected = np.asarray(model(windows, training=False))
-    got = _scores(records)[[CLIP_LENGTH - 1, 2 * CLIP_LENGTH - 1]]
+    got = scores[[0, CLIP_LENGTH]]  # frames T - 1 and 2T - 1
     np.testing.assert_allclose(got, expected, atol=2e-4)  # scores are rounded to 4 decimals
 
 
@@ -52,7 +57,12 @@ def test_run_folder_with_streaming_matches_the_tflite_step_model(clip_run, strea
     keras_out, lite_out = tmp_path / "keras.jsonl", tmp_path / "lite.jsonl"
     expect_ok(invoke("--quiet", "predict", clip_run, synth_video, "--streaming", "--detect", "none", "--out", keras_out))
     expect_ok(invoke("--quiet", "predict", stream_tflite, synth_video, "--detect", "none", "--out", lite_out))
-    np.testing.assert_allclose(_scores(_records(keras_out)), _scores(_records(lite_out)), atol=2e-4)
+    keras_records, lite_records = _records(keras_out), _records(lite_out)
+    assert [("label" in r) for r in keras_records] == [("label" in r) for r in lite_records]
+    labelled = [t for t, r in enumerate(keras_records) if "label" in r]
+    assert labelled == list(range(CLIP_LENGTH - 1, FRAMES))
+    np.testing.assert_allclose(_scores([keras_records[t] for t in labelled]), _scores([lite_records[t] for t in labelled]),
+                               atol=2e-4)
 
 
 def test_a_streaming_model_refuses_still_images(stream_tflite, face_images):
@@ -72,5 +82,5 @@ def test_a_missing_webcam_is_one_clear_error(still_run):
 
 
 def test_predict_needs_inputs_or_a_webcam(still_run, synth_video):
-    assert "--webcam" in expect_user_error(invoke("predict", still_run))
-    assert "not both" in expect_user_error(invoke("predict", still_run, synth_video, "--webcam", 0))
+    assert "--webcam" in expect_user_error(invoke("predict", still_run), exit_code=2)  # a usage error, as click's own
+    assert "not both" in expect_user_error(invoke("predict", still_run, synth_video, "--webcam", 0), exit_code=2)
