@@ -616,7 +616,7 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
             frame_count, face_count = predictor.predict_webcam(webcam, annotate=annotate, smoothing=smoothing, show=show,
                                                                max_frames=max_frames, on_record=writer.write)
         if out:
-            _echo(ctx, f"{face_count} faces in {frame_count} webcam frames -> {out}")
+            _echo(ctx, f"{_plural(face_count, 'face')} in {_plural(frame_count, 'webcam frame')} -> {out}")
         return
     files = expand_inputs(inputs)
     predictor = Predictor(model_path, detect=detect, streaming=streaming, min_confidence=min_confidence)
@@ -674,8 +674,9 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
     window = predictor.clip_length or getattr(predictor.backend, "reset_every", 0)
     waiting = f"; {tally['waiting']} frames filling the clip window of {window} faces in a row" if tally["waiting"] else ""
     if out:
-        what = "inputs" if videos or sequences else "images"
-        _echo(ctx, f"{tally['faces']} faces in {inputs_count} {what} ({tally['no_face']} images or frames without a face"
+        what = "input" if videos or sequences else "image"
+        _echo(ctx, f"{_plural(tally['faces'], 'face')} in {_plural(inputs_count, what)} ({tally['no_face']} images or frames "
+                   f"without a face"
                    f"{waiting}) -> {out}")
     elif tally["waiting"] and not tally["faces"]:
         click.echo(f"No decision: all {tally['waiting']} frames with a face were filling the clip window of {window} "
@@ -683,6 +684,10 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
     if tally["failed"]:
         some = " (or not to their end)" if any("frames it states" in e for e in tally["failed"]) else ""
         raise UserError(f"{len(tally['failed'])} of {inputs_count} inputs could not be read{some}, e.g. {tally['failed'][0]}")
+
+
+def _plural(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
 
 
 def _optional_columns(predictor, frames=False):
