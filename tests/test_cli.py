@@ -573,3 +573,23 @@ def test_ctrl_c_is_one_line_and_exit_code_130(monkeypatch, tmp_path):
     (tmp_path / "raw").mkdir()
     line = expect_user_error(invoke("prepare", "jaffe", "--root", tmp_path / "raw", "--out", tmp_path / "out"), exit_code=130)
     assert line == "Error: Interrupted: 2 of 7 shards are finished in out.partial; the same command goes on from them."
+
+
+def test_a_run_records_its_data_folder_absolute_so_resume_works_from_anywhere(still_data, tmp_path, monkeypatch):
+    monkeypatch.chdir(still_data.parent)
+    expect_ok(invoke("--quiet", "train", "--model", "frame_cnn", "--data", still_data.name, "--epochs", 1, "--batch-size", 16,
+                     "--image-size", 32, "--folds", 2, "--out", tmp_path / "runs", "--name", "rel"))
+    run = tmp_path / "runs" / "rel"
+    assert json.loads((run / "config.json").read_text())["data"] == str(still_data)
+    monkeypatch.chdir(tmp_path)
+    expect_ok(invoke("--quiet", "train", "--resume", run, "--epochs", 2))
+    assert len((run / "history.csv").read_text().splitlines()) == 3
+
+
+def test_a_two_stream_run_on_data_without_flow_is_one_line_before_any_model(tmp_path):
+    data = tmp_path / "noflow"
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", data, "--kind", "sequence", "--subjects", 4, "--size", 48))
+    line = expect_user_error(invoke("train", "--model", "convgru", "--streams", "rgb,flow", "--data", data, "--epochs", 1,
+                                    "--folds", 2, "--out", tmp_path / "runs", "--name", "r"))
+    assert line == f"Error: {str(data)!r} has no optical flow, which --streams rgb,flow takes; prepare it with --flow."
+    assert not (tmp_path / "runs").exists()

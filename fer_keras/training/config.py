@@ -5,6 +5,7 @@ exactly with ``fer-keras train --config runs/<name>/config.json``.
 """
 
 import json
+import os
 import pathlib
 
 from fer_keras.errors import UserError
@@ -65,7 +66,12 @@ def load_config_file(path):
 def resolve(file_config=None, **cli):
     """Defaults <- config file <- CLI options that were given (not None)."""
     config = json.loads(json.dumps(DEFAULTS))
-    for source in (file_config or {}, {k: v for k, v in cli.items() if v is not None}):
+    file_config = dict(file_config or {})
+    recorded = file_config.get("dataset", {}).get("dir") if isinstance(file_config.get("dataset"), dict) else None
+    if recorded and os.path.isabs(recorded) and file_config.get("data") not in (None, "synth"):
+        # a run's config.json from before data was stored absolute: its data folder as the run recorded it
+        file_config["data"] = recorded
+    for source in (file_config, {k: v for k, v in cli.items() if v is not None}):
         for key, value in source.items():
             if key in ("run_name", "version", "split_subjects", "dataset"):
                 continue  # written by a previous run; harmless when a config.json is reused

@@ -96,6 +96,8 @@ def load_dataset(config, run_dir, *, quiet=False):
         raise UserError(
             f"Model {spec.name!r} takes {spec.kind}s but {manifest['_dir']!r} holds {manifest['kind']} records."
         )
+    if "flow" in str(config["streams"]) and not manifest.get("flow_bound"):
+        raise UserError(f"{manifest['_dir']!r} has no optical flow, which --streams rgb,flow takes; prepare it with --flow.")
     return manifest
 
 
@@ -456,6 +458,8 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
     if checkpoint is None:
         resolved = dict(
             config,
+            # absolute: --resume and --config with this file work from any folder
+            data=config["data"] if config["data"] == "synth" else os.path.abspath(config["data"]),
             run_name=run_dir.name,
             dataset={"dir": os.path.relpath(manifest["_dir"], run_dir) if config["data"] == "synth" else os.path.abspath(manifest["_dir"]),
                      "name": manifest["dataset"], "kind": manifest["kind"], "label_set": manifest["label_set"], "labels": manifest["labels"]},

@@ -147,3 +147,11 @@ def test_staged_trainers_refuse_a_schedule_before_creating_a_run(tmp_path):
     with pytest.raises(UserError, match="lr_schedule must be 'constant' for it"):
         fit.train(config_lib.resolve(model="vae_swap", lr_schedule="cosine"), out=tmp_path, name="v")
     assert not (tmp_path / "v").exists()
+
+
+def test_a_run_config_with_a_relative_data_folder_resolves_to_the_folder_the_run_recorded(tmp_path):
+    """Runs made before data was stored absolute: --resume and --config from another folder use dataset.dir."""
+    old = {"model": "frame_cnn", "data": "data/still", "dataset": {"dir": str(tmp_path / "data" / "still")}}
+    assert config_lib.resolve(old)["data"] == str(tmp_path / "data" / "still")
+    assert config_lib.resolve(old, data="elsewhere")["data"] == "elsewhere"  # the command line still wins
+    assert config_lib.resolve(dict(old, data="synth"))["data"] == "synth"
