@@ -593,3 +593,14 @@ def test_a_two_stream_run_on_data_without_flow_is_one_line_before_any_model(tmp_
                                     "--folds", 2, "--out", tmp_path / "runs", "--name", "r"))
     assert line == f"Error: {str(data)!r} has no optical flow, which --streams rgb,flow takes; prepare it with --flow."
     assert not (tmp_path / "runs").exists()
+
+
+def test_extending_a_run_removes_the_evaluation_of_its_old_model(still_run, tmp_path):
+    run = tmp_path / still_run.name
+    shutil.copytree(still_run, run)
+    expect_ok(invoke("--quiet", "evaluate", run))
+    assert (run / "metrics.json").exists() and (run / "confusion_matrix.png").exists()
+    result = expect_ok(invoke("train", "--resume", run, "--epochs", 3))
+    assert "Removed the evaluation of the model before this resume (metrics.json, predictions.csv, confusion_matrix.png)" in result.output
+    assert not (run / "metrics.json").exists() and not (run / "confusion_matrix.png").exists()
+    assert "has been evaluated yet" in expect_user_error(invoke("compare", run))  # no longer shown as the run's accuracy

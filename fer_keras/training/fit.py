@@ -324,6 +324,8 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
     if epochs is not None and epochs != saved.get("epochs") and distribute.is_chief(strategy):
         # The run's own record of its length: a later plain --resume, --protocol kfold and --config follow the extension.
         atomic.write_text(config_path, json.dumps(dict(saved, epochs=epochs), indent=2) + "\n")
+    if distribute.is_chief(strategy):
+        _remove_evaluation(run_dir, quiet)
     # Every worker reads the chief's checkpoint (a shared folder, or a copy at the same path).
     write_dir, throw_away = distribute.worker_run_dir(run_dir, strategy)
     try:
@@ -332,6 +334,20 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
         if throw_away:
             distribute.remove_worker_dir(write_dir)
     return run_dir
+
+
+# What `evaluate` (held-out and cross-dataset) and `explain` write into a run folder, of the model it held then.
+EVALUATION_OUTPUTS = ("metrics.json", "predictions.csv", "confusion_matrix.png", "confusion_matrix_clips.png", "cross", "explain")
+
+
+def _remove_evaluation(run_dir, quiet):
+    """Removes the evaluation of the model a resumed run is about to replace, so `compare` cannot show it as the run's."""
+    stale = [run_dir / name for name in EVALUATION_OUTPUTS if (run_dir / name).exists()]
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if stale and not quiet:
+        print(f"Removed the evaluation of the model before this resume ({', '.join(p.name for p in stale)}); "
+              f"run `fer-keras evaluate {run_dir}` again when it has finished.", file=sys.stderr)
 
 
 def latest_checkpoint(run_dir):
