@@ -604,3 +604,24 @@ def test_extending_a_run_removes_the_evaluation_of_its_old_model(still_run, tmp_
     assert "Removed the evaluation of the model before this resume (metrics.json, predictions.csv, confusion_matrix.png)" in result.output
     assert not (run / "metrics.json").exists() and not (run / "confusion_matrix.png").exists()
     assert "has been evaluated yet" in expect_user_error(invoke("compare", run))  # no longer shown as the run's accuracy
+
+
+def test_ctrl_c_during_training_says_which_epochs_are_kept(still_data, tmp_path, monkeypatch):
+    from fer_keras.training import fit
+
+    real = fit.EpochCheckpoint.on_epoch_end
+
+    def then_ctrl_c(self, epoch, logs=None):  # Ctrl-C right after the second epoch's checkpoint
+        real(self, epoch, logs)
+        if epoch == 1:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(fit.EpochCheckpoint, "on_epoch_end", then_ctrl_c)
+    run = tmp_path / "runs" / "stopped"
+    args = ("train", "--model", "frame_cnn", "--data", still_data, "--epochs", 4, "--batch-size", 16, "--image-size", 32,
+            "--folds", 2, "--out", tmp_path / "runs", "--name", "stopped")
+    line = expect_user_error(invoke(*args), exit_code=130)
+    assert line == f"Error: Interrupted: epochs 1-2 are kept in {run}; go on with `fer-keras train --resume {run}`."
+    monkeypatch.setattr(fit.EpochCheckpoint, "on_epoch_end", real)
+    expect_ok(invoke("--quiet", "train", "--resume", run))
+    assert len((run / "history.csv").read_text().splitlines()) == 5

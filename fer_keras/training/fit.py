@@ -280,11 +280,15 @@ def train(config, *, out="runs", name=None, quiet=False):
     try:
         _train(config, write_dir, quiet=quiet, strategy=strategy)
         return run_dir
-    except BaseException:
+    except BaseException as e:
         # Nothing half-written: a run that did not finish one epoch leaves no folder behind, nor the --out it created.
         if latest_checkpoint(write_dir) is None and distribute.is_chief(strategy):
             shutil.rmtree(write_dir, ignore_errors=True)
             _remove_empty(created)
+            if isinstance(e, KeyboardInterrupt):
+                raise KeyboardInterrupt(f"no epoch was complete, so {run_dir} was removed") from None
+        elif isinstance(e, KeyboardInterrupt):
+            raise _kept(run_dir) from None
         raise
     finally:
         if throw_away:
@@ -308,16 +312,18 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
     config = resolve(saved, epochs=epochs, strategy=strategy)
     checkpoint = latest_checkpoint(run_dir)
     if checkpoint is None:
-        raise UserError(f"Run {str(run_dir)!r} has no complete epoch to resume from; train it again.")
+        raise UserError(f"Run {str(run_dir)!r} has no complete epoch to resume from; delete the folder and train it again.")
     state = json.loads((checkpoint / "state.json").read_text())
     # Staged trainers (vae_swap) count epochs over all their stages and write that total.
     total = state.get("total_epochs", config["epochs"])
-    if get_spec(config["model"]).trainer and epochs is not None and epochs != saved.get("epochs"):
+    staged = get_spec(config["model"]).trainer
+    if staged and epochs is not None and epochs != saved.get("epochs"):
         raise UserError(f"{config['model']} runs resume with their own epochs per stage ({saved.get('epochs')}); --epochs cannot extend them.")
     # A run killed after its last checkpoint but before model.keras just finishes.
     if state["epoch"] >= total and (run_dir / "model.keras").exists():
-        raise UserError(f"Run {str(run_dir)!r} already finished its {state['epoch']} epochs; pass --epochs N (more than "
-                        f"{state['epoch']}) to extend it.")
+        extend = ("; a run of staged training cannot be extended" if staged
+                  else f"; pass --epochs N (more than {state['epoch']}) to extend it")
+        raise UserError(f"Run {str(run_dir)!r} already finished its {state['epoch']} epochs{extend}.")
     if epochs is not None and epochs < state["epoch"]:
         raise UserError(f"Run {str(run_dir)!r} has trained {state['epoch']} epochs; --epochs {epochs} would not extend it.")
     strategy = distribute.make_strategy(config["strategy"])
@@ -330,6 +336,8 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
     write_dir, throw_away = distribute.worker_run_dir(run_dir, strategy)
     try:
         _train(config, write_dir, quiet=quiet, checkpoint=checkpoint, state=state, strategy=strategy)
+    except KeyboardInterrupt:
+        raise _kept(run_dir) from None
     finally:
         if throw_away:
             distribute.remove_worker_dir(write_dir)
@@ -348,6 +356,13 @@ def _remove_evaluation(run_dir, quiet):
     if stale and not quiet:
         print(f"Removed the evaluation of the model before this resume ({', '.join(p.name for p in stale)}); "
               f"run `fer-keras evaluate {run_dir}` again when it has finished.", file=sys.stderr)
+
+
+def _kept(run_dir):
+    """The KeyboardInterrupt of a stopped run, saying which epochs are kept and how to go on."""
+    checkpoint = latest_checkpoint(run_dir)
+    epoch = json.loads((checkpoint / "state.json").read_text())["epoch"] if checkpoint else 0
+    return KeyboardInterrupt(f"epochs 1-{epoch} are kept in {run_dir}; go on with `fer-keras train --resume {run_dir}`")
 
 
 def latest_checkpoint(run_dir):
