@@ -4,8 +4,11 @@ The TFLite sidecar JSON (still, clip and streaming models) and the SavedModel's
 ``assets.extra/fer_keras.json`` carry these entries. Each states what `fer-keras predict` and
 `data_prep` do, with the numbers, so that an app in another language can do the same:
 the pixel layout (`PIXELS`), the optical flow of the two-stream models (`flow_input`) and the
-face alignment (`face_alignment`).
+face alignment (`face_alignment`). Every export also names its run and its data (`source`).
 """
+
+import json
+import pathlib
 
 from fer_keras.data.records import DEFAULT_FLOW_BOUND
 from fer_keras.data_prep.faces import TEMPLATE
@@ -48,3 +51,34 @@ def face_alignment(size):
         "crops_without_alignment": "`fer-keras predict --detect none` resizes an image to the input size with "
                                    "cv2.INTER_AREA",
     }
+
+
+def source(run_dir, manifest):
+    """Which run, and which data, an export comes from: so that a SynthFER model is never taken for a CK+ one."""
+    name = manifest.get("dataset", "")
+    return {
+        "run": pathlib.Path(run_dir).resolve().name,
+        "run_path": str(pathlib.Path(run_dir).resolve()),
+        "dataset": "SynthFER (synthetic faces)" if name == "synthfer" else name,
+        "label_set": manifest.get("label_set"),
+    }
+
+
+def export_folder(out, run_dir):
+    """``out/<run name>``, refused when it already holds the exports of another run of the same name.
+
+    Exports are named after the run folder; two runs named alike (runs/a/x and runs/b/x) would
+    otherwise share version numbers and overwrite each other's .tflite files.
+    """
+    from fer_keras.errors import UserError
+
+    run_path = str(pathlib.Path(run_dir).resolve())
+    base = pathlib.Path(out) / pathlib.Path(run_dir).resolve().name
+    for meta in [*base.glob("[0-9]*/assets.extra/fer_keras.json"), *base.glob("tflite/*.json")]:
+        try:
+            other = json.loads(meta.read_text()).get("run_path")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if other and other != run_path:
+            raise UserError(f"{str(base)!r} holds the exports of another run, {other}; give another --out, or rename the run folder.")
+    return base

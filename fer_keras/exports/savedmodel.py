@@ -57,7 +57,9 @@ def next_version(base):
 
 def version_folder(out, run_dir, version=None):
     """``out/<run>/<version>``, the next free version by default; never an existing one."""
-    base = pathlib.Path(out) / pathlib.Path(run_dir).name
+    from fer_keras.exports.describe import export_folder
+
+    base = export_folder(out, run_dir)
     final = base / str(version or next_version(base))
     if final.exists():
         raise UserError(f"Export version {final} already exists; versions are never overwritten.")
@@ -143,7 +145,7 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
     inputs = _inputs_info(signature, input_name)
     main = next(i for i in inputs if i["name"] not in ("flow", "landmarks"))  # the frames or image an app feeds
     metadata = {
-        "model": config["model"], "run": run_dir.name, "labels": manifest["labels"], "input": main["name"],
+        "model": config["model"], **describe.source(run_dir, manifest), "labels": manifest["labels"], "input": main["name"],
         "input_shape": main["shape"], "normalisation": describe.PIXELS, "signatures": signatures, "inputs": inputs,
         "face_alignment": describe.face_alignment(main["shape"][-2]),
     }

@@ -379,6 +379,7 @@ def export_streaming(run_dir, *, out="exports", quantize="none", float_io=False)
 
     run_dir = pathlib.Path(run_dir)
     config, manifest, model = fit.load_run(run_dir)
+    describe.export_folder(out, run_dir)  # another run's exports there: refused before any work
     if get_spec(config["model"]).kind != "clip":
         raise UserError(f"--streaming applies to clip (video) models; {config['model']} takes still images.")
     step = StreamingStep(model)
@@ -402,10 +403,10 @@ def export_streaming(run_dir, *, out="exports", quantize="none", float_io=False)
                  compared="probabilities after frame T-1 of each clip (from zero states) vs the clip model on the clip",
                  on="held-out " + ("SynthFER" if manifest["dataset"] == "synthfer" else manifest["dataset"]) + " test clips")
 
-    folder = pathlib.Path(out) / run_dir.name / "tflite"
+    folder = describe.export_folder(out, run_dir) / "tflite"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"stream_{quantize}{'_float_io' if float_io and quantize in ('int8', 'int16x8') else ''}.tflite"
-    metadata = streaming_metadata(step, lite, config=config, manifest=manifest, run=run_dir.name, quantize=quantize)
+    metadata = streaming_metadata(step, lite, config=config, manifest=manifest, run=run_dir, quantize=quantize)
     metadata["float_io"] = bool(float_io)
     metadata["parity"] = check
     atomic.write_files([(path, flatbuffer), (path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())])
@@ -441,12 +442,11 @@ def streaming_metadata(step, lite, *, config, manifest, run, quantize):
                         "meaning": "RAM attention map M_t in [0, 1] over the feature grid (paper 001), for overlays"})
     return {
         "model": config["model"],
-        "run": run,
+        **describe.source(run, manifest),
         "format": "tflite",
         "streaming": True,
         "quantize": quantize,
         "labels": manifest["labels"],
-        "label_set": manifest["label_set"],
         "signature": "serving_default",
         "frame_inputs": frames,
         "input": image,

@@ -563,6 +563,7 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
 
     run_dir = pathlib.Path(run_dir)
     config, manifest, model = fit.load_run(run_dir)
+    describe.export_folder(out, run_dir)  # another run's exports there: refused before any work
     if quantize == "int16x8" and len(model.inputs[0].shape) == 5:
         # Measured on convlstm (benchmarks/int8_parity.py): TFLite's int16x8 quantiser aborts the whole
         # process (a C++ abort, nothing to catch) on the unrolled clip model; the step model converts.
@@ -596,7 +597,7 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
     if clip_model:
         check["per_video"] = video_agreement(ref, got, test_videos)
 
-    folder = pathlib.Path(out) / run_dir.name / "tflite"
+    folder = describe.export_folder(out, run_dir) / "tflite"
     folder.mkdir(parents=True, exist_ok=True)
     suffix = quantize + ("_float_io" if float_io and quantize in ("int8", "int16x8") else "")
     path = folder / f"model_{suffix}.tflite"
@@ -605,12 +606,11 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
     rank = len(main["shape"])
     metadata = {
         "model": config["model"],
-        "run": run_dir.name,
+        **describe.source(run_dir, manifest),
         "format": "tflite",
         "quantize": quantize,
         "float_io": bool(float_io),
         "labels": manifest["labels"],
-        "label_set": manifest["label_set"],
         "signature": "serving_default",
         "input": dict(main, layout="NTHWC" if rank == 5 else "NHWC"),
         "inputs": inputs,

@@ -24,6 +24,7 @@ import tensorflow as tf
 
 from fer_keras import atomic
 from fer_keras.errors import UserError
+from fer_keras.exports import describe
 from fer_keras.exports.savedmodel import version_folder, write_version
 
 
@@ -58,7 +59,8 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
         input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="identity_images"),
                          tf.TensorSpec(image_spec.shape, tf.float32, name="expression_images")])
     metadata = {
-        "model": config["model"], "run": run_dir.name, "signatures": ["encode_expression", "encode_identity", "decode", "swap"],
+        "model": config["model"], **describe.source(run_dir, manifest),
+        "signatures": ["encode_expression", "encode_identity", "decode", "swap"],
         "image_shape": [size, size, channels], "latent_dim": d, "normalisation": "raw pixel values 0..255 in and out",
     }
     return write_version(archive, final, metadata)
@@ -84,10 +86,10 @@ def export_expression_tflite(run_dir, *, out="exports", samples=16):
     ref = np.asarray(encoder(x, training=False)[0])
     got = np.stack([lite(xi) for xi in x])
     parity = {"samples": int(len(x)), "max_abs_diff": float(np.max(np.abs(ref - got)))}
-    folder = pathlib.Path(out) / run_dir.name / "tflite"
+    folder = describe.export_folder(out, run_dir) / "tflite"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "expression_encoder.tflite"
-    metadata = {"model": config["model"], "run": run_dir.name, "output": "z_e (expression encoder mean)",
+    metadata = {"model": config["model"], **describe.source(run_dir, manifest), "output": "z_e (expression encoder mean)",
                 "input": {"shape": [1, vae.image_size, vae.image_size, vae.channels], "normalisation": "raw pixel values 0..255"},
                 "parity": parity}
     atomic.write_files([(path, flatbuffer), (path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())])

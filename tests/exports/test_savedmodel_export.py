@@ -2,6 +2,7 @@
 
 import json
 import pathlib
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -12,7 +13,7 @@ import pytest
 from fer_keras.errors import UserError
 from fer_keras.exports.savedmodel import export_savedmodel, next_version
 from fer_keras.training import fit
-from tests.conftest import MODEL_SIZE
+from tests.conftest import MODEL_SIZE, expect_user_error, invoke
 
 FRESH_PROCESS = textwrap.dedent(
     """
@@ -78,6 +79,22 @@ def test_assets_extra_describe_the_model(still_run, still_savedmodels):
     assert info["input"] == "images"
     assert info["input_shape"] == [None, MODEL_SIZE, MODEL_SIZE, 1]
     assert info["model"] == "frame_cnn" and info["run"] == still_run.name
+    # which run and which data: a SynthFER model says so, and cannot pass for one trained on CK+
+    assert info["run_path"] == str(still_run.resolve())
+    assert info["dataset"] == "SynthFER (synthetic faces)" and info["label_set"] == "basic7"
+
+
+def test_another_run_of_the_same_name_cannot_export_into_its_folder(still_run, still_savedmodels, tmp_path):
+    """runs/a/x and runs/b/x would share exports/x: versions and .tflite files of two models mixed up."""
+    base = still_savedmodels["versions"][0].parent
+    namesake = tmp_path / "elsewhere" / still_run.name
+    shutil.copytree(still_run, namesake)
+    before = sorted(p.name for p in base.iterdir())
+    for fmt in ("savedmodel", "tflite"):
+        line = expect_user_error(invoke("export", namesake, "--format", fmt, "--out", base.parent))
+        assert line == (f"Error: {str(base)!r} holds the exports of another run, {still_run.resolve()}; give another --out, "
+                        "or rename the run folder.")
+    assert sorted(p.name for p in base.iterdir()) == before
 
 
 def test_loads_in_a_fresh_process_without_fer_keras(still_run, still_savedmodels, tmp_path):
