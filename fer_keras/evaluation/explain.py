@@ -56,11 +56,18 @@ def attention_maps(model, clips):
     return np.asarray(maps)[..., 0]
 
 
-def _last_feature_layer(model):
+def _last_feature_map(model):
+    """The symbolic output, in `model`'s own graph, of its last layer with a 2-D feature map (B, h, w, K), h, w > 1.
+
+    For a nested model used as a layer (arm_resnet18's `resnet18`), `layer.output` is the output of
+    the nested model's own graph, which `model.inputs` do not reach; the tensor of the call in
+    `model` is the one its node made.
+    """
     for layer in reversed(model.layers):
-        shape = getattr(layer, "output", None)
-        if shape is not None and len(layer.output.shape) == 4 and min(layer.output.shape[1:3]) > 1:
-            return layer
+        nodes = getattr(layer, "_inbound_nodes", None)
+        tensor = nodes[-1].output_tensors[0] if nodes and len(nodes[-1].output_tensors) == 1 else getattr(layer, "output", None)
+        if tensor is not None and len(tensor.shape) == 4 and min(tensor.shape[1:3]) > 1:
+            return tensor
     raise UserError(f"Model {model.name!r} has no 2-D feature map for Grad-CAM++.")
 
 
@@ -70,8 +77,7 @@ def gradcam_plus_plus(model, images, class_index=None):
     A clip model's inputs (B, T, H, W, C), or a dict of streams, work too: its last 2-D feature map is
     the last Conv-RNN state (both streams', concatenated, in a two-stream model).
     """
-    layer = _last_feature_layer(model)
-    features_model = keras.Model(model.inputs, [layer.output, model.outputs[0]])
+    features_model = keras.Model(model.inputs, [_last_feature_map(model), model.outputs[0]])
     x = tf.nest.map_structure(lambda a: tf.constant(a, tf.float32), images)  # an array, or a dict of streams
     with tf.GradientTape() as tape:
         features, probabilities = features_model(x, training=False)

@@ -123,3 +123,12 @@ def test_cli_explain_writes_sae_saliency_and_explains_an_image(still_data, runs_
     (png,) = sorted((run / "one").glob("*.png"))
     strip = cv2.imread(str(png))
     assert strip.shape[1] == 3 * 32 or strip.shape[1] == 3 * 32 * max(strip.shape[0] // 48, 1)
+
+
+def test_gradcam_reaches_into_a_nested_backbone():
+    """arm_resnet18 calls ResNet-18 as a nested model: its stage-4 map is the feature map, read in the outer graph."""
+    model = get_model("arm_resnet18", (64, 64, 1), 7, size="small")
+    x = np.random.default_rng(3).uniform(0, 255, (2, 64, 64, 1)).astype("float32")
+    cam = gradcam_plus_plus(model, x)
+    assert cam.shape == (2, 2, 2)  # ResNet-18 stage 4 of a 64 px face
+    assert cam.min() >= 0.0 and cam.max() <= 1.0 + 1e-6
