@@ -191,15 +191,7 @@ def initialise_from(model, config, source_run, *, dataset=None, test_subjects=()
     """
     source_run = pathlib.Path(source_run)
     source_config = init_source_config(config, source_run)
-    sides = source_config.get("split_subjects", {})
-    seen = set(sides.get("train", ())) | set(sides.get("val", ()))
-    leaked = sorted(seen & set(test_subjects)) if source_config.get("dataset", {}).get("name") == dataset else []
-    if leaked:
-        raise UserError(
-            f"--init-from {str(source_run)!r} was trained on {dataset} subjects that this run tests on "
-            f"({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), so the scores would not be subject-independent. "
-            "Fine-tune from a run of another dataset, or of the same split."
-        )
+    refuse_leak(source_config, f"--init-from {str(source_run)!r}", dataset, test_subjects)
     source = load_model(source_run / "model.keras")
     targets, sources = model.weights, source.weights
     if len(targets) != len(sources):
@@ -217,6 +209,20 @@ def initialise_from(model, config, source_run, *, dataset=None, test_subjects=()
     if not copied:
         raise UserError(f"--init-from {str(source_run)!r}: no weight has the shape this run needs.")
     return copied, kept
+
+
+def refuse_leak(source_config, what, dataset, test_subjects):
+    """A UserError when the run of `source_config` (whose weights start this run) was trained or validated on
+    `dataset` subjects that this run tests on: the test scores would then not be subject-independent."""
+    sides = source_config.get("split_subjects", {})
+    seen = set(sides.get("train", ())) | set(sides.get("val", ()))
+    leaked = sorted(seen & set(test_subjects)) if source_config.get("dataset", {}).get("name") == dataset else []
+    if leaked:
+        raise UserError(
+            f"{what} was trained on {dataset} subjects that this run tests on "
+            f"({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), so the scores would not be subject-independent. "
+            "Start from a run of another dataset, or of the same split."
+        )
 
 
 def init_source_config(config, source_run):
@@ -506,6 +512,10 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
         with strategy.scope():
             resolve_hook(spec.trainer)(config=config, manifest=manifest, split=split, run_dir=run_dir, quiet=quiet, resume=checkpoint)
         return run_dir
+    rgb_run = config["model_args"].get("rgb_run")  # landmark_arm's frozen arm_resnet18 branch
+    if rgb_run and (pathlib.Path(rgb_run) / "config.json").exists():
+        refuse_leak(read_run_config(rgb_run), f"rgb_run {str(rgb_run)!r}", manifest["dataset"],
+                    () if split.official else split.test)
     with strategy.scope():  # variables, optimizer slots and metrics are created distributed
         if checkpoint is None:
             model = build_model(config, manifest)

@@ -148,3 +148,15 @@ def test_cli_train_evaluate_explain(landmark_arm_run, arm_run, face_images):
     (png,) = sorted(out.glob("*.png"))
     strip = cv2.imread(str(png))
     assert strip.shape[1] == 4 * (strip.shape[1] // 4) and strip.shape[1] >= 4 * 128  # face | RGB | heatmap | landmark
+
+
+def test_an_rgb_run_trained_on_this_runs_test_subjects_is_refused(arm_run, still_data, tmp_path):
+    """arm_run trained on fold 0's training subjects; a landmark_arm run testing on fold 1 would have seen its faces."""
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model_args": {"rgb_run": str(arm_run)}}))
+    line = expect_user_error(invoke("train", "--model", "landmark_arm", "--config", config, "--data", still_data,
+                                    "--epochs", 1, "--image-size", 32, "--folds", 2, "--fold", 1,
+                                    "--out", tmp_path / "runs", "--name", "leak"))
+    assert line.startswith(f"Error: rgb_run {str(arm_run)!r} was trained on synthfer subjects that this run tests on (")
+    assert "so the scores would not be subject-independent" in line
+    assert not (tmp_path / "runs").exists()
