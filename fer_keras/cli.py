@@ -165,8 +165,7 @@ def synth_preview(ctx, out, subjects, size, seed, grey, capture):
     """Draw a subjects x emotions grid and a sequence strip to a PNG."""
     from fer_keras.data import synth
 
-    if pathlib.Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg"):
-        raise UserError(f"--out must name a .png or .jpg file. Received: {out!r}")
+    _check_image_out(out)
     path = synth.preview(out, num_subjects=subjects, size=size, seed=seed, grey=grey, capture=capture)
     _echo(ctx, f"Wrote {path}")
 
@@ -473,6 +472,11 @@ def generate_group():
     """Images from a vae_swap run: expression swaps and interpolations (paper 004 Figs. 4, 5)."""
 
 
+def _check_image_out(out):
+    if out is not None and pathlib.Path(out).suffix.lower() not in (".png", ".jpg", ".jpeg"):
+        raise UserError(f"--out must end in .png or .jpg. Received: {pathlib.Path(out).name}")
+
+
 @generate_group.command("swap")
 @click.argument("run", type=click.Path())
 @click.option("--out", default=None, type=click.Path(dir_okay=False), help="PNG path (default RUN/generate/swap.png).")
@@ -481,6 +485,7 @@ def generate_swap_cmd(ctx, run, out):
     """Grid of expression swaps: rows expression donors, columns identity targets (test subjects)."""
     from fer_keras.generate import swap_grid
 
+    _check_image_out(out)
     path = swap_grid(run, out)
     _echo(ctx, f"Wrote {path}")
 
@@ -495,6 +500,7 @@ def generate_interpolate_cmd(ctx, run, a, b, out):
     """Strip from expression A to expression B (emotion names or test-image indices)."""
     from fer_keras.generate import interpolation_strip
 
+    _check_image_out(out)
     path = interpolation_strip(run, a, b, out)
     _echo(ctx, f"Wrote {path}")
 

@@ -152,6 +152,9 @@ def test_cli_train_evaluate_generate(vae_run, tmp_path):
     swap_png, strip_png = tmp_path / "swap.png", tmp_path / "strip.png"
     expect_ok(invoke("--quiet", "generate", "swap", vae_run, "--out", swap_png))
     expect_ok(invoke("--quiet", "generate", "interpolate", vae_run, "happiness", "sadness", "--out", strip_png))
+    for command in (("swap", vae_run), ("interpolate", vae_run, "happiness", "sadness")):  # a name PIL cannot write
+        line = expect_user_error(invoke("generate", *command, "--out", tmp_path / "x.txt"))
+        assert line == "Error: --out must end in .png or .jpg. Received: x.txt"
     from PIL import Image
 
     grid = Image.open(swap_png)
