@@ -19,6 +19,7 @@ import inspect
 import json
 import os
 import pathlib
+import sys
 
 import numpy as np
 
@@ -123,12 +124,18 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
             rgb_runs.append(str(rgb_dir.relative_to(root)))
             if (fold_dir / "config.json").exists():
                 _check_no_leak(fold_dir, rgb_dir)
+        if epochs is not None and (fold_dir / "config.json").exists() and read_run_config(fold_dir)["epochs"] != epochs:
+            trained = read_run_config(fold_dir)["epochs"]
+            raise UserError(f"{fold_dir} was trained for {trained} epochs, not the {epochs} asked for; remove "
+                            f"{root} to train every fold again, or leave out --epochs to use the folds as they are.")
         if (fold_dir / "metrics.json").exists():
             per_fold.append(json.loads((fold_dir / "metrics.json").read_text()))
             continue
         if fold_dir.exists() and not (fold_dir / "model.keras").exists():
             raise UserError(f"{fold_dir} holds an unfinished training; resume it with `fer-keras train --resume {fold_dir}` or remove it.")
         if not fold_dir.exists():
+            if not quiet:
+                print(f"Fold {fold + 1} of {folds}: training {root / f'fold-{fold}'}", file=sys.stderr)
             train(config, out=root, name=f"fold-{fold}", quiet=quiet)
         per_fold.append(evaluate_run(fold_dir))
 

@@ -44,6 +44,11 @@ def test_a_second_call_reuses_finished_folds(kfold, clip_run):
     before = (kfold / "fold-0" / "model.keras").stat().st_mtime_ns
     expect_ok(invoke("--quiet", "evaluate", clip_run, "--protocol", "kfold", "--folds", 2, "--epochs", 1))
     assert (kfold / "fold-0" / "model.keras").stat().st_mtime_ns == before
+    # folds of another length are not passed off as the ones asked for
+    line = expect_user_error(invoke("evaluate", clip_run, "--protocol", "kfold", "--folds", 2, "--epochs", 3))
+    assert line == (f"Error: {kfold / 'fold-0'} was trained for 1 epochs, not the 3 asked for; remove {kfold} to train "
+                    "every fold again, or leave out --epochs to use the folds as they are.")
+    assert (kfold / "fold-0" / "model.keras").stat().st_mtime_ns == before
 
 
 def test_folds_without_kfold_is_a_user_error(still_run):
