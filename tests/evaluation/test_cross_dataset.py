@@ -72,3 +72,10 @@ def test_wrong_data_is_a_one_line_error_and_writes_nothing(still_run, lab_sequen
     assert "do not apply" in expect_user_error(
         invoke("evaluate", still_run, "--data", lab_sequences, "--protocol", "kfold"))
     assert not (still_run / "cross" / "lab_sequences").exists() and not (still_run / "cross" / "nowhere").exists()
+
+
+def test_the_runs_own_subjects_are_not_another_dataset(still_run, still_data):
+    """The run's own data (or a set with its training subjects) would score faces it trained on as "cross-dataset"."""
+    line = expect_user_error(invoke("evaluate", still_run, "--data", still_data))
+    assert "subjects this run trained or validated on" in line and "it is not another dataset" in line
+    assert not (still_run / "cross" / still_data.name).exists()
