@@ -313,24 +313,25 @@ def prepare_folder_cmd(ctx, root, out, kind, label_set, subject_pattern, size, g
 
 
 @cli.command("train")
-@click.option("--model", "model", default=None, help="Registered model name (see `fer-keras models`).")
-@click.option("--data", default=None, help="Prepared dataset folder, or 'synth' to generate SynthFER into the run.")
-@click.option("--size", "model_size", default=None, help="Named model size (small, paper ...).")
-@click.option("--epochs", default=None, type=int)
+@click.option("--model", "model", default=None, help="Registered model name (see `fer-keras models`). Default: frame_cnn.")
+@click.option("--data", default=None, help="Prepared dataset folder, or 'synth' to generate SynthFER into the run (the default).")
+@click.option("--size", "model_size", default=None, help="Named model size (small, paper ...). Default: small.")
+@click.option("--epochs", default=None, type=int, help="Default: 10.")
 @click.option("--pretrain-epochs", default=None, type=int,
               help="SAE models: greedy pretraining epochs per layer (default: --epochs).")
-@click.option("--batch-size", default=None, type=int)
-@click.option("--lr", "learning_rate", default=None, type=float)
+@click.option("--batch-size", default=None, type=int, help="Default: 32.")
+@click.option("--lr", "learning_rate", default=None, type=float, help="Learning rate. Default: 0.001.")
 @click.option("--lr-schedule", default=None, type=click.Choice(["constant", "cosine"]),
               help="constant (default), or cosine: decay from --lr to 0 over the run's epochs.")
-@click.option("--folds", default=None, type=int, help="K of the subject k-fold split.")
-@click.option("--fold", default=None, type=int, help="Test fold (0-based).")
-@click.option("--split", default=None, type=click.Choice(["kfold", "official"]))
-@click.option("--image-size", default=None, type=int)
-@click.option("--clip-length", default=None, type=int)
-@click.option("--clip-stride", default=None, type=int)
-@click.option("--streams", default=None, help="rgb or rgb,flow (video models).")
-@click.option("--seed", default=None, type=int)
+@click.option("--folds", default=None, type=int, help="K of the subject k-fold split. Default: 5.")
+@click.option("--fold", default=None, type=int, help="Test fold (0-based). Default: 0.")
+@click.option("--split", default=None, type=click.Choice(["kfold", "official"]),
+              help="kfold (default): by subject; official: the dataset's own train/test split.")
+@click.option("--image-size", default=None, type=int, help="Default: the dataset's own size.")
+@click.option("--clip-length", default=None, type=int, help="Video models: frames per clip (T). Default: 8.")
+@click.option("--clip-stride", default=None, type=int, help="Video models: frames between clip starts. Default: 2.")
+@click.option("--streams", default=None, help="rgb (default) or rgb,flow (video models).")
+@click.option("--seed", default=None, type=int, help="Default: 0.")
 @click.option("--augment/--no-augment", default=None,
               help="Jitter training images and clips: flip, brightness, contrast, shift; one draw per clip, its flow "
                    "included (default: on).")

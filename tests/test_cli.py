@@ -625,3 +625,14 @@ def test_ctrl_c_during_training_says_which_epochs_are_kept(still_data, tmp_path,
     monkeypatch.setattr(fit.EpochCheckpoint, "on_epoch_end", real)
     expect_ok(invoke("--quiet", "train", "--resume", run))
     assert len((run / "history.csv").read_text().splitlines()) == 5
+
+
+def test_train_help_states_the_defaults_the_configuration_uses():
+    from fer_keras.training.config import DEFAULTS
+
+    text = " ".join(invoke("train", "--help").output.split())
+    for option, key in (("--model", "model"), ("--size", "size"), ("--epochs", "epochs"), ("--batch-size", "batch_size"),
+                        ("--lr", "learning_rate"), ("--folds", "folds"), ("--fold", "fold"), ("--clip-length", "clip_length"),
+                        ("--clip-stride", "clip_stride"), ("--seed", "seed")):
+        section = text.split(f" {option} ", 1)[1].split(" --", 1)[0]
+        assert f"Default: {DEFAULTS[key]}." in section, (option, section)
