@@ -433,6 +433,8 @@ def compare_cmd(ctx, runs, out):
     """
     from fer_keras.evaluation.compare import compare, markdown, write
 
+    if not runs:
+        raise click.UsageError("Give one or more run folders to compare.")
     if out and pathlib.Path(out).suffix.lower() not in (".md", ".csv", ".json"):
         raise UserError(f"--out must end in .md, .csv or .json. Received: {pathlib.Path(out).name}")
     groups, not_evaluated = compare(runs)

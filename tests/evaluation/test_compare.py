@@ -109,3 +109,8 @@ def test_k_fold_protocols_are_paired_over_all_their_folds(evaluated, tmp_path):
     summary = json.loads((clip_run / "kfold-2" / "metrics.json").read_text())
     assert videos == sum(map(sum, summary["confusion_matrix"]))  # every subject's videos, once (video level)
     assert kfold[1]["vs_best"] == {"best": kfold[0]["run"], "only_best_right": 0, "only_this_right": 0, "p": 1.0}
+
+
+def test_compare_without_runs_is_a_usage_error():
+    line = expect_user_error(invoke("compare"), exit_code=2)
+    assert line.startswith("Error: Give one or more run folders to compare.")
