@@ -22,6 +22,7 @@ clip model, the clips of one video file or of a folder holding one sequence's fr
 """
 
 import collections
+import math
 import pathlib
 import sys
 
@@ -147,12 +148,13 @@ def _write_strip(strip, path, label=None):
 
 
 def _caption(image, text):
-    scale = max(image.shape[0] // 48, 1)
+    """`image` under a white bar with `text`; enlarged (whole pixels) until the text fits its width."""
+    (width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+    scale = max(image.shape[0] // 48, 1, math.ceil((width + 4) / image.shape[1]))
     image = cv2.resize(image, None, fx=scale, fy=scale, interpolation=cv2.INTER_NEAREST) if scale > 1 else image
     bar = np.full((14, image.shape[1], 3), 255, np.uint8)
     cv2.putText(bar, text, (2, 11), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0), 1, cv2.LINE_AA)
     return np.concatenate([bar, image], axis=0)
-
 
 
 def landmark_gradcam(model, inputs, class_index=None):

@@ -122,7 +122,8 @@ def test_cli_explain_writes_sae_saliency_and_explains_an_image(still_data, runs_
     expect_ok(invoke("--quiet", "explain", run, image, "--out", run / "one"))
     (png,) = sorted((run / "one").glob("*.png"))
     strip = cv2.imread(str(png))
-    assert strip.shape[1] == 3 * 32 or strip.shape[1] == 3 * 32 * max(strip.shape[0] // 48, 1)
+    scale = strip.shape[1] // (3 * 32)  # three 32 px panels, enlarged by whole pixels so that the caption fits
+    assert strip.shape[1] == 3 * 32 * scale and strip.shape[0] == 14 + 32 * scale
 
 
 def test_gradcam_reaches_into_a_nested_backbone():
@@ -132,3 +133,12 @@ def test_gradcam_reaches_into_a_nested_backbone():
     cam = gradcam_plus_plus(model, x)
     assert cam.shape == (2, 2, 2)  # ResNet-18 stage 4 of a 64 px face
     assert cam.min() >= 0.0 and cam.max() <= 1.0 + 1e-6
+
+
+def test_a_caption_longer_than_a_small_face_is_not_cut(tmp_path):
+    from fer_keras.evaluation.explain import _caption
+
+    text = "true surprise / predicted happiness"
+    (width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
+    captioned = _caption(np.zeros((48, 96, 3), np.uint8), text)
+    assert captioned.shape[1] >= width + 4 and captioned.shape[1] % 96 == 0  # enlarged by whole pixels to fit
