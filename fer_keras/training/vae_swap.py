@@ -319,6 +319,20 @@ def _distributed(ds):
     return distribute.distribute_dataset(ds)
 
 
+def _epoch_batches(per_epoch, batch_size):
+    """Each epoch's items (an array, or a tuple of arrays) batched on their own, then the epochs in a row.
+
+    An epoch is then exactly its ceil(n / batch_size) batches, the last one short: batched as one
+    stream, a batch would straddle two epochs, and a stage resumed at an epoch boundary would see
+    other batches than the uninterrupted stage.
+    """
+    ds = None
+    for items in per_epoch:
+        epoch = tf.data.Dataset.from_tensor_slices(tuple(items) if isinstance(items, tuple) else items).batch(batch_size)
+        ds = epoch if ds is None else ds.concatenate(epoch)
+    return ds
+
+
 def pair_dataset(images, subject_index, *, batch_size, epochs, seed, start_epoch=0):
     """Stage 1 data: (image, another image of the same subject), reshuffled and re-paired each epoch.
 
@@ -331,17 +345,15 @@ def pair_dataset(images, subject_index, *, batch_size, epochs, seed, start_epoch
         order.append(perm)
         partners.append(same_subject_partners(subject_index, rng)[perm])
     table = tf.constant(images)
-    ds = tf.data.Dataset.from_tensor_slices((np.concatenate(order), np.concatenate(partners)))
-    ds = ds.batch(batch_size).map(lambda i, j: (tf.gather(table, i), tf.gather(table, j)))
+    ds = _epoch_batches(list(zip(order, partners)), batch_size).map(lambda i, j: (tf.gather(table, i), tf.gather(table, j)))
     return _distributed(ds.prefetch(tf.data.AUTOTUNE))
 
 
 def image_dataset(images, subject_index, *, batch_size, epochs, seed, start_epoch=0):
     """Stage 2 data: (image, subject index), reshuffled each epoch (epoch e's order from (seed, e))."""
-    order = np.concatenate([np.random.default_rng([seed, epoch, 2]).permutation(len(images))
-                            for epoch in range(start_epoch, epochs)])
+    order = [np.random.default_rng([seed, epoch, 2]).permutation(len(images)) for epoch in range(start_epoch, epochs)]
     table, subjects = tf.constant(images), tf.constant(subject_index)
-    ds = tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+    ds = _epoch_batches(order, batch_size)
     return _distributed(ds.map(lambda i: (tf.gather(table, i), tf.gather(subjects, i))).prefetch(tf.data.AUTOTUNE))
 
 

@@ -191,3 +191,18 @@ def test_cli_export_dispatches_to_the_vae_swap_exporter(vae_run, tmp_path):
     result = expect_ok(invoke("export", vae_run, "--format", "tflite", "--out", tmp_path))
     assert list((tmp_path / vae_run.name).rglob("*.tflite"))
     assert "float32 TFLite only" in expect_user_error(invoke("export", vae_run, "--format", "tflite", "--quantize", "int8", "--out", tmp_path))
+
+
+@pytest.mark.parametrize("make", ["pair_dataset", "image_dataset"])
+def test_a_stage_resumed_at_an_epoch_sees_the_batches_of_the_uninterrupted_stage(make):
+    """10 images in batches of 4: each epoch is 3 batches (4, 4, 2), never one that straddles two epochs."""
+    images = np.arange(10, dtype=np.float32).reshape(10, 1, 1, 1) * np.ones((1, 4, 4, 1), np.float32)
+    subjects = np.array([0, 0, 1, 1, 2, 2, 3, 3, 4, 4], np.int32)
+    build = getattr(T, make)
+    whole = [tuple(np.asarray(t) for t in b) for b in build(images, subjects, batch_size=4, epochs=3, seed=7)]
+    resumed = [tuple(np.asarray(t) for t in b) for b in build(images, subjects, batch_size=4, epochs=3, seed=7, start_epoch=2)]
+    assert [len(b[0]) for b in whole] == [4, 4, 2] * 3
+    assert len(resumed) == 3
+    for got, expected in zip(resumed, whole[6:]):
+        for a, b in zip(got, expected):
+            np.testing.assert_array_equal(a, b)
