@@ -93,14 +93,3 @@ class RecordWriter:
         self._tmp.unlink(missing_ok=True)
         return False
 
-
-def write_records(records, out=None, *, labels=None, optional=None):
-    """All of `records` at once (their labels and optional columns taken from them, unless given)."""
-    records = list(records)
-    if labels is None:
-        labels = sorted({k for r in records for k in (r.get("scores") or {})})
-    if optional is None:
-        optional = {k for r in records for k in r}
-    with RecordWriter(out, labels=labels, optional=optional) as writer:
-        for record in records:
-            writer.write(record)
