@@ -11,6 +11,16 @@ import pathlib
 from fer_keras.errors import UserError
 
 
+def nearest_folder(path, option):
+    """The nearest existing folder above `path`; a UserError naming `option` when it is a file, so nothing can be written below it."""
+    for parent in pathlib.Path(path).parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{option} {str(path)!r} cannot be written: {str(parent)!r} is a file, not a folder.")
+            return parent
+    return pathlib.Path(".")
+
+
 def write_bytes(path, data):
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")

@@ -75,7 +75,8 @@ def prepare_synth(
     finished = _finished(out, params, label_set)
     if finished is not None:
         return finished
-    if pathlib.Path(out).exists() and (not pathlib.Path(out).is_dir() or any(pathlib.Path(out).iterdir())):
+    target = pathlib.Path(out)
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise UserError(f"Output folder {str(out)!r} already exists and is not a SynthFER set made with these arguments; "
                         "choose another --out or delete it.")
     with staged_output(out) as tmp, records.ShardedWriter(

@@ -379,7 +379,7 @@ def export_streaming(run_dir, *, out="exports", quantize="none", float_io=False)
 
     run_dir = pathlib.Path(run_dir)
     config, manifest, model = fit.load_run(run_dir)
-    describe.export_folder(out, run_dir)  # another run's exports there: refused before any work
+    base = describe.export_folder(out, run_dir)  # another run's exports there: refused before any work
     if get_spec(config["model"]).kind != "clip":
         raise UserError(f"--streaming applies to clip (video) models; {config['model']} takes still images.")
     step = StreamingStep(model)
@@ -403,7 +403,7 @@ def export_streaming(run_dir, *, out="exports", quantize="none", float_io=False)
                  compared="probabilities after frame T-1 of each clip (from zero states) vs the clip model on the clip",
                  on="held-out " + ("SynthFER" if manifest["dataset"] == "synthfer" else manifest["dataset"]) + " test clips")
 
-    folder = describe.export_folder(out, run_dir) / "tflite"
+    folder = base / "tflite"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"stream_{quantize}{'_float_io' if float_io and quantize in ('int8', 'int16x8') else ''}.tflite"
     metadata = streaming_metadata(step, lite, config=config, manifest=manifest, run=run_dir, quantize=quantize)

@@ -563,7 +563,7 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
 
     run_dir = pathlib.Path(run_dir)
     config, manifest, model = fit.load_run(run_dir)
-    describe.export_folder(out, run_dir)  # another run's exports there: refused before any work
+    base = describe.export_folder(out, run_dir)  # another run's exports there: refused before any work
     if quantize == "int16x8" and len(model.inputs[0].shape) == 5:
         # Measured on convlstm (benchmarks/int8_parity.py): TFLite's int16x8 quantiser aborts the whole
         # process (a C++ abort, nothing to catch) on the unrolled clip model; the step model converts.
@@ -597,7 +597,7 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
     if clip_model:
         check["per_video"] = video_agreement(ref, got, test_videos)
 
-    folder = describe.export_folder(out, run_dir) / "tflite"
+    folder = base / "tflite"
     folder.mkdir(parents=True, exist_ok=True)
     suffix = quantize + ("_float_io" if float_io and quantize in ("int8", "int16x8") else "")
     path = folder / f"model_{suffix}.tflite"

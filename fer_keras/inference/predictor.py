@@ -41,6 +41,7 @@ import pathlib
 import cv2
 import numpy as np
 
+from fer_keras import atomic
 from fer_keras.data.records import DEFAULT_FLOW_BOUND
 from fer_keras.data_prep import faces
 from fer_keras.errors import UserError, first_line
@@ -668,11 +669,7 @@ def check_annotate(annotate, files=None):
                             f"{_count(len(files), 'input')} ({', '.join(kinds)}) give a folder.")
         if not one_video and path.exists() and not path.is_dir():
             raise UserError(f"--annotate {str(path)!r} is a file; give a folder (or an .mp4 for a single video).")
-    for parent in path.parents:  # the nearest folder that exists must be a folder, or nothing can be written below it
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"--annotate {str(path)!r} cannot be written: {str(parent)!r} is a file, not a folder.")
-            break
+    atomic.nearest_folder(path, "--annotate")
     return one_video
 
 

@@ -12,6 +12,7 @@ import os
 import pathlib
 import sys
 
+from fer_keras import atomic
 from fer_keras.errors import UserError
 
 SUFFIXES = (".jsonl", ".csv")
@@ -28,13 +29,9 @@ def check_out(out):
         raise UserError(f"--out must end in .jsonl (JSON lines) or .csv. Received: {path.name}")
     if path.is_dir():
         raise UserError(f"--out {str(path)!r} is a folder; give a .jsonl or .csv file name.")
-    for parent in path.absolute().parents:  # the nearest folder that exists must be a folder we may write in
-        if parent.exists():
-            if not parent.is_dir():
-                raise UserError(f"--out {str(path)!r} cannot be written: {str(parent)!r} is a file, not a folder.")
-            if not os.access(parent, os.W_OK | os.X_OK):
-                raise UserError(f"--out {str(path)!r} cannot be written: no permission to write in {str(parent)!r}.")
-            break
+    parent = atomic.nearest_folder(path, "--out")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"--out {str(path)!r} cannot be written: no permission to write in {str(parent)!r}.")
 
 
 class RecordWriter:
