@@ -437,10 +437,10 @@ def compare_cmd(ctx, runs, out):
         raise click.UsageError("Give one or more run folders to compare.")
     if out and pathlib.Path(out).suffix.lower() not in (".md", ".csv", ".json"):
         raise UserError(f"--out must end in .md, .csv or .json. Received: {pathlib.Path(out).name}")
-    groups, not_evaluated = compare(runs)
-    click.echo(markdown(groups, not_evaluated), nl=False)
+    groups, waiting = compare(runs)
+    click.echo(markdown(groups, waiting), nl=False)
     if out:
-        write(groups, not_evaluated, out)
+        write(groups, waiting, out)
         _echo(ctx, f"Wrote {out}")
 
 

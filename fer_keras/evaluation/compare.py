@@ -42,9 +42,22 @@ def run_rows(run_dir):
         except (OSError, ValueError) as e:
             raise UserError(f"Cannot read {path}: {e}") from None
         data = metrics["data"] if kind == "cross-dataset" and metrics.get("data") else own_data
+        if kind == "k-fold" and "num_samples" not in metrics:  # written before k-fold summaries counted them
+            metrics["num_samples"] = _fold_samples(path.parent, metrics.get("folds") or 0)
         rows.append(dict(common, data=str(pathlib.Path(data).resolve()), **_row(kind, metrics),
                          predictions=_predictions_files(kind, path, metrics)))
     return rows
+
+
+def _fold_samples(root, folds):
+    """The test samples of a k-fold protocol's folds together, or None where a fold's metrics.json is missing."""
+    paths = [root / f"fold-{k}" / "metrics.json" for k in range(folds)]
+    if not paths or not all(p.is_file() for p in paths):
+        return None
+    try:
+        return sum(json.loads(p.read_text())["num_samples"] for p in paths)
+    except (OSError, ValueError, KeyError):
+        return None
 
 
 def _predictions_files(kind, path, metrics):
@@ -85,26 +98,31 @@ def _params(run_dir):
 
 
 def compare(runs):
-    """(groups, not_evaluated): groups maps (dataset, label set, data folder, protocol) to its rows, best accuracy first.
+    """(groups, waiting): groups maps (dataset, label set, data folder, protocol) to its rows, best accuracy first;
+    waiting names the runs without a row: {"unfinished": [...] (no model.keras yet), "not_evaluated": [...]}.
 
     The data folder is part of the key: two SynthFER sets, or a CK+ folder prepared twice with
     other options, are other test samples even under the same name and protocol.
     """
     if not runs:
         raise UserError("Give one or more run folders to compare.")
-    groups, not_evaluated = {}, []
+    groups, waiting = {}, {"unfinished": [], "not_evaluated": []}
     for run in runs:
         rows = run_rows(run)  # a one-line error for a folder that is not a run
         if not rows:
-            not_evaluated.append(str(run))
+            finished = (pathlib.Path(run) / "model.keras").is_file()
+            waiting["not_evaluated" if finished else "unfinished"].append(str(run))
         for row in rows:
             groups.setdefault((row["dataset"], row["label_set"], row["data"], row["protocol"]), []).append(row)
     if not groups:
+        if len(waiting["unfinished"]) == len(runs):
+            raise UserError(f"None of the {len(runs)} runs has finished training; resume one with "
+                            "`fer-keras train --resume RUN`, then `fer-keras evaluate RUN`.")
         raise UserError(f"None of the {len(runs)} runs has been evaluated yet; run `fer-keras evaluate RUN` first.")
     for rows in groups.values():
         rows.sort(key=lambda r: -_value(r["accuracy"]) if _value(r["accuracy"]) is not None else 1.0)
         _paired_tests(rows)
-    return groups, not_evaluated
+    return groups, waiting
 
 
 def _paired_tests(rows):
@@ -168,7 +186,7 @@ def _test_cell(row, best):
     return f"{test['p']:.2g} ({test['only_best_right']} vs {test['only_this_right']})"
 
 
-def markdown(groups, not_evaluated):
+def markdown(groups, waiting):
     """The groups as markdown tables, one per test set, with a heading naming its dataset."""
     lines = []
     header = ("run", "model", "size", "params", "evaluation", "level", "samples", "accuracy", "mean class acc.",
@@ -187,20 +205,22 @@ def markdown(groups, not_evaluated):
     if any(r.get("vs_best") for rows in groups.values() for r in rows):
         lines += ["McNemar p: exact two-sided test against the table's best run on the same test units (images, or "
                   "videos for clip models); in brackets, the units only the best run gets right vs only this one.", ""]
-    if not_evaluated:
-        lines.append("Not evaluated yet (run `fer-keras evaluate RUN`): " + ", ".join(not_evaluated))
+    if waiting["not_evaluated"]:
+        lines.append("Not evaluated yet (run `fer-keras evaluate RUN`): " + ", ".join(waiting["not_evaluated"]))
+    if waiting["unfinished"]:
+        lines.append("Training not finished (go on with `fer-keras train --resume RUN`): " + ", ".join(waiting["unfinished"]))
     return "\n".join(lines).rstrip() + "\n"
 
 
-def write(groups, not_evaluated, out):
+def write(groups, waiting, out):
     """Writes the comparison to `out`: .md (the tables), .csv (one row per evaluation) or .json."""
     out = pathlib.Path(out)
     suffix = out.suffix.lower()
     rows = [r for group in groups.values() for r in group]
     if suffix == ".md":
-        text = markdown(groups, not_evaluated)
+        text = markdown(groups, waiting)
     elif suffix == ".json":
-        text = json.dumps({"evaluations": rows, "not_evaluated": not_evaluated}, indent=2) + "\n"
+        text = json.dumps({"evaluations": rows, **waiting}, indent=2) + "\n"
     elif suffix == ".csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer)

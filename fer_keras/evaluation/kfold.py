@@ -150,6 +150,7 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
         "epochs_per_fold": [read_run_config(root / f"fold-{fold}")["epochs"] for fold in range(folds)],
         "std_definition": "std: population standard deviation over the folds (ddof 0); sample_std: ddof 1",
         "level": per_fold[0]["level"],
+        "num_samples": sum(m["num_samples"] for m in per_fold),  # every subject once, so every sample once
         "accuracy": _summary([m["accuracy"] for m in per_fold]),
         "mean_class_accuracy": _summary([m["mean_class_accuracy"] for m in per_fold]),
     }

@@ -38,6 +38,8 @@ def test_each_evaluation_is_a_row_in_the_table_of_its_test_set(evaluated, tmp_pa
     assert float(row["accuracy"]) == held_out["accuracy"] and int(row["samples"]) == held_out["num_samples"]
     kfold = json.loads((clip_run / "kfold-2" / "metrics.json").read_text())
     assert json.loads(by_kind[(str(clip_run), "k-fold")]["accuracy"]) == kfold["accuracy"]
+    fold_samples = [json.loads((clip_run / "kfold-2" / f"fold-{k}" / "metrics.json").read_text())["num_samples"] for k in (0, 1)]
+    assert int(by_kind[(str(clip_run), "k-fold")]["samples"]) == kfold["num_samples"] == sum(fold_samples)
     cross = json.loads((still_run / "cross" / "other_stills" / "metrics.json").read_text())
     assert float(by_kind[(str(still_run), "cross-dataset")]["accuracy"]) == cross["accuracy"]
     # Four test sets, four tables: the run's own split, the other folder, the clips' split, the clips' 2 folds.
@@ -56,6 +58,25 @@ def test_a_run_not_yet_evaluated_is_named(evaluated, tmp_path):
     written = json.loads((tmp_path / "cmp.json").read_text())
     assert written["not_evaluated"] == [str(fresh)] and {e["run"] for e in written["evaluations"]} == {str(still_run)}
     assert "has been evaluated" in expect_user_error(invoke("compare", fresh))
+    # A run whose training has not finished (no model.keras) is told to resume, not to evaluate.
+    unfinished = tmp_path / "unfinished_run"
+    shutil.copytree(fresh, unfinished, ignore=shutil.ignore_patterns("model.keras"))
+    result = expect_ok(invoke("compare", still_run, fresh, unfinished))
+    assert f"Training not finished (go on with `fer-keras train --resume RUN`): {unfinished}" in result.output
+    assert f"Not evaluated yet (run `fer-keras evaluate RUN`): {fresh}\n" in result.output
+    assert "has finished training" in expect_user_error(invoke("compare", unfinished))
+
+
+def test_a_kfold_summary_written_without_a_sample_count_gets_it_from_its_folds(evaluated, tmp_path):
+    _, clip_run = evaluated
+    old = tmp_path / "old_run"
+    shutil.copytree(clip_run, old, ignore=shutil.ignore_patterns("cross"))
+    summary = json.loads((old / "kfold-2" / "metrics.json").read_text())
+    expected = summary.pop("num_samples")
+    (old / "kfold-2" / "metrics.json").write_text(json.dumps(summary))
+    expect_ok(invoke("compare", old, "--out", tmp_path / "cmp.csv"))
+    row = next(r for r in _csv_rows(tmp_path / "cmp.csv") if r["evaluation"] == "k-fold")
+    assert int(row["samples"]) == expected
 
 
 def test_bad_arguments_are_one_line_errors(still_run, tmp_path):
