@@ -27,12 +27,13 @@ Example:
     fer-keras prepare folder --root my_faces --out data/my_faces --subject-pattern '^(S\\d+)_'
 """
 
+import os
 import re
 
 from fer_keras.data_prep import common
 from fer_keras.errors import UserError
 from fer_keras.inference.images import IMAGE_SUFFIXES
-from fer_keras.names import natural_key, safe_name
+from fer_keras.names import natural_key, printable, safe_name
 
 SPLITS = {"train": "train", "val": "val", "valid": "val", "validation": "val", "test": "test"}
 EMOTION_NAMES = {
@@ -128,6 +129,8 @@ class FolderAdapter(common.DatasetAdapter):
             if len(frames) < 2:
                 return rel, f"{len(frames)} frames; a sequence needs at least 2"
         elif not (entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES):
+            if entry.is_symlink() and not entry.exists():
+                return rel, f"a broken link (to {printable(os.readlink(entry))})"
             what = "a folder inside a subject folder" if entry.is_dir() else "not an image file"
             return rel, what
         named = subject_folder or entry

@@ -162,6 +162,7 @@ def test_subject_folders_unused_entries_and_odd_file_names(tmp_path):
     odd = root / "happy" / "S002" / os.fsdecode(b"caf\xe9.png")  # a name that is not UTF-8 (Latin-1 from an old camera)
     trees.save(odd, trees.still(1, "happiness", size=64, grey=True)["image"])
     (root / "happy" / os.fsdecode(b"notes_\xe9.txt")).write_text("not an image")
+    (root / "sad" / "S001" / "gone.png").symlink_to(tmp_path / "moved_away.png")  # a link whose target was moved
     out = tmp_path / "out"
     manifest = prepare_dataset("folder", root, out, size=48, grey=True, detect=False, quiet=True)
     _, stills = trees.read_stills(out)
@@ -170,7 +171,8 @@ def test_subject_folders_unused_entries_and_odd_file_names(tmp_path):
     assert "happy/S002/caf\\xe9.png" in {s["source"] for s in stills}
     skipped = dict(common.read_skipped(out))
     assert skipped == {"loose.png": "a file outside the emotion folders: not used", "happy/notes_\\xe9.txt": "not an image file",
-                       "happy/S003/deeper": "a folder inside a subject folder", "sad/S004": "an empty folder"}
+                       "happy/S003/deeper": "a folder inside a subject folder", "sad/S004": "an empty folder",
+                       "sad/S001/gone.png": f"a broken link (to {tmp_path / 'moved_away.png'})"}
     # with a pattern, it is searched in the subject folder's name; a match whose group is empty names no subject
     again = prepare_dataset("folder", root, tmp_path / "pattern", size=48, grey=True, detect=False, quiet=True,
                             subject_pattern=r"^S00([12])?")
