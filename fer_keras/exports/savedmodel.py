@@ -113,8 +113,7 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
 
     archive = keras.export.ExportArchive()
     archive.track(model)
-    archive.add_endpoint("serving_default", serve, input_signature=signature)
-    signatures = ["serving_default"]
+    endpoints = {"serving_default": archive.add_endpoint("serving_default", serve, input_signature=signature)}
     if spec.family == "ram":
 
         def attention(x):
@@ -122,8 +121,7 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
             return {"probabilities": out["probabilities"], "attention_maps": out["attention_maps"],
                     "attention_logits": out["attention_logits"]}
 
-        archive.add_endpoint("attention", attention, input_signature=signature)
-        signatures.append("attention")
+        endpoints["attention"] = archive.add_endpoint("attention", attention, input_signature=signature)
     stream_info = None
     if spec.kind == "clip":
         from fer_keras.exports.streaming import StreamingStep
@@ -133,8 +131,8 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
         except UserError:
             step = None  # a clip model that cannot stream keeps serving_default only
         if step is not None:
-            archive.add_endpoint("stream_step", step, input_signature=[step.input_signature(batch_size=None)])
-            signatures.append("stream_step")
+            endpoints["stream_step"] = archive.add_endpoint("stream_step", step,
+                                                            input_signature=[step.input_signature(batch_size=None)])
             stream_info = {
                 "frame_inputs": {n: [None, *s] for n, s in step.frame_shapes.items()},
                 "states": [{"name": s["name"], "shape": [None, *s["shape"]], "role": s["role"], "initial": "zeros",
@@ -146,12 +144,19 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
     main = next(i for i in inputs if i["name"] not in ("flow", "landmarks"))  # the frames or image an app feeds
     metadata = {
         "model": config["model"], **describe.source(run_dir, manifest), "labels": manifest["labels"], "input": main["name"],
-        "input_shape": main["shape"], "normalisation": describe.PIXELS, "signatures": signatures, "inputs": inputs,
+        "input_shape": main["shape"], "normalisation": describe.PIXELS, "signatures": list(endpoints), "inputs": inputs,
+        "outputs": {name: _outputs_info(fn) for name, fn in endpoints.items()},
         "face_alignment": describe.face_alignment(main["shape"][-2]),
     }
     if stream_info:
         metadata["stream_step"] = stream_info
     return write_version(archive, final, metadata)
+
+
+def _outputs_info(endpoint):
+    """A signature's outputs: name, shape (None = any batch) and dtype, as TF Serving returns them."""
+    outputs = endpoint.get_concrete_function().structured_outputs
+    return [{"name": name, "shape": t.shape.as_list(), "dtype": t.dtype.name} for name, t in sorted(outputs.items())]
 
 
 def _inputs_info(signature, input_name):

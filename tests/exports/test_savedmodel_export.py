@@ -82,6 +82,10 @@ def test_assets_extra_describe_the_model(still_run, still_savedmodels):
     # which run and which data: a SynthFER model says so, and cannot pass for one trained on CK+
     assert info["run_path"] == str(still_run.resolve())
     assert info["dataset"] == "SynthFER (synthetic faces)" and info["label_set"] == "basic7"
+    # the outputs, as TF Serving returns them
+    assert info["outputs"] == {"serving_default": [
+        {"name": "label_index", "shape": [None], "dtype": "int64"}, {"name": "label_name", "shape": [None], "dtype": "string"},
+        {"name": "probabilities", "shape": [None, len(labels)], "dtype": "float32"}]}
 
 
 def test_another_run_of_the_same_name_cannot_export_into_its_folder(still_run, still_savedmodels, tmp_path):
@@ -217,6 +221,11 @@ def test_ram_attention_and_stream_step_signatures_in_a_fresh_process(ram_savedmo
     assert done.returncode == 0, done.stderr[-3000:]
     y = json.loads((tmp_path / "y.json").read_text())
     assert y["attention_outputs"] == ["attention_logits", "attention_maps", "probabilities"]
+    assert [o["name"] for o in info["outputs"]["attention"]] == y["attention_outputs"]
+    assert next(o for o in info["outputs"]["attention"] if o["name"] == "attention_maps")["shape"] == [
+        None, CLIP_LENGTH, MODEL_SIZE // 8, MODEL_SIZE // 8, 1]
+    step_outputs = {o["name"] for o in info["outputs"]["stream_step"]}
+    assert step_outputs == set(info["stream_step"]["outputs"]) | {s["feed_back_from"] for s in info["stream_step"]["states"]}
     expected = model.explain(x, training=False)
     maps = np.array(y["attention_maps"])
     assert maps.shape == (2, CLIP_LENGTH, MODEL_SIZE // 8, MODEL_SIZE // 8, 1) and 0 <= maps.min() and maps.max() <= 1
