@@ -232,8 +232,15 @@ _DETECT_HELP = {
 }
 
 
+# Which datasets have sequences (--flow) and landmarks of their own (--landmarks dataset); a test keeps these in
+# step with the adapters, which the CLI does not import until a command runs.
+SEQUENCE_DATASETS = ("ckplus", "mug")
+LANDMARK_DATASETS = ("ckplus", "rafdb")
+
+
 def _add_dataset_command(name, help_text):
-    """`fer-keras prepare <name>`: the options every dataset takes, and those of its own (--protocol, --angles)."""
+    """`fer-keras prepare <name>`: the options every dataset takes, and those of its own (--flow, --landmarks,
+    --protocol, --angles): a dataset is offered only the options it can use."""
     options = [
         click.option("--root", required=True, type=click.Path(exists=True, file_okay=name == "fer2013"),
                      help="The fer2013.csv file or its folder." if name == "fer2013" else "The unpacked dataset folder."),
@@ -241,13 +248,16 @@ def _add_dataset_command(name, help_text):
         click.option("--size", default=112, show_default=True, type=click.IntRange(32, 512),
                      help="Aligned face size in pixels."),
         click.option("--grey", is_flag=True, help="Store grey images."),
-        click.option("--flow", is_flag=True, help="Optical flow between consecutive frames (sequence datasets)."),
-        click.option("--landmarks", type=click.Choice(["dlib", "dataset"]), default="dlib", show_default=True,
-                     help="dlib's 68 points, or the dataset's own landmarks where it has them."),
         click.option("--detect/--no-detect", default=None, help=_DETECT_HELP.get(
             name, "Detect faces with dlib (default), or take each whole image as the face.")),
         click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes."),
     ]
+    if name in SEQUENCE_DATASETS:
+        options.append(click.option("--flow", is_flag=True, help="Optical flow between consecutive frames"
+                                    + (" (the sequence protocol)." if name == "ckplus" else ".")))
+    if name in LANDMARK_DATASETS:
+        options.append(click.option("--landmarks", type=click.Choice(["dlib", "dataset"]), default="dlib", show_default=True,
+                                    help="dlib's 68 points, or the dataset's own landmarks."))
     if name == "ckplus":
         options.append(click.option(
             "--protocol", type=click.Choice(["sequence", "still"]), default=None,
@@ -256,7 +266,7 @@ def _add_dataset_command(name, help_text):
         options.append(click.option("--angles", default="S", show_default=True, help="KDEF camera angles, e.g. S,HL,HR."))
 
     @click.pass_context
-    def command(ctx, root, out, size, grey, flow, landmarks, detect, workers, protocol=None, angles="S"):
+    def command(ctx, root, out, size, grey, detect, workers, flow=False, landmarks="dlib", protocol=None, angles="S"):
         from fer_keras.data_prep.adapters import prepare_dataset, summary
 
         manifest = prepare_dataset(name, root, out, size=size, grey=grey, flow=flow, landmarks=landmarks,
@@ -282,7 +292,7 @@ for _name, _help in (
 
 @prepare_group.command("folder")
 @click.option("--root", required=True, type=click.Path(exists=True, file_okay=False),
-              help="ROOT/<emotion>/images, ROOT/train|test/<emotion>/images, or with --kind sequence "
+              help="ROOT/<emotion>/images, ROOT/train|val|test/<emotion>/images, or with --kind sequence "
                    "ROOT/<emotion>/<sequence>/frames.")
 @click.option("--out", required=True, type=click.Path(file_okay=False))
 @click.option("--kind", type=click.Choice(["still", "sequence"]), default="still", show_default=True,
@@ -300,7 +310,7 @@ for _name, _help in (
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.pass_context
 def prepare_folder_cmd(ctx, root, out, kind, label_set, subject_pattern, size, grey, flow, detect, workers):
-    """Any dataset as one folder per emotion (happy/, sad/ ... or train|test/happy/ ...): your own data."""
+    """Any dataset as one folder per emotion (happy/, sad/ ... or train|val|test/happy/ ...): your own data."""
     from fer_keras.data_prep.adapters import prepare_dataset, summary
 
     manifest = prepare_dataset("folder", root, out, size=size, grey=grey, flow=flow, workers=workers, detect=detect,

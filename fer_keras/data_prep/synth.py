@@ -55,6 +55,8 @@ def prepare_synth(
     `capture`: "wild" (every image its own scene and pose) or "lab" (one session per subject, like
     CK+/MUG/JAFFE); see `fer_keras.data.synth.CAPTURES`.
     """
+    if flow and kind != "sequence":
+        raise UserError("--flow needs sequence records; SynthFER stills have none (add --kind sequence).")
     if capture not in synth.CAPTURES:
         raise UserError(f"capture must be one of {', '.join(synth.CAPTURES)}. Received: {capture!r}")
     emotions = get_label_set(label_set)

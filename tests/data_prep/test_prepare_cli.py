@@ -102,3 +102,31 @@ def test_a_csv_that_is_not_fer2013_is_one_clear_error(tmp_path):
     path = tmp_path / "raw" / "fer2013.csv"
     assert line == f"Error: {path} is not a valid FER2013 CSV (line 1: new-line character seen in unquoted field)."
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_each_dataset_is_offered_only_the_options_it_can_use(tmp_path):
+    """--flow where the adapter makes sequences, --landmarks where the dataset ships its own: the CLI's lists agree
+    with the adapters, and an option a dataset cannot use is a usage error, not an offer that always fails."""
+    from fer_keras.cli import LANDMARK_DATASETS, SEQUENCE_DATASETS, prepare_group
+    from fer_keras.data_prep.adapters import ADAPTERS
+    from fer_keras.data_prep.common import Options
+
+    datasets = [name for name in ADAPTERS if name != "folder"]
+    assert set(prepare_group.commands) == set(datasets) | {"folder", "synth"}
+    makes_sequences = {name for name in datasets
+                       if any(ADAPTERS[name].kind(Options(protocol=p)) == "sequence"
+                              for p in getattr(ADAPTERS[name], "protocols", (None,)))}
+    assert set(SEQUENCE_DATASETS) == makes_sequences
+    assert set(LANDMARK_DATASETS) == {name for name in datasets if ADAPTERS[name].has_landmarks}
+    for name in datasets:
+        offered = {o for p in prepare_group.commands[name].params for o in p.opts}
+        assert ("--flow" in offered) == (name in SEQUENCE_DATASETS)
+        assert ("--landmarks" in offered) == (name in LANDMARK_DATASETS)
+    result = invoke("prepare", "jaffe", "--root", tmp_path, "--out", tmp_path / "out", "--flow")
+    assert result.exit_code == 2 and "No such option '--flow'" in result.output
+
+
+def test_synth_flow_needs_sequences(tmp_path):
+    line = expect_user_error(invoke("prepare", "synth", "--out", tmp_path / "s", "--subjects", 2, "--flow"))
+    assert line == "Error: --flow needs sequence records; SynthFER stills have none (add --kind sequence)."
+    assert not (tmp_path / "s").exists()
