@@ -75,6 +75,11 @@ def test_synth_commands_in_a_fresh_process_are_quiet_and_preview_does_not_load_t
     assert "absl::InitializeLog" not in generate.stderr and "oneDNN" not in generate.stderr, generate.stderr[-1000:]
 
 
+def test_synth_generate_names_its_labels_file(tmp_path):
+    result = expect_ok(invoke("synth", "generate", "--out", f"{tmp_path / 'faces'}/", "--subjects", 2, "--size", 64))
+    assert result.output.rstrip().endswith(f"Wrote images and {tmp_path / 'faces' / 'labels.csv'}")  # not faces//labels.csv
+
+
 @pytest.mark.parametrize("user_level, expected", [(None, "3"), ("1", "1")])
 def test_the_cli_keeps_tensorflow_c_plus_plus_logs_to_fatal_unless_the_user_chose_a_level(user_level, expected):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}

@@ -5,6 +5,7 @@ Useful for trying `predict` on files, or for building fake raw-dataset trees in 
 
 import contextlib
 import csv
+import pathlib
 
 import cv2
 import numpy as np
@@ -35,4 +36,4 @@ def write_images(out, *, subjects=4, per_emotion=1, size=128, grey=False, seed=0
                         cv2.imwrite(str(tmp / name), np.ascontiguousarray(image))
                         writer.writerow([name, subject_name(k), emotion, f"{s['intensity']:.3f}"])
                         bar.update(1)
-    return out / "labels.csv" if hasattr(out, "joinpath") else f"{out}/labels.csv"
+    return pathlib.Path(out) / "labels.csv"
