@@ -187,8 +187,7 @@ def main():
              f"k-means++ k=9, {args.trials} trials; {machine()}")
     print(setup, flush=True)
     result = {"setup": setup, "rows": {}}
-    if args.alpha_check:
-        result["alpha_check"] = alpha_check(manifest, train, test, args)
+    measured_alpha = alpha_check(manifest, train, test, args) if args.alpha_check else None
     previous = _previous(name)
     result["reference"] = reference_rows(train, test, args.trials)
     print("reference", result["reference"], flush=True)
@@ -203,11 +202,11 @@ def main():
         print(row, pct(metrics["kmeans_train"]), pct(metrics.get("kmeans_test")), f"{seconds:.0f}s", flush=True)
     if set(result["rows"]) <= set(ROW_IMAGE_SIZE) and previous.get("rows"):  # row 5 alone, or none: keep the table
         result = dict(previous, rows={**previous["rows"], **result["rows"]}, reference=result["reference"])
-    if "alpha_check" not in result and previous.get("alpha_check"):
-        result["alpha_check"] = previous["alpha_check"]  # kept from the run that measured it
+    if args.alpha_check:
+        result["alpha_check"], result["alpha_check_setup"] = measured_alpha, setup
+    elif previous.get("alpha_check"):  # kept from the run that measured it, with that run's setup
+        result["alpha_check"] = previous["alpha_check"]
         result["alpha_check_setup"] = previous.get("alpha_check_setup", previous.get("setup"))
-    elif "alpha_check" in result:
-        result["alpha_check_setup"] = setup
     write_json(name, result)
     write_report(result, name)
 
