@@ -6,7 +6,7 @@ For every registered classifier, trained here at its `small` size on a small Syn
 * the full-integer int8 TFLite model's accuracy (int8 weights and activations, calibrated on 200
   training samples; int8 input and output, except landmark_arm's landmarks, see below), the
   accuracy drop, and the top-1 agreement of int8 with float on the same test samples, against
-  the issue's target of >= 97 %;
+  the project's target of >= 97 %;
 * clip models: the same for the unrolled clip model (T frames at once) and for the streaming
   per-frame step model (`--streaming`, frames + recurrent states in, calibrated on up to 400
   (frame, states) pairs that the float step model produces on training clips, one pair per clip
@@ -501,7 +501,7 @@ videos, and the per-video agreement beside the per-clip one); the rows below wer
 measured before then, calibrated on the first training samples and measured on the first 500 test samples of the split
 (docs/quantisation.md, last section). "agree" is the top-1 agreement of the TFLite model
 with the float Keras model on the same held-out test samples (streaming: after the last frame of each test clip, from
-zero states); the issue's target is >= {100 * data['target_top1_agreement']:.0f} %. "95 % CI": Wilson interval of the agreement
+zero states); the project's target is >= {100 * data['target_top1_agreement']:.0f} %. "95 % CI": Wilson interval of the agreement
 over the test samples. "disagreements at exact ties": of the samples where TFLite and float disagree, those where the
 int8 model gives its top two classes exactly the same probability (argmax then takes the first). Such a tie comes from
 the classifier's int8 logits: two logits closer than one int8 step (the calibrated logit range / 256) become the same

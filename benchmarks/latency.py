@@ -493,7 +493,7 @@ def markdown(result):
     lines += ["", "With the two cores oversubscribed by the other jobs (see the load average above), "
               "2 threads are often slower than 1: that column measures contention on this machine, not scaling. "
               "`benchmarks/results/latency.json` also keeps the minimum of each series (less sensitive to the other jobs)."]
-    lines += ["", "### Against the issue's targets", ""]
+    lines += ["", "### Against the targets", ""]
     lines += [f"- {t}" for t in result["targets"]]
     lines += [
         "",

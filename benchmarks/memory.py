@@ -1,4 +1,4 @@
-"""Peak memory of training on this machine (issue 8), one subprocess per case.
+"""Peak memory of training on this machine, one subprocess per case.
 
 Cases:
 1. `econvlstm_ram` at its `paper` size, batch 8 clips of 8 frames at 64 px grey: a few
@@ -185,7 +185,7 @@ def main():
     ps, pl = results["pipeline_small"], results["pipeline_large"]
     ls, ll = results["load_stills_small"], results["load_stills_large"]
     lines = [
-        "## Memory (issue 8)",
+        "## Memory of training",
         "",
         f"`benchmarks/memory.py --steps {args.steps} --subjects {args.subjects}`, one process per row, {machine()}. "
         "Peak RSS (`ru_maxrss`) of that process, TensorFlow runtime included; baseline: RSS after importing "

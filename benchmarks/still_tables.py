@@ -404,7 +404,7 @@ configuration, so seed-to-seed variation is not included and the intervals under
 
 Correct counts out of {per_class_n} test images per class on SynthFER (paper 002: out of 10). `sdae` is paper 002's
 network (W1, W2 denoising, W3, W4 plain autoencoders); paper 002 reports only that network, so the sae/sdae/no-pretraining
-comparison is the issue's ablation, not a table of the paper.
+comparison is this project's ablation, not a table of the paper.
 
 | model | seed | acc. % | anger | disgust | fear | happiness | neutral | sadness | surprise |
 |---|---|---|---|---|---|---|---|---|---|

@@ -105,6 +105,12 @@ def main():
         report(name, args, [c for c in wanted if c[0] in rows_done], rows_done)
 
 
+def command(args):
+    """The command line that reproduces a report: every setting the table depends on."""
+    return (f"benchmarks/video_ablation.py --capture {args.capture} --subjects {args.subjects} --epochs {args.epochs} "
+            f"--lr {args.lr:g} --folds {args.folds} --size {args.size} --sequences-per-emotion {args.sequences_per_emotion}")
+
+
 def report(name, args, wanted, per_model):
     """JSON + docs section from the folds finished so far (per row; the "folds" column says which)."""
     import numpy as np
@@ -134,7 +140,7 @@ def report(name, args, wanted, per_model):
     )
     capture = {"wild": "wild capture: every sequence its own scene and pose",
                "lab": "lab capture: one session per subject, as CK+ is recorded"}[args.capture]
-    write_section(name, f"""## Video models: the configurations of papers 000/001, SynthFER {args.capture} capture (`benchmarks/video_ablation.py --capture {args.capture}`)
+    write_section(name, f"""## Video models: the configurations of papers 000/001, SynthFER {args.capture} capture (`{command(args)}`)
 
 SynthFER sequences ({capture}; onset -> apex, {args.subjects} subjects x 7 ckplus7 emotions x {args.sequences_per_emotion} sequence(s), {args.size} px grey), subject
 {args.folds}-fold cross-validation (sorted subject ids, rank mod {args.folds}; {args.folds} rather than the papers' 10
