@@ -226,7 +226,7 @@ def _load_run(path):
 
     from fer_keras.training import fit
 
-    config, _, model = fit.load_run(path)
+    config, _, model = fit.load_run(path, needs_data=False)
     inputs = sorted(({"name": t.name.split(":")[0], "shape": [1] + [int(d) for d in t.shape[1:]], "dtype": "float32"}
                      for t in model.inputs), key=lambda i: _input_order(i["name"]))  # the frames first, as for the others
     feed = {name: tf.constant(x) for name, x in _random_inputs(inputs).items()}

@@ -19,6 +19,10 @@ PIXELS = (
     "cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) of the aligned RGB crop."
 )
 
+# Why a TFLite export reads the run's data (ends the error when the data folder has moved).
+TFLITE_NEEDS_DATA = ("A TFLite export checks its parity with Keras on the run's held-out samples (and calibrates int8 "
+                     "on training ones), so it needs that data; `--format savedmodel` does not.")
+
 
 def flow_input():
     """The flow input's entry: units, direction, the exact Farneback call, and the range training saw."""

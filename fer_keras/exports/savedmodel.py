@@ -95,7 +95,7 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
     from fer_keras.training import fit
 
     run_dir = pathlib.Path(run_dir)
-    config, manifest, model = fit.load_run(run_dir)
+    config, manifest, model = fit.load_run(run_dir, needs_data=False)
     final = version_folder(out, run_dir, version)
     spec = get_spec(config["model"])
     input_name = "frames" if spec.kind == "clip" else "images"

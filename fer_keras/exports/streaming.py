@@ -378,7 +378,7 @@ def export_streaming(run_dir, *, out="exports", quantize="none", float_io=False)
     from fer_keras.training import fit
 
     run_dir = pathlib.Path(run_dir)
-    config, manifest, model = fit.load_run(run_dir)
+    config, manifest, model = fit.load_run(run_dir, needs_data=describe.TFLITE_NEEDS_DATA)
     base = describe.export_folder(out, run_dir)  # another run's exports there: refused before any work
     if get_spec(config["model"]).kind != "clip":
         raise UserError(f"--streaming applies to clip (video) models; {config['model']} takes still images.")

@@ -562,7 +562,7 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
     from fer_keras.training import fit
 
     run_dir = pathlib.Path(run_dir)
-    config, manifest, model = fit.load_run(run_dir)
+    config, manifest, model = fit.load_run(run_dir, needs_data=describe.TFLITE_NEEDS_DATA)
     base = describe.export_folder(out, run_dir)  # another run's exports there: refused before any work
     if quantize == "int16x8" and len(model.inputs[0].shape) == 5:
         # Measured on convlstm (benchmarks/int8_parity.py): TFLite's int16x8 quantiser aborts the whole

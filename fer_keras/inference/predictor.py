@@ -77,7 +77,7 @@ class _KerasBackend:
     def __init__(self, run_dir):
         from fer_keras.training import fit
 
-        config, manifest, model = fit.load_run(run_dir)
+        config, manifest, model = fit.load_run(run_dir, needs_data=False)
         self.model = model
         self.labels = manifest["labels"]
         names = [t.name.split(":")[0] for t in model.inputs]
@@ -153,7 +153,7 @@ class _KerasStreamingBackend(_StreamingBackend):
         from fer_keras.exports.streaming import StreamingStep
         from fer_keras.training import fit
 
-        config, manifest, model = fit.load_run(run_dir)
+        config, manifest, model = fit.load_run(run_dir, needs_data=False)
         self.source = f"keras run {run_dir} (streaming)"
         self.step_model = StreamingStep(model)
         self._check_streams(self.step_model.frame_names)

@@ -499,7 +499,8 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
             data=config["data"] if config["data"] == "synth" else os.path.abspath(config["data"]),
             run_name=run_dir.name,
             dataset={"dir": os.path.relpath(manifest["_dir"], run_dir) if config["data"] == "synth" else os.path.abspath(manifest["_dir"]),
-                     "name": manifest["dataset"], "kind": manifest["kind"], "label_set": manifest["label_set"], "labels": manifest["labels"]},
+                     "name": manifest["dataset"], "kind": manifest["kind"], "label_set": manifest["label_set"], "labels": manifest["labels"],
+                     "flow_bound": manifest.get("flow_bound")},
             split_subjects=split.to_dict(),
             init_from=os.path.abspath(config["init_from"]) if config.get("init_from") else None,
             version=__import__("fer_keras").__version__,
@@ -594,8 +595,13 @@ def read_run_config(run_dir):
     return config
 
 
-def load_run(run_dir):
-    """(config, manifest, model) of a finished run folder."""
+def load_run(run_dir, *, needs_data=True):
+    """(config, manifest, model) of a finished run folder.
+
+    `needs_data=False` (SavedModel export, predict, benchmark: they use the data's labels only): where the data
+    folder is gone or damaged (a run copied to another machine), the manifest is what config.json recorded of it.
+    A string says why the command needs the data; it ends the error when the data cannot be read.
+    """
     run_dir = pathlib.Path(run_dir)
     config = read_run_config(run_dir)
     check_version(run_dir, config)
@@ -605,7 +611,16 @@ def load_run(run_dir):
     data_dir = pathlib.Path(config["dataset"]["dir"])
     if not data_dir.is_absolute():
         data_dir = run_dir / data_dir
-    manifest = records.read_manifest(data_dir)
+    try:
+        manifest = records.read_manifest(data_dir)
+    except UserError as e:
+        if isinstance(needs_data, str):  # why this command needs the data, for the user whose data folder moved
+            raise UserError(f"{e} {needs_data}") from None
+        if needs_data:
+            raise
+        recorded = config["dataset"]
+        manifest = {"dataset": recorded["name"], "kind": recorded["kind"], "label_set": recorded["label_set"],
+                    "labels": recorded["labels"], "flow_bound": recorded.get("flow_bound"), "_dir": str(data_dir)}
     model = load_model(model_path)
     return config, manifest, model
 
