@@ -560,7 +560,7 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
         _echo(ctx, f"Wrote streaming step model {path} ({path.stat().st_size / 1024:.0f} KiB, {len(meta['states'])} states, "
                    f"reset every {meta['reset_every']} frames). After T frames vs the clip model on {p['samples']} {p['on']}: "
                    f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f} "
-                   f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}), "
+                   f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}){_ties_text(p)}, "
                    f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}{_per_video_text(p)}")
         _echo_hint(ctx, quantization_hint(quantize, p["top1_agreement"], streaming=True, per_video=p.get("per_video"),
                                           confident=p.get("confident")))
@@ -571,7 +571,7 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
         p = meta["parity"]
         _echo(ctx, f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB). Parity on {p['samples']} {p['on']}: "
                    f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f} "
-                   f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}), "
+                   f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}){_ties_text(p)}, "
                    f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}{_per_video_text(p)}")
         _echo_hint(ctx, quantization_hint(quantize, p["top1_agreement"], streaming=False, clip=meta.get("clip_length") is not None,
                                           per_video=p.get("per_video"), confident=p.get("confident")))
@@ -799,6 +799,16 @@ def benchmark_cmd(ctx, target, runs, warmup, threads, out):
         _echo(ctx, f"Wrote {out}")
 
 
+def _ties_text(parity):
+    """'; N of the M disagreements are exact ties ...' where int8 rounding tied the top two classes, else ''."""
+    ties, samples = parity.get("disagreements_at_ties") or 0, parity["samples"]
+    if not ties:
+        return ""
+    disagreements = samples - round(parity["top1_agreement"] * samples)
+    return (f"; {ties} of its {disagreements} disagreements are exact ties of the quantised top two classes "
+            f"(the first label wins them)")
+
+
 def _per_video_text(parity):
     """', per video ...' for a clip model's parity (majority vote over each video's clips), else ''."""
     v = parity.get("per_video")
@@ -829,8 +839,10 @@ def quantization_hint(quantize, agreement, *, streaming, clip=False, per_video=N
     sure = ""
     if confident and confident["top1_agreement"] is not None:
         what = "clips" if streaming or clip else "samples"
+        low, high = confident["top1_agreement_95ci"]
+        count = f", {confident['samples']} {what}" if confident.get("samples") is not None else ""
         sure = (f" Where float gives its top class at least {confident['threshold']:.0%} ({confident['share']:.0%} of the "
-                f"{what}), it agrees {confident['top1_agreement']:.1%}.")
+                f"{what}{count}), it agrees {confident['top1_agreement']:.1%} (95 % CI {low:.1%}-{high:.1%}).")
     return (f"Note: {quantize} agrees {agreement:.1%} with float{unit}, below {AGREEMENT_TARGET:.0%}; {closer} closer to "
             f"float (docs/benchmarks.md, \"int8 TFLite parity\").{sure}{video}")
 
@@ -867,8 +879,9 @@ def chance_hint(run_dir):
 
 
 def _echo_hint(ctx, hint):
+    """A note the user must see before shipping or using the result: to stderr, and --quiet does not silence it."""
     if hint:
-        _echo(ctx, hint)
+        click.echo(hint, err=True)
 
 
 def _run_family(run):

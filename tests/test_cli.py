@@ -12,9 +12,11 @@ import shutil
 import subprocess
 import sys
 
+import click
 import cv2
 import numpy as np
 import pytest
+from click.testing import CliRunner
 
 from fer_keras.data import pipeline, records
 from fer_keras.labels import get_label_set
@@ -534,12 +536,37 @@ def test_the_hint_names_a_per_video_agreement_that_meets_the_target():
 def test_the_hint_names_the_agreement_where_float_is_sure():
     from fer_keras.cli import quantization_hint
 
-    sure = {"threshold": 0.5, "share": 0.824, "top1_agreement": 0.982, "top1_agreement_95ci": [0.97, 0.99]}
+    sure = {"threshold": 0.5, "share": 0.824, "samples": 412, "top1_agreement": 0.982, "top1_agreement_95ci": [0.97, 0.99]}
     hint = quantization_hint("int8", 0.953, streaming=True, confident=sure)
-    assert "at least 50% (82% of the clips), it agrees 98.2%" in hint
+    assert "at least 50% (82% of the clips, 412 clips), it agrees 98.2% (95 % CI 97.0%-99.0%)" in hint
     assert "of the samples" in quantization_hint("int8", 0.95, streaming=False, confident=sure)
     assert "at least" not in quantization_hint("int8", 0.953, streaming=True, confident=dict(sure, top1_agreement=None))
     assert quantization_hint("int8", 0.98, streaming=True, confident=sure) is None
+
+
+def test_the_parity_line_says_how_many_disagreements_are_int8_ties():
+    from fer_keras.cli import _ties_text
+
+    parity = {"samples": 123, "top1_agreement": 0.0, "disagreements_at_ties": 123}
+    assert _ties_text(parity) == ("; 123 of its 123 disagreements are exact ties of the quantised top two classes "
+                                  "(the first label wins them)")
+    assert _ties_text(dict(parity, top1_agreement=0.9, disagreements_at_ties=5)).startswith("; 5 of its 12 disagreements")
+    assert _ties_text(dict(parity, disagreements_at_ties=0)) == ""
+
+
+def test_notes_go_to_stderr_even_with_quiet():
+    """A user who exports with -q (a CI pipeline) still sees that int8 is below the target."""
+    from fer_keras.cli import _echo_hint
+
+    @click.command()
+    @click.option("--quiet", is_flag=True)
+    @click.pass_context
+    def command(ctx, quiet):
+        _echo_hint(ctx, "Note: int8 agrees 90.0% with float")
+        _echo_hint(ctx, None)
+
+    result = CliRunner().invoke(command, ["--quiet"])
+    assert result.exit_code == 0 and result.stdout == "" and result.stderr == "Note: int8 agrees 90.0% with float\n"
 
 
 def _fake_run(folder, accuracy, labels=7, columns=("epoch", "accuracy", "loss")):

@@ -390,6 +390,7 @@ def agreement(ref, got):
         "confident": {
             "threshold": CONFIDENT,
             "share": float(np.mean(sure)),
+            "samples": int(sure.sum()),
             "top1_agreement": float(np.mean(same[sure])) if sure.any() else None,
             "top1_agreement_95ci": list(wilson_interval(int(same[sure].sum()), int(sure.sum()))),
         },
