@@ -721,8 +721,10 @@ def _optional_columns(predictor, frames=False):
 @click.option("--size", required=True, type=click.IntRange(16, 512), help="The exported model's input size (H = W).")
 @click.option("--channels", type=click.Choice(["1", "3"]), default="1", show_default=True)
 @click.option("--detect", type=click.Choice(["dlib", "none"]), default="dlib", show_default=True)
+@click.option("--landmarks", is_flag=True,
+              help="Also send each face's 68 landmarks in crop pixels: for a landmark_arm export (needs --detect dlib).")
 @click.pass_context
-def serve_request_cmd(ctx, url, images, size, channels, detect):
+def serve_request_cmd(ctx, url, images, size, channels, detect, landmarks):
     """Send faces in IMAGES (files or folders) to a TF Serving REST URL (.../v1/models/NAME:predict); print one record per face."""
     import numpy as np
 
@@ -732,6 +734,8 @@ def serve_request_cmd(ctx, url, images, size, channels, detect):
     from fer_keras.inference.writer import RecordWriter
 
     check_url(url)
+    if landmarks and detect == "none":
+        raise click.UsageError("--landmarks needs --detect dlib: the landmarks come from dlib.")
     files = [f for f in expand_inputs(images) if f.suffix.lower() not in VIDEO_SUFFIXES]
     if not files:
         raise UserError("serve-request sends still images; the inputs hold none.")
@@ -739,7 +743,7 @@ def serve_request_cmd(ctx, url, images, size, channels, detect):
     with RecordWriter(None) as writer:  # each image's records as soon as the server has answered
         for path in files:
             try:
-                found = crop_faces(read_rgb(path), size, int(channels), detect)
+                found = crop_faces(read_rgb(path), size, int(channels), detect, crop_landmarks=True)
             except UserError as e:  # one unreadable image is its own record, as in predict
                 writer.write({"file": str(path), "face": None, "error": str(e)})
                 unreadable += 1
@@ -747,8 +751,9 @@ def serve_request_cmd(ctx, url, images, size, channels, detect):
             if not found:
                 writer.write({"file": str(path), "face": None, "error": "no face found"})
                 continue
-            probabilities, names = predict_url(url, np.stack([crop for _, _, crop in found]))
-            for i, ((box, _, _), p) in enumerate(zip(found, probabilities)):
+            points = np.stack([crop_points for *_, crop_points in found]) if landmarks else None
+            probabilities, names = predict_url(url, np.stack([crop for _, _, crop, _ in found]), landmarks=points)
+            for i, ((box, _, _, _), p) in enumerate(zip(found, probabilities)):
                 k = int(np.argmax(p))
                 writer.write({"file": str(path), "face": i, "box": [int(v) for v in box] if box is not None else None,
                               "label": names[i] if names else k, "score": round(float(p[k]), 4)})

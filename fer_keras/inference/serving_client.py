@@ -20,9 +20,13 @@ import numpy as np
 from fer_keras.errors import UserError
 
 
-def request_body(batch, input_name="images"):
-    """The JSON body for a float batch (N, H, W, C) of raw pixels."""
-    return json.dumps({"signature_name": "serving_default", "inputs": {input_name: np.asarray(batch, np.float32).round(2).tolist()}})
+def request_body(batch, input_name="images", landmarks=None):
+    """The JSON body for a float batch (N, H, W, C) of raw pixels; `landmarks` (N, 68, 2), crop pixels, for
+    landmark_arm exports, whose serving_default also takes them."""
+    inputs = {input_name: np.asarray(batch, np.float32).round(2).tolist()}
+    if landmarks is not None:
+        inputs["landmarks"] = np.asarray(landmarks, np.float32).round(3).tolist()
+    return json.dumps({"signature_name": "serving_default", "inputs": inputs})
 
 
 def check_url(url):
@@ -52,10 +56,14 @@ def post(url, body, timeout=30.0):
         raise UserError(f"The server at {url} did not answer JSON: {data[:200]!r}") from None
 
 
-def predict_url(url, crops, input_name="images"):
-    """Probabilities and label names from the server for aligned crops (N, H, W, C)."""
-    reply = post(url, request_body(crops, input_name))
+def predict_url(url, crops, input_name="images", landmarks=None):
+    """Probabilities (N, K) and label names from the server for aligned crops (N, H, W, C): one row per crop, or
+    a UserError."""
+    reply = post(url, request_body(crops, input_name, landmarks))
     outputs = reply.get("outputs") if isinstance(reply, dict) else None
     if not isinstance(outputs, dict) or "probabilities" not in outputs:
         raise UserError(f"The server at {url} did not return a fer-keras signature's outputs: {str(reply)[:200]}")
-    return np.asarray(outputs["probabilities"], np.float32), list(outputs.get("label_name", []))
+    probabilities, names = np.asarray(outputs["probabilities"], np.float32), list(outputs.get("label_name", []))
+    if probabilities.ndim != 2 or len(probabilities) != len(crops) or (names and len(names) != len(crops)):
+        raise UserError(f"The server at {url} answered {len(probabilities)} rows of probabilities for {len(crops)} faces.")
+    return probabilities, names

@@ -8,6 +8,7 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import cv2
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -15,9 +16,10 @@ import tensorflow as tf
 from tests.conftest import MODEL_SIZE, expect_ok, expect_user_error, invoke
 
 
-@pytest.fixture(scope="module")
-def server(still_savedmodels):
-    signature = tf.saved_model.load(str(still_savedmodels["versions"][-1])).signatures["serving_default"]
+def _serve(savedmodel, rows=None):
+    """(url, seen requests, stop) of a loopback server running `savedmodel`'s serving_default on every request;
+    `rows`: answer only the first `rows` rows (a broken server)."""
+    signature = tf.saved_model.load(str(savedmodel)).signatures["serving_default"]
     seen = []
 
     class Handler(BaseHTTPRequestHandler):
@@ -25,16 +27,19 @@ def server(still_savedmodels):
             body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
             seen.append(body)
             if not self.path.endswith(":predict") or body.get("signature_name") != "serving_default":
-                self.send_response(400)
-                self.end_headers()
-                self.wfile.write(b'{"error": "bad request"}')
-                return
-            result = signature(images=tf.constant(body["inputs"]["images"], tf.float32))
-            reply = {"outputs": {"probabilities": result["probabilities"].numpy().tolist(),
-                                 "label_index": result["label_index"].numpy().tolist(),
-                                 "label_name": [n.decode() for n in result["label_name"].numpy()]}}
+                return self._answer(400, {"error": "bad request"})
+            try:
+                result = signature(**{name: tf.constant(value, tf.float32) for name, value in body["inputs"].items()})
+            except TypeError as e:  # a missing or unknown input, as TF Serving answers it
+                return self._answer(400, {"error": str(e)[:200]})
+            reply = {"outputs": {"probabilities": result["probabilities"].numpy().tolist()[:rows],
+                                 "label_index": result["label_index"].numpy().tolist()[:rows],
+                                 "label_name": [n.decode() for n in result["label_name"].numpy()][:rows]}}
+            self._answer(200, reply)
+
+        def _answer(self, code, reply):
             data = json.dumps(reply).encode()
-            self.send_response(200)
+            self.send_response(code)
             self.send_header("Content-Type", "application/json")
             self.send_header("Content-Length", str(len(data)))
             self.end_headers()
@@ -46,8 +51,14 @@ def server(still_savedmodels):
     httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     thread = threading.Thread(target=httpd.serve_forever, daemon=True)
     thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/v1/models/fer:predict", seen
-    httpd.shutdown()
+    return f"http://127.0.0.1:{httpd.server_address[1]}/v1/models/fer:predict", seen, httpd.shutdown
+
+
+@pytest.fixture(scope="module")
+def server(still_savedmodels):
+    url, seen, stop = _serve(still_savedmodels["versions"][-1])
+    yield url, seen
+    stop()
 
 
 def test_serve_request_matches_local_predict(server, still_run, face_images):
@@ -90,3 +101,44 @@ def test_serve_request_takes_a_folder_and_records_an_unreadable_image(server, fa
     records = [json.loads(r) for r in result.output.splitlines() if r.startswith("{")]
     assert [r["file"] for r in records] == [str(folder / p.name) for p in good] + [str(folder / "zz_broken.png")]
     assert all("label" in r for r in records[:2]) and "Cannot read image" in records[2]["error"]
+
+
+def test_a_server_that_answers_fewer_rows_than_faces_is_an_error(still_savedmodels):
+    """Faces are paired with the answer's rows: a short answer would silently drop the faces after it."""
+    from fer_keras.errors import UserError
+    from fer_keras.inference.serving_client import predict_url
+
+    url, _, stop = _serve(still_savedmodels["versions"][-1], rows=1)
+    try:
+        crops = np.random.default_rng(0).uniform(0, 255, (2, MODEL_SIZE, MODEL_SIZE, 1)).astype(np.float32)
+        assert predict_url(url, crops[:1])[0].shape[0] == 1
+        with pytest.raises(UserError, match="answered 1 rows of probabilities for 2 faces"):
+            predict_url(url, crops)
+    finally:
+        stop()
+
+
+def test_landmark_arm_is_served_with_its_landmarks(landmark_arm_run, exports_dir, tmp_path):
+    """A landmark_arm export's serving_default takes images and landmarks: --landmarks sends both, as predict feeds them."""
+    import skimage.data
+
+    from tests.exports.landmark_exports import landmark_export
+
+    path = landmark_export(landmark_arm_run, exports_dir, "savedmodel", "none")
+    photo = tmp_path / "astronaut.png"
+    cv2.imwrite(str(photo), cv2.cvtColor(skimage.data.astronaut(), cv2.COLOR_RGB2BGR))
+    url, seen, stop = _serve(path)
+    try:
+        line = expect_user_error(invoke("serve-request", url, photo, "--size", MODEL_SIZE))
+        assert "answered 400" in line and "landmarks" in line
+        remote = expect_ok(invoke("serve-request", url, photo, "--size", MODEL_SIZE, "--landmarks"))
+    finally:
+        stop()
+    local = expect_ok(invoke("predict", path, photo))
+    remote_record = json.loads(remote.output.strip().splitlines()[-1])
+    local_record = json.loads(local.output.strip().splitlines()[-1])
+    assert remote_record["label"] == local_record["label"] and remote_record["box"] == local_record["box"]
+    assert remote_record["score"] == pytest.approx(local_record["score"], abs=1e-3)
+    assert np.asarray(seen[-1]["inputs"]["landmarks"]).shape == (1, 68, 2)
+    assert "--landmarks needs --detect dlib" in invoke("serve-request", url, photo, "--size", MODEL_SIZE, "--landmarks",
+                                                       "--detect", "none").output
