@@ -21,7 +21,8 @@ def nearest_folder(path, option):
     return pathlib.Path(".")
 
 
-def write_bytes(path, data):
+def _write_tmp(path, data):
+    """`data` into `path`.tmp, synced; the temporary file is removed if that fails (ENOSPC: a UserError)."""
     path = pathlib.Path(path)
     tmp = path.with_name(path.name + ".tmp")
     try:
@@ -29,12 +30,17 @@ def write_bytes(path, data):
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
     except OSError as e:
         tmp.unlink(missing_ok=True)
         if e.errno == errno.ENOSPC:
             raise UserError(f"No space left on device while writing {path}; nothing was written.") from None
         raise
+    return tmp
+
+
+def write_bytes(path, data):
+    path = pathlib.Path(path)
+    os.replace(_write_tmp(path, data), path)
     return path
 
 
@@ -43,13 +49,18 @@ def write_text(path, text):
 
 
 def write_files(pairs):
-    """Writes several (path, bytes) files; if any fails, the ones this call wrote are removed."""
-    written = []
+    """Writes several (path, bytes) files together: all under temporary names first, then each renamed. If any
+    write fails, none of the targets has changed (previous versions stay, with their companions)."""
+    tmps = []
     try:
         for path, data in pairs:
-            written.append(write_bytes(path, data))
+            tmps.append(_write_tmp(path, data))
     except BaseException:
-        for path in written:
-            pathlib.Path(path).unlink(missing_ok=True)
+        for tmp in tmps:
+            tmp.unlink(missing_ok=True)
         raise
+    written = []
+    for tmp, (path, _) in zip(tmps, pairs):
+        os.replace(tmp, path)
+        written.append(pathlib.Path(path))
     return written

@@ -534,19 +534,19 @@ def generate_interpolate_cmd(ctx, run, a, b, out):
 def export_cmd(ctx, run, fmt, quantize, out, streaming):
     """Export a run to TFLite (builtin ops only, parity-checked) or a SavedModel for TF Serving."""
     if streaming and fmt != "tflite":
-        raise UserError("--streaming applies to --format tflite (the SavedModel of a clip model has a stream_step signature).")
+        raise click.UsageError("--streaming applies to --format tflite (the SavedModel of a clip model has a stream_step signature).")
     if _run_family(run) == "vae_swap":
         from fer_keras.exports import vae_swap as vae_export
 
         if streaming:
-            raise UserError("--streaming makes per-frame models of clip models; a vae_swap run exports its encoders without it.")
+            raise click.UsageError("--streaming makes per-frame models of clip models; a vae_swap run exports its encoders without it.")
 
         if fmt == "savedmodel":
             path = vae_export.export_savedmodel(run, out=out)
             _echo(ctx, f"Wrote SavedModel {path} (signatures encode_expression, encode_identity, decode, swap)")
         else:
             if quantize != "none":
-                raise UserError("The vae_swap expression encoder exports as float32 TFLite only (--quantize none).")
+                raise click.UsageError("The vae_swap expression encoder exports as float32 TFLite only (--quantize none).")
             path, meta = vae_export.export_expression_tflite(run, out=out)
             p = meta["parity"]
             _echo(ctx, f"Wrote the expression encoder {path} ({path.stat().st_size / 1024:.0f} KiB). Parity on {p['samples']} "
@@ -577,7 +577,7 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
                                           per_video=p.get("per_video"), confident=p.get("confident")))
     else:
         if quantize != "none":
-            raise UserError("--quantize applies to --format tflite only.")
+            raise click.UsageError("--quantize applies to --format tflite only.")
         from fer_keras.exports.savedmodel import export_savedmodel
 
         path = export_savedmodel(run, out=out)
@@ -794,6 +794,9 @@ def benchmark_cmd(ctx, target, runs, warmup, threads, out):
     """
     from fer_keras import benchmark
 
+    if threads is not None and pathlib.Path(target).suffix.lower() != ".tflite":
+        raise click.UsageError("--threads sets LiteRT's threads for a .tflite; a SavedModel or a run folder runs on "
+                               "TensorFlow's own threads.")
     if out:
         benchmark.check_out(out, target)
     result = benchmark.benchmark_target(target, runs=runs, warmup=warmup, threads=threads,

@@ -119,7 +119,7 @@ def test_error_bad_option(options, exit_code, says, still_tflite, tmp_path):
 
 
 def test_error_threads_for_a_run_folder_and_out_that_cannot_be_written(still_run, still_tflite, tmp_path):
-    line = expect_user_error(invoke("benchmark", still_run, *FEW, "--threads", 1, "--out", tmp_path / "result.json"))
+    line = expect_user_error(invoke("benchmark", still_run, *FEW, "--threads", 1, "--out", tmp_path / "result.json"), exit_code=2)
     assert "TensorFlow's own threads" in line
     line = expect_user_error(invoke("benchmark", still_tflite["none"], *FEW, "--out", tmp_path / "missing" / "result.json"))
     assert "does not exist" in line

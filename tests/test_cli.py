@@ -413,7 +413,7 @@ def test_error_evaluate_a_missing_folder(tmp_path):
 
 def test_error_export_savedmodel_with_quantize(still_run, tmp_path):
     out = tmp_path / "exports"
-    expect_user_error(invoke("export", still_run, "--format", "savedmodel", "--quantize", "int8", "--out", out))
+    expect_user_error(invoke("export", still_run, "--format", "savedmodel", "--quantize", "int8", "--out", out), exit_code=2)
     assert listing(out) == []
 
 

@@ -41,6 +41,28 @@ def test_tflite_export_on_a_full_disk_leaves_no_model_and_no_metadata(still_run,
     assert leftovers == []
 
 
+def test_a_failed_re_export_keeps_the_previous_model_and_its_metadata(tmp_path, monkeypatch):
+    """The .tflite and its .json are replaced together or not at all: an app never finds a model without its JSON."""
+    model, meta = tmp_path / "model_int8.tflite", tmp_path / "model_int8.json"
+    model.write_bytes(b"old model")
+    meta.write_bytes(b"old metadata")
+    calls = []
+
+    def fsync_fails_on_second_file(fd):
+        calls.append(fd)
+        if len(calls) == 2:
+            _no_space()
+
+    monkeypatch.setattr(atomic.os, "fsync", fsync_fails_on_second_file)
+    with pytest.raises(UserError, match="No space left on device"):
+        atomic.write_files([(model, b"new model"), (meta, b"new metadata")])
+    assert (model.read_bytes(), meta.read_bytes()) == (b"old model", b"old metadata")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_int8.json", "model_int8.tflite"]
+    monkeypatch.setattr(atomic.os, "fsync", lambda fd: None)
+    atomic.write_files([(model, b"new model"), (meta, b"new metadata")])
+    assert (model.read_bytes(), meta.read_bytes()) == (b"new model", b"new metadata")
+
+
 def test_savedmodel_export_on_a_full_disk_leaves_no_version(still_run, tmp_path, monkeypatch):
     # The SavedModel files are on disk in the temporary folder when writing the metadata beside them fails.
     monkeypatch.setattr(savedmodel.pathlib.Path, "write_text", _no_space)

@@ -251,5 +251,5 @@ def test_a_still_model_cannot_stream(still_run, tmp_path):
 
 
 def test_streaming_is_a_tflite_option(clip_run, tmp_path):
-    line = expect_user_error(invoke("export", clip_run, "--format", "savedmodel", "--streaming", "--out", tmp_path))
+    line = expect_user_error(invoke("export", clip_run, "--format", "savedmodel", "--streaming", "--out", tmp_path), exit_code=2)
     assert "--format tflite" in line

@@ -190,7 +190,8 @@ def test_cli_export_dispatches_to_the_vae_swap_exporter(vae_run, tmp_path):
     assert (tmp_path / vae_run.name / "1" / "saved_model.pb").is_file()
     result = expect_ok(invoke("export", vae_run, "--format", "tflite", "--out", tmp_path))
     assert list((tmp_path / vae_run.name).rglob("*.tflite"))
-    assert "float32 TFLite only" in expect_user_error(invoke("export", vae_run, "--format", "tflite", "--quantize", "int8", "--out", tmp_path))
+    assert "float32 TFLite only" in expect_user_error(invoke("export", vae_run, "--format", "tflite", "--quantize", "int8", "--out", tmp_path),
+                                                      exit_code=2)
 
 
 @pytest.mark.parametrize("make", ["pair_dataset", "image_dataset"])
