@@ -96,16 +96,13 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
                         f"{manifest['kind']} records.")
     if "flow" in config["streams"] and not target.get("flow_bound"):
         raise UserError(f"{str(data_dir)!r} has no optical flow, which this two-stream run takes; prepare it with --flow.")
-    sides = config.get("split_subjects", {})
-    seen = set(sides.get("train", ())) | set(sides.get("val", ()))
-    # One person in both: the same dataset and subject id (SynthFER: the same generator seed, too; its ids do not carry it).
-    same_people = target["dataset"] == manifest["dataset"] and (
-        target["dataset"] != "synthfer" or target.get("params", {}).get("seed") == manifest.get("params", {}).get("seed"))
-    if same_people and seen & set(target.get("counts_per_subject", {})):
-        shared = sorted(seen & set(target["counts_per_subject"]))
-        raise UserError(f"{str(data_dir)!r} holds {len(shared)} subjects this run trained or validated on "
-                        f"({', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''}): it is not another dataset. "
-                        f"`fer-keras evaluate {run_dir}` scores the run on its held-out subjects.")
+    # One person in both: the same dataset and subject id (SynthFER: the same generator seed, too; its ids do not carry
+    # it), seen by this run or by any run its weights started from (--init-from, rgb_run).
+    shared = fit.leaked_subjects(run_dir, fit.people(target), target.get("counts_per_subject", {}))
+    if shared:
+        raise UserError(f"{str(data_dir)!r} holds {len(shared)} subjects this run trained or validated on, itself or "
+                        f"through the runs its weights started from ({', '.join(shared[:3])}{' ...' if len(shared) > 3 else ''}): "
+                        f"it is not another dataset. `fer-keras evaluate {run_dir}` scores the run on its held-out subjects.")
     names = manifest["labels"]
     to_run = np.array([names.index(n) if n in names else -1 for n in target["labels"]], dtype=int)
     if (to_run < 0).all():

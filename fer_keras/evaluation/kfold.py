@@ -1,8 +1,10 @@
 """`fer-keras evaluate RUN --protocol kfold --folds K`: train and test once per subject fold.
 
 The run's own configuration is the template; fold k trains into ``RUN/kfold-K/fold-k/`` and is
-evaluated on its test subjects. Folds already evaluated are reused, so an interrupted protocol
-continues where it stopped. The summary (mean +- std over folds of image/clip accuracy and, for
+evaluated on its test subjects. Folds already trained are reused, so an interrupted protocol
+continues where it stopped (a fold killed mid-training says to `fer-keras train --resume` it), once
+each is checked to be this protocol's fold (split, settings and epochs). A run fine-tuned with
+--init-from is refused before any fold trains when its source has seen subjects a fold tests on. The summary (mean +- std over folds of image/clip accuracy and, for
 clip models, video accuracy by majority vote; per-class accuracy and the confusion matrix summed
 over folds) goes to ``RUN/kfold-K/metrics.json`` and ``confusion_matrix.png``.
 
@@ -107,11 +109,81 @@ def _summary(values):
     return {"mean": float(np.mean(values)), "std": float(np.std(values)), "sample_std": sample_std, "per_fold": values}
 
 
+# What a fold reused from an earlier call must share with the fold this protocol would train (model_args too, less
+# landmark_arm's per-fold rgb_run, which `_check_no_leak` checks).
+_FOLD_KEYS = ("model", "size", "data", "split", "folds", "fold", "epochs", "batch_size", "learning_rate", "seed",
+              "image_size", "channels", "clip_length", "clip_stride", "streams", "augment", "init_from")
+
+
+def _protocol_args(config):
+    args = {k: config.get(k) for k in _FOLD_KEYS}
+    args["model_args"] = {k: v for k, v in (config.get("model_args") or {}).items() if k != "rgb_run"}
+    return args
+
+
+def _check_reused_fold(fold_dir, expected):
+    """A fold folder from an earlier call must be the fold this protocol trains: same split and settings."""
+    from fer_keras.training.fit import read_run_config
+
+    saved = read_run_config(fold_dir)
+    want, got = _protocol_args(expected), _protocol_args(saved)
+    if saved.get("data") not in (None, "synth"):
+        got["data"] = str(pathlib.Path(saved["data"]).resolve())
+    want["data"] = str(pathlib.Path(want["data"]).resolve())
+    differ = [k for k in want if want[k] != got[k]]
+    if differ:
+        shown = ", ".join(f"{k} {got[k]!r} (expected {want[k]!r})" for k in differ[:3])
+        raise UserError(f"{fold_dir} is not this protocol's fold: {shown}. Remove it (or the whole {fold_dir.parent}) "
+                        "and run the protocol again.")
+
+
+def _reused_epochs(root, folds):
+    """The epochs of the folds already trained under `root` (None when there are none); a mixture is refused."""
+    from fer_keras.training.fit import read_run_config
+
+    found = {k: read_run_config(root / f"fold-{k}")["epochs"] for k in range(folds)
+             if (root / f"fold-{k}" / "config.json").is_file()}
+    if len(set(found.values())) > 1:
+        listed = ", ".join(f"fold {k}: {e}" for k, e in found.items())
+        raise UserError(f"The folds in {root} were trained for different numbers of epochs ({listed}); remove the "
+                        "ones that differ, or the whole folder, and run the protocol again.")
+    return next(iter(found.values()), None)
+
+
+def _refuse_init_leak(run_dir, folds):
+    """A run fine-tuned with --init-from: every fold's test subjects are checked before any fold trains."""
+    from fer_keras.data import records
+    from fer_keras.training.fit import leaked_subjects, make_split, people, read_run_config, run_data_dir
+
+    config = read_run_config(run_dir)
+    source = config.get("init_from")
+    if not source:
+        return
+    manifest = records.read_manifest(run_data_dir(run_dir, config))
+    for fold in range(folds):
+        test = make_split(fold_config(run_dir, folds, fold), manifest).test
+        leaked = leaked_subjects(source, people(manifest), test)
+        if leaked:
+            raise UserError(
+                f"{run_dir} was fine-tuned from {source}, whose weights have seen subjects that fold {fold + 1} of "
+                f"{folds} tests on ({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), so its k-fold would not "
+                "be subject-independent. Run the k-fold protocol on a run trained from scratch, or fine-tuned from "
+                "another dataset.")
+
+
 def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
+    from fer_keras.models.registry import get_spec
     from fer_keras.training.fit import read_run_config, train
 
     run_dir = pathlib.Path(run_dir)
+    model = read_run_config(run_dir)["model"]
+    if get_spec(model).evaluator:
+        raise UserError(f"{model!r} is scored by its own evaluator (`fer-keras evaluate {run_dir}`), not by class labels; "
+                        "the k-fold protocol takes classifier runs.")
+    _refuse_init_leak(run_dir, folds)
     root = run_dir / f"kfold-{folds}"
+    if epochs is None:
+        epochs = _reused_epochs(root, folds)  # a fold trained now matches the folds already there
     per_fold = []
     rgb_runs = []
     for fold in range(folds):
@@ -128,6 +200,8 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
             trained = read_run_config(fold_dir)["epochs"]
             raise UserError(f"{fold_dir} was trained for {trained} epochs, not the {epochs} asked for; remove "
                             f"{root} to train every fold again, or leave out --epochs to use the folds as they are.")
+        if (fold_dir / "config.json").exists():
+            _check_reused_fold(fold_dir, config)
         if (fold_dir / "metrics.json").exists():
             per_fold.append(json.loads((fold_dir / "metrics.json").read_text()))
             continue

@@ -186,12 +186,14 @@ def initialise_from(model, config, source_run, *, dataset=None, test_subjects=()
     differs keeps `model`'s initial value: a classifier for another number of classes, a first convolution
     for other input channels. `kept` lists their paths. The optimizer is not copied.
 
-    Subject independence: a source trained (or validated) on the same `dataset` with any of this run's
-    `test_subjects` is refused, since the test scores would then have seen those faces.
+    Subject independence: a source whose weights have seen any of this run's `test_subjects` of `dataset`
+    (`people(manifest)`), itself or through the runs it started from, is refused: the test scores would then
+    have seen those faces.
     """
     source_run = pathlib.Path(source_run)
-    source_config = init_source_config(config, source_run)
-    refuse_leak(source_config, f"--init-from {str(source_run)!r}", dataset, test_subjects)
+    init_source_config(config, source_run)
+    if dataset is not None:
+        refuse_leak(source_run, f"--init-from {str(source_run)!r}", dataset, test_subjects)
     source = load_model(source_run / "model.keras")
     targets, sources = model.weights, source.weights
     if len(targets) != len(sources):
@@ -211,17 +213,69 @@ def initialise_from(model, config, source_run, *, dataset=None, test_subjects=()
     return copied, kept
 
 
-def refuse_leak(source_config, what, dataset, test_subjects):
-    """A UserError when the run of `source_config` (whose weights start this run) was trained or validated on
-    `dataset` subjects that this run tests on: the test scores would then not be subject-independent."""
-    sides = source_config.get("split_subjects", {})
-    seen = set(sides.get("train", ())) | set(sides.get("val", ()))
-    leaked = sorted(seen & set(test_subjects)) if source_config.get("dataset", {}).get("name") == dataset else []
+def people(manifest):
+    """Who a dataset's subject ids name. SynthFER draws each identity from (seed, subject id), so two SynthFER sets
+    of other seeds are other people under the same ids; in every other dataset an id is one person."""
+    name = manifest.get("dataset") or manifest.get("name", "")
+    if name == "synthfer":
+        return f"synthfer seed {manifest.get('params', {}).get('seed', manifest.get('seed'))}"
+    return name
+
+
+def run_data_dir(run_dir, config):
+    """The data folder a run was trained on (config.json records it absolute, or relative to the run for --data synth)."""
+    data_dir = pathlib.Path(config["dataset"]["dir"])
+    return data_dir if data_dir.is_absolute() else pathlib.Path(run_dir) / data_dir
+
+
+def _run_people(run_dir, config):
+    recorded = config.get("dataset", {})
+    if recorded.get("people"):
+        return recorded["people"]
+    try:  # a run from before config.json recorded it
+        return people(records.read_manifest(run_data_dir(run_dir, config)))
+    except (UserError, KeyError):
+        # Its data has moved: by dataset name alone, which for SynthFER counts every seed as the same people.
+        name = recorded.get("name", "")
+        return name if name != "synthfer" else None
+
+
+def seen_subjects(run_dir, _visited=None):
+    """{(people, subject id)} whose faces a run's weights have learned from: its own training and validation
+    subjects, and those of every run its weights started from (--init-from, landmark_arm's rgb_run), all the way
+    back. people is `people(manifest)`, or None for a SynthFER run whose seed is unknown (then it matches any seed)."""
+    run_dir = pathlib.Path(run_dir).resolve()
+    visited = set() if _visited is None else _visited
+    if run_dir in visited or not (run_dir / "config.json").is_file():
+        return set()
+    visited.add(run_dir)
+    config = read_run_config(run_dir)
+    sides = config.get("split_subjects", {})
+    who = _run_people(run_dir, config)
+    seen = {(who, str(s)) for s in (*sides.get("train", ()), *sides.get("val", ()))}
+    for source in (config.get("init_from"), (config.get("model_args") or {}).get("rgb_run")):
+        if source:
+            seen |= seen_subjects(source, visited)
+    return seen
+
+
+def leaked_subjects(source_run, who, test_subjects):
+    """The `test_subjects` (of people `who`) that `source_run`'s weights, or those it started from, have seen."""
+    seen = {s for p, s in seen_subjects(source_run) if p == who or (p is None and who.startswith("synthfer"))}
+    return sorted(seen & {str(t) for t in test_subjects})
+
+
+def refuse_leak(source_run, what, who, test_subjects):
+    """A UserError when the run `source_run` (whose weights start this run), or any run its weights started from,
+    was trained or validated on subjects that this run tests on: the scores would then not be subject-independent.
+    `who`: this run's data, as `people(manifest)`."""
+    leaked = leaked_subjects(source_run, who, test_subjects)
     if leaked:
         raise UserError(
-            f"{what} was trained on {dataset} subjects that this run tests on "
-            f"({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), so the scores would not be subject-independent. "
-            "Start from a run of another dataset, or of the same split."
+            f"{what} was trained on {who.split(' seed ')[0]} subjects that this run tests on "
+            f"({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), itself or through the runs its weights "
+            "started from, so the scores would not be subject-independent. Start from a run of other subjects, or of "
+            "the same split."
         )
 
 
@@ -500,7 +554,7 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
             run_name=run_dir.name,
             dataset={"dir": os.path.relpath(manifest["_dir"], run_dir) if config["data"] == "synth" else os.path.abspath(manifest["_dir"]),
                      "name": manifest["dataset"], "kind": manifest["kind"], "label_set": manifest["label_set"], "labels": manifest["labels"],
-                     "flow_bound": manifest.get("flow_bound")},
+                     "flow_bound": manifest.get("flow_bound"), "people": people(manifest)},
             split_subjects=split.to_dict(),
             init_from=os.path.abspath(config["init_from"]) if config.get("init_from") else None,
             version=__import__("fer_keras").__version__,
@@ -515,13 +569,12 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
         return run_dir
     rgb_run = config["model_args"].get("rgb_run")  # landmark_arm's frozen arm_resnet18 branch
     if rgb_run and (pathlib.Path(rgb_run) / "config.json").exists():
-        refuse_leak(read_run_config(rgb_run), f"rgb_run {str(rgb_run)!r}", manifest["dataset"],
-                    () if split.official else split.test)
+        refuse_leak(rgb_run, f"rgb_run {str(rgb_run)!r}", people(manifest), () if split.official else split.test)
     with strategy.scope():  # variables, optimizer slots and metrics are created distributed
         if checkpoint is None:
             model = build_model(config, manifest)
             if config.get("init_from"):
-                copied, kept = initialise_from(model, config, config["init_from"], dataset=manifest["dataset"],
+                copied, kept = initialise_from(model, config, config["init_from"], dataset=people(manifest),
                                                test_subjects=() if split.official else split.test)
                 if not quiet:
                     print(f"Initialised {copied} of {len(model.weights)} weights from {config['init_from']}"
@@ -608,9 +661,7 @@ def load_run(run_dir, *, needs_data=True):
     model_path = run_dir / "model.keras"
     if not model_path.exists():
         raise UserError(f"Run {str(run_dir)!r} has no model.keras: its training did not finish.")
-    data_dir = pathlib.Path(config["dataset"]["dir"])
-    if not data_dir.is_absolute():
-        data_dir = run_dir / data_dir
+    data_dir = run_data_dir(run_dir, config)
     try:
         manifest = records.read_manifest(data_dir)
     except UserError as e:

@@ -51,6 +51,26 @@ def test_a_second_call_reuses_finished_folds(kfold, clip_run):
     assert (kfold / "fold-0" / "model.keras").stat().st_mtime_ns == before
 
 
+def test_a_reused_fold_must_be_this_protocols_fold(kfold, clip_run, tmp_path):
+    """A fold folder trained otherwise (another fold, learning rate, size) is not averaged in as if it were the fold."""
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(clip_run, copy, ignore=shutil.ignore_patterns("cross"))
+    (copy / "kfold-2" / "metrics.json").unlink()
+    fold1 = copy / "kfold-2" / "fold-1" / "config.json"
+    config = json.loads(fold1.read_text())
+    fold1.write_text(json.dumps(dict(config, fold=0, learning_rate=0.05)))
+    line = expect_user_error(invoke("evaluate", copy, "--protocol", "kfold", "--folds", 2))
+    assert line.startswith(f"Error: {copy / 'kfold-2' / 'fold-1'} is not this protocol's fold: fold 0 (expected 1), "
+                           "learning_rate 0.05 (expected")
+    assert not (copy / "kfold-2" / "metrics.json").exists()
+    # folds of mixed lengths are refused, not averaged
+    fold1.write_text(json.dumps(dict(config, epochs=2)))
+    line = expect_user_error(invoke("evaluate", copy, "--protocol", "kfold", "--folds", 2))
+    assert "were trained for different numbers of epochs (fold 0: 1, fold 1: 2)" in line
+
+
 def test_folds_without_kfold_is_a_user_error(still_run):
     expect_user_error(invoke("evaluate", still_run, "--folds", 3))
 

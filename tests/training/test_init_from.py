@@ -1,10 +1,12 @@
 """train --init-from: fine-tuning starts from a finished run's weights (real runs, real model.keras files)."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
 
+from fer_keras.data import records
 from fer_keras.errors import UserError
 from fer_keras.models.registry import get_model
 from fer_keras.training import config as config_lib
@@ -49,7 +51,7 @@ def test_a_classifier_for_other_labels_starts_afresh(still_run):
             np.testing.assert_array_equal(target.numpy(), start)  # the new classifier keeps its initial values
 
 
-def test_refusals_name_the_problem(still_run, clip_run, tmp_path, monkeypatch):
+def test_refusals_name_the_problem(still_run, still_data, clip_run, tmp_path, monkeypatch):
     model = get_model("frame_cnn", (MODEL_SIZE, MODEL_SIZE, 1), 7)
     with pytest.raises(UserError, match="is a run of model 'convlstm2d_clip'"):
         fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), clip_run)
@@ -58,7 +60,7 @@ def test_refusals_name_the_problem(still_run, clip_run, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="has no config.json"):
         fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), tmp_path)
     with pytest.raises(UserError, match="not be subject-independent"):  # its fold 1 trained the source
-        fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), still_run, dataset="synthfer",
+        fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), still_run, dataset=fit.people(records.read_manifest(still_data)),
                             test_subjects=json.loads((still_run / "config.json").read_text())["split_subjects"]["train"][:1])
     fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), still_run, dataset="ckplus",  # another dataset
                         test_subjects=json.loads((still_run / "config.json").read_text())["split_subjects"]["train"][:1])
@@ -69,3 +71,47 @@ def test_refusals_name_the_problem(still_run, clip_run, tmp_path, monkeypatch):
     with pytest.raises(UserError, match="--init-from cannot start it"):
         fit.train(config_lib.resolve(model="vae_swap", init_from=str(still_run)), out=tmp_path, name="v")
     assert not (tmp_path / "v").exists()
+
+
+def _relay(still_run, tmp_path, seed=9):
+    """A run fine-tuned from `still_run` on other people (SynthFER of another seed): its own subjects are other
+    faces, but its weights started from still_run's. Made from still_run's folder, as training it would leave it."""
+    relay = tmp_path / "relay"
+    shutil.copytree(still_run, relay, ignore=shutil.ignore_patterns("cross", "kfold-*", "metrics.json", "predictions.csv"))
+    config = json.loads((relay / "config.json").read_text())
+    config["dataset"]["people"] = f"synthfer seed {seed}"
+    config["init_from"] = str(still_run.resolve())
+    (relay / "config.json").write_text(json.dumps(config))
+    return relay
+
+
+def test_the_leak_check_follows_the_runs_the_weights_started_from(still_run, still_data, tmp_path):
+    """A -> (another dataset) B -> back to A's data, testing on A's training subjects: refused at the second step."""
+    model = get_model("frame_cnn", (MODEL_SIZE, MODEL_SIZE, 1), 7)
+    who = fit.people(records.read_manifest(still_data))
+    a_trained = json.loads((still_run / "config.json").read_text())["split_subjects"]["train"]
+    relay = _relay(still_run, tmp_path)
+    assert {s for p, s in fit.seen_subjects(relay) if p == who} >= set(a_trained)
+    with pytest.raises(UserError, match="through the runs its weights started from"):
+        fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), relay, dataset=who, test_subjects=a_trained[:1])
+    # SynthFER of another seed is other people under the same ids: not a leak.
+    fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), still_run, dataset="synthfer seed 5",
+                        test_subjects=a_trained)
+
+
+def test_cross_dataset_evaluation_follows_the_chain_too(still_run, still_data, tmp_path):
+    from tests.conftest import expect_user_error
+
+    relay = _relay(still_run, tmp_path)
+    line = expect_user_error(invoke("evaluate", relay, "--data", still_data))
+    assert "through the runs its weights started from" in line and "it is not another dataset" in line
+    assert not (relay / "cross").exists()
+
+
+def test_kfold_of_a_run_fine_tuned_on_its_sources_data_is_refused_before_any_fold_trains(still_data, still_run, tmp_path):
+    from tests.conftest import expect_user_error
+
+    expect_ok(invoke("--quiet", *STILL, "--data", still_data, "--init-from", still_run, "--out", tmp_path, "--name", "tuned"))
+    line = expect_user_error(invoke("evaluate", tmp_path / "tuned", "--protocol", "kfold", "--folds", 2, "--epochs", 1))
+    assert "whose weights have seen subjects that fold 2 of 2 tests on" in line and "trained from scratch" in line
+    assert not (tmp_path / "tuned" / "kfold-2").exists()

@@ -162,6 +162,12 @@ def test_cli_train_evaluate_generate(vae_run, tmp_path):
     assert Image.open(strip_png).size[0] > 48 * 9  # A + 8 steps + B
 
 
+def test_kfold_is_refused_before_any_fold_trains(vae_run):
+    line = expect_user_error(invoke("evaluate", vae_run, "--protocol", "kfold", "--folds", 2, "--epochs", 1))
+    assert "scored by its own evaluator" in line and "k-fold protocol takes classifier runs" in line
+    assert not (vae_run / "kfold-2").exists()
+
+
 def test_generate_rejects_unknown_expression(vae_run):
     from tests.conftest import expect_user_error
 
