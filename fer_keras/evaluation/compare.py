@@ -71,13 +71,23 @@ def _predictions_files(kind, path, metrics):
 
 
 def _row(kind, metrics):
-    """Table fields of one metrics.json: k-fold ones carry {"mean", "std"} dicts, the others numbers."""
+    """Table fields of one metrics.json: k-fold ones carry {"mean", "std"} dicts, the others numbers.
+
+    A cross-dataset row's test set is the target's samples of the run's classes, whatever the run was trained on:
+    runs trained on other data or splits share its table (the training source goes in the evaluation column).
+    """
     video = metrics.get("video_accuracy") if kind == "k-fold" else (metrics.get("video") or {}).get("accuracy")
+    label_set, protocol, evaluation = metrics.get("label_set"), metrics.get("protocol"), kind
+    if kind == "cross-dataset":
+        label_set = metrics.get("target_label_set", label_set)
+        left_out = sorted(metrics.get("left_out") or {})
+        protocol = "cross-dataset, every sample" + (f" but {', '.join(left_out)}" if left_out else "")
+        evaluation = f"cross-dataset (trained on {metrics.get('trained_on')})"
     return {
-        "evaluation": kind,
+        "evaluation": evaluation,
         "dataset": metrics.get("dataset"),
-        "label_set": metrics.get("label_set"),
-        "protocol": metrics.get("protocol"),
+        "label_set": label_set,
+        "protocol": protocol,
         "level": metrics.get("level"),
         "samples": metrics.get("num_samples"),
         "accuracy": metrics.get("accuracy"),
@@ -107,6 +117,7 @@ def compare(runs):
     if not runs:
         raise UserError("Give one or more run folders to compare.")
     groups, waiting = {}, {"unfinished": [], "not_evaluated": []}
+    runs = list({str(pathlib.Path(r).resolve()): r for r in reversed(runs)}.values())[::-1]  # each run once
     for run in runs:
         rows = run_rows(run)  # a one-line error for a folder that is not a run
         if not rows:
@@ -120,9 +131,16 @@ def compare(runs):
                             "`fer-keras train --resume RUN`, then `fer-keras evaluate RUN`.")
         raise UserError(f"None of the {len(runs)} runs has been evaluated yet; run `fer-keras evaluate RUN` first.")
     for rows in groups.values():
-        rows.sort(key=lambda r: -_value(r["accuracy"]) if _value(r["accuracy"]) is not None else 1.0)
+        rows.sort(key=_rank)
         _paired_tests(rows)
     return groups, waiting
+
+
+def _rank(row):
+    """Best first, on the units the McNemar test pairs: videos for clip models (their predictions.csv holds one
+    row per video), images otherwise; a row without an accuracy last."""
+    value = _value(row["video_accuracy"]) if row["video_accuracy"] is not None else _value(row["accuracy"])
+    return -value if value is not None else 1.0
 
 
 def _paired_tests(rows):
@@ -136,12 +154,16 @@ def _paired_tests(rows):
 
     for row in rows:
         row["vs_best"] = None
+        row["no_test"] = None if row["predictions"] else "no predictions.csv: evaluate the run again"
     best = _read_predictions(rows[0]["predictions"]) if rows and rows[0]["predictions"] else None
     if best is None:
+        for row in rows[1:]:
+            row["no_test"] = row["no_test"] or "the best run has no predictions.csv: evaluate it again"
         return
     for row in rows[1:]:
         other = _read_predictions(row["predictions"]) if row["predictions"] else None
         if other is None or other.keys() != best.keys() or any(other[k][0] != best[k][0] for k in best):
+            row["no_test"] = row["no_test"] or "other test samples than the best run"
             continue
         b = sum(1 for k, (label, p) in best.items() if p == label and other[k][1] != label)
         c = sum(1 for k, (label, p) in best.items() if p != label and other[k][1] == label)
@@ -170,8 +192,9 @@ def _value(x):
 def _cell(x):
     if x is None:
         return "–"
-    if isinstance(x, dict):
-        return f"{100 * x['mean']:.1f} ± {100 * x['std']:.1f} %"
+    if isinstance(x, dict):  # k-fold: mean ± sample standard deviation over the folds
+        spread = x.get("sample_std")
+        return f"{100 * x['mean']:.1f} ± {100 * spread:.1f} %" if spread is not None else f"{100 * x['mean']:.1f} %"
     if isinstance(x, float):
         return f"{100 * x:.1f} %"
     return str(x)
@@ -182,7 +205,7 @@ def _test_cell(row, best):
         return "best"
     test = row.get("vs_best")
     if not test:
-        return None
+        return f"n/a ({row['no_test']})" if row.get("no_test") else None
     return f"{test['p']:.2g} ({test['only_best_right']} vs {test['only_this_right']})"
 
 
@@ -204,7 +227,10 @@ def markdown(groups, waiting):
         lines.append("")
     if any(r.get("vs_best") for rows in groups.values() for r in rows):
         lines += ["McNemar p: exact two-sided test against the table's best run on the same test units (images, or "
-                  "videos for clip models); in brackets, the units only the best run gets right vs only this one.", ""]
+                  "videos for clip models, which are also what ranks them); in brackets, the units only the best run "
+                  "gets right vs only this one.", ""]
+    if any(isinstance(r["accuracy"], dict) for rows in groups.values() for r in rows):
+        lines += ["k-fold rows: mean ± sample standard deviation (ddof 1) over the folds.", ""]
     if waiting["not_evaluated"]:
         lines.append("Not evaluated yet (run `fer-keras evaluate RUN`): " + ", ".join(waiting["not_evaluated"]))
     if waiting["unfinished"]:

@@ -131,6 +131,7 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
         "data": str(data_dir.resolve()),
         "trained_on": trained_on,
         "label_set": manifest["label_set"],
+        "target_label_set": target["label_set"],
         "protocol": protocol,
         "side": "all",
         "subjects": len({str(s) for s in np.asarray(meta["subject"])[kept]}) if "subject" in meta else None,

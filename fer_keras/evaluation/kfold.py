@@ -249,11 +249,15 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
     return summary
 
 
+def _spread(summary):
+    """'mean +- s' with s the sample standard deviation over the folds (ddof 1, what papers report)."""
+    s = summary.get("sample_std")
+    return f"{summary['mean']:.3f} +- {s:.3f}" if s is not None else f"{summary['mean']:.3f}"
+
+
 def kfold_line(summary):
-    acc = summary["accuracy"]
     line = (f"{summary['model']} on {summary['dataset']}, {summary['folds']}-fold by subject: "
-            f"{summary['level']} accuracy {acc['mean']:.3f} +- {acc['std']:.3f}")
+            f"{summary['level']} accuracy {_spread(summary['accuracy'])}")
     if "video_accuracy" in summary:
-        v = summary["video_accuracy"]
-        line += f", video accuracy {v['mean']:.3f} +- {v['std']:.3f}"
-    return line
+        line += f", video accuracy {_spread(summary['video_accuracy'])}"
+    return line + " (+- sample standard deviation over the folds)"

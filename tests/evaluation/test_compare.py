@@ -2,6 +2,7 @@
 
 import csv
 import json
+import pathlib
 import shutil
 
 import pytest
@@ -29,8 +30,8 @@ def test_each_evaluation_is_a_row_in_the_table_of_its_test_set(evaluated, tmp_pa
     still_run, clip_run = evaluated
     result = expect_ok(invoke("compare", still_run, clip_run, "--out", tmp_path / "cmp.csv"))
     # The session's runs are shared: other modules may have added evaluations of their own (cross/<other>/).
-    rows = [r for r in _csv_rows(tmp_path / "cmp.csv") if r["evaluation"] != "cross-dataset" or r["data"].endswith("other_stills")]
-    by_kind = {(r["run"], r["evaluation"]): r for r in rows}
+    rows = [r for r in _csv_rows(tmp_path / "cmp.csv") if not r["evaluation"].startswith("cross-dataset") or r["data"].endswith("other_stills")]
+    by_kind = {(r["run"], r["evaluation"].split(" (")[0]): r for r in rows}
     assert set(by_kind) == {(str(still_run), "held-out"), (str(still_run), "cross-dataset"),
                             (str(clip_run), "held-out"), (str(clip_run), "k-fold")}
     held_out = json.loads((still_run / "metrics.json").read_text())
@@ -46,7 +47,8 @@ def test_each_evaluation_is_a_row_in_the_table_of_its_test_set(evaluated, tmp_pa
     assert len({(r["data"], r["protocol"]) for r in rows}) == 4
     assert result.output.count("### SynthFER") >= 4
     assert f"{100 * held_out['accuracy']:.1f} %" in result.output
-    assert f"{100 * kfold['accuracy']['mean']:.1f} ± {100 * kfold['accuracy']['std']:.1f} %" in result.output
+    assert f"{100 * kfold['accuracy']['mean']:.1f} ± {100 * kfold['accuracy']['sample_std']:.1f} %" in result.output
+    assert "k-fold rows: mean ± sample standard deviation (ddof 1) over the folds." in result.output
 
 
 def test_a_run_not_yet_evaluated_is_named(evaluated, tmp_path):
@@ -114,7 +116,7 @@ def test_runs_on_the_same_test_images_are_paired_with_mcnemar(evaluated, arm_run
     assert test["only_best_right"] - test["only_this_right"] == round(best["samples"] * (best["accuracy"] - other["accuracy"]))
     assert test["p"] == mcnemar_exact(test["only_best_right"], test["only_this_right"])
     assert f"{test['p']:.2g} ({test['only_best_right']} vs {test['only_this_right']})" in result.output
-    cross = [r for r in rows if r["evaluation"] == "cross-dataset" and r["data"].endswith("other_stills")]
+    cross = [r for r in rows if r["evaluation"].startswith("cross-dataset") and r["data"].endswith("other_stills")]
     assert cross and all(r["vs_best"] is None for r in cross)  # alone in its table
 
 
@@ -135,3 +137,46 @@ def test_k_fold_protocols_are_paired_over_all_their_folds(evaluated, tmp_path):
 def test_compare_without_runs_is_a_usage_error():
     line = expect_user_error(invoke("compare"), exit_code=2)
     assert line.startswith("Error: Give one or more run folders to compare.")
+
+
+def test_cross_dataset_rows_of_runs_trained_apart_share_the_table_of_their_test_samples(evaluated, arm_run, tmp_path):
+    """Runs trained on other data or splits but scored on the same target samples are one table, tested together."""
+    still_run, _ = evaluated
+    other = pathlib.Path(json.loads((still_run / "cross" / "other_stills" / "metrics.json").read_text())["data"])
+    expect_ok(invoke("--quiet", "evaluate", arm_run, "--data", other))
+    expect_ok(invoke("--quiet", "compare", still_run, arm_run, "--out", tmp_path / "cmp.json"))
+    rows = [r for r in json.loads((tmp_path / "cmp.json").read_text())["evaluations"] if r["data"] == str(other)]
+    assert len(rows) == 2 and {r["protocol"] for r in rows} == {"cross-dataset, every sample"}
+    assert all(r["evaluation"] == "cross-dataset (trained on SynthFER)" for r in rows)
+    assert rows[0]["vs_best"] is None and rows[1]["vs_best"]["best"] == rows[0]["run"]
+
+
+def test_a_run_given_twice_is_one_row_and_a_missing_test_says_why(evaluated, tmp_path):
+    still_run, _ = evaluated
+    result = expect_ok(invoke("compare", still_run, f"{still_run}/", "--out", tmp_path / "cmp.json"))
+    rows = json.loads((tmp_path / "cmp.json").read_text())["evaluations"]
+    assert len([r for r in rows if r["evaluation"] == "held-out"]) == 1
+    bare = tmp_path / "no_predictions"
+    shutil.copytree(still_run, bare, ignore=shutil.ignore_patterns("cross", "predictions.csv"))
+    metrics = json.loads((bare / "metrics.json").read_text())
+    (bare / "metrics.json").write_text(json.dumps(dict(metrics, accuracy=-1.0)))  # ranked below still_run
+    result = expect_ok(invoke("compare", still_run, bare))
+    assert "n/a (no predictions.csv: evaluate the run again)" in result.output
+
+
+def test_clip_runs_rank_by_the_units_mcnemar_pairs(evaluated, tmp_path):
+    """Clip models' predictions.csv holds videos: the best row is the best on videos, not on clips."""
+    from fer_keras.evaluation.compare import compare
+
+    _, clip_run = evaluated
+    runs = []
+    for name, clip_accuracy, video_accuracy in (("more_clips", 0.9, 0.2), ("more_videos", 0.1, 0.8)):
+        run = tmp_path / name
+        shutil.copytree(clip_run, run, ignore=shutil.ignore_patterns("cross", "kfold-*"))
+        metrics = json.loads((run / "metrics.json").read_text())
+        metrics["accuracy"], metrics["video"]["accuracy"] = clip_accuracy, video_accuracy
+        (run / "metrics.json").write_text(json.dumps(metrics))
+        runs.append(run)
+    groups, _ = compare(runs)
+    (rows,) = [rows for rows in groups.values() if rows[0]["evaluation"] == "held-out"]
+    assert [pathlib.Path(r["run"]).name for r in rows] == ["more_videos", "more_clips"]
