@@ -73,6 +73,9 @@ def swap_grid(run_dir, out=None, *, targets=4):
     """Writes the swap grid PNG (default RUN/generate/swap.png); returns its path."""
     run_dir = pathlib.Path(run_dir)
     vae, manifest, data = _load(run_dir)
+    if not getattr(vae, "identity", True):
+        raise UserError(f"Run {str(run_dir)!r} is a plain VAE: its identity latent is zero, so a swap would keep no "
+                        "target's identity. Swap with a vae_swap run; `generate interpolate` works on this one.")
     subjects = np.unique(data["subjects"])
     donor_subject = subjects[0]
     donors = _first_per_label(data, range(len(manifest["labels"])), donor_subject)

@@ -162,10 +162,28 @@ def test_cli_train_evaluate_generate(vae_run, tmp_path):
     assert Image.open(strip_png).size[0] > 48 * 9  # A + 8 steps + B
 
 
+def test_benchmark_of_the_run_says_to_benchmark_the_exported_encoder(vae_run):
+    line = expect_user_error(invoke("benchmark", vae_run, "--runs", 1))
+    assert "is not one classifier network" in line and "--format tflite" in line
+
+
 def test_kfold_is_refused_before_any_fold_trains(vae_run):
     line = expect_user_error(invoke("evaluate", vae_run, "--protocol", "kfold", "--folds", 2, "--epochs", 1))
     assert "scored by its own evaluator" in line and "k-fold protocol takes classifier runs" in line
     assert not (vae_run / "kfold-2").exists()
+
+
+def test_a_plain_vae_interpolates_but_does_not_swap(tmp_path):
+    """The plain VAE's identity latent is zero: a "swap" grid would show no target's identity."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_args": dict(encoder_filters=[4, 4, 8, 8], decoder_filters=[8, 4, 4, 4], latent_dim=8),
+                                  "synth": {"samples_per_emotion": 1, "size": 48}}))
+    expect_ok(invoke("--quiet", "train", "--model", "vae", "--data", "synth", "--synth-subjects", 6, "--epochs", 1,
+                     "--batch-size", 8, "--folds", 3, "--config", config, "--out", tmp_path, "--name", "plain"))
+    line = expect_user_error(invoke("generate", "swap", tmp_path / "plain"))
+    assert "is a plain VAE" in line and "generate interpolate" in line
+    assert not (tmp_path / "plain" / "generate").exists()
+    expect_ok(invoke("--quiet", "generate", "interpolate", tmp_path / "plain", "0", "1"))
 
 
 def test_generate_rejects_unknown_expression(vae_run):
