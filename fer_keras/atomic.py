@@ -21,6 +21,22 @@ def nearest_folder(path, option):
     return pathlib.Path(".")
 
 
+def check_writable(folder, option):
+    """A UserError naming `option` unless files can be created in `folder` (or, where it does not exist yet, in the
+    nearest folder above it): checked before long work, which would otherwise fail only at its end."""
+    import tempfile
+
+    folder = pathlib.Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{option} {str(folder)!r} cannot be written: it is a file, not a folder.")
+    existing = folder if folder.is_dir() else nearest_folder(folder, option)
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as e:
+        raise UserError(f"{option} {str(folder)!r} cannot be written: {e.strerror} in {str(existing)!r}.") from None
+
+
 def _write_tmp(path, data):
     """`data` into `path`.tmp, synced; the temporary file is removed if that fails (ENOSPC: a UserError)."""
     path = pathlib.Path(path)

@@ -535,6 +535,11 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
     """Export a run to TFLite (builtin ops only, parity-checked) or a SavedModel for TF Serving."""
     if streaming and fmt != "tflite":
         raise click.UsageError("--streaming applies to --format tflite (the SavedModel of a clip model has a stream_step signature).")
+    from fer_keras import atomic
+
+    # Where the export will land, checked before minutes of conversion and calibration.
+    target = pathlib.Path(out) / pathlib.Path(run).resolve().name
+    atomic.check_writable(target / "tflite" if fmt == "tflite" else target, "--out")
     if _run_family(run) == "vae_swap":
         from fer_keras.exports import vae_swap as vae_export
 

@@ -671,3 +671,16 @@ def test_train_help_states_the_defaults_the_configuration_uses():
                         ("--clip-stride", "clip_stride"), ("--seed", "seed")):
         section = text.split(f" {option} ", 1)[1].split(" --", 1)[0]
         assert f"Default: {DEFAULTS[key]}." in section, (option, section)
+
+
+def test_export_checks_out_before_any_work(still_run, tmp_path, monkeypatch):
+    """An --out below a file fails at once, in one line, not after the conversion and calibration."""
+    from fer_keras.exports import tflite
+
+    monkeypatch.setattr(tflite, "export_tflite", lambda *a, **k: pytest.fail("the export started"))
+    (tmp_path / "afile").write_text("x")
+    for fmt in ("tflite", "savedmodel"):
+        line = expect_user_error(invoke("export", still_run, "--format", fmt, "--out", tmp_path / "afile" / "sub"))
+        assert line.startswith(f"Error: --out {str(tmp_path / 'afile' / 'sub' / still_run.name)!r}"[:-1])
+        assert line.endswith(f"cannot be written: {str(tmp_path / 'afile')!r} is a file, not a folder.")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]

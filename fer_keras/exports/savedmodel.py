@@ -1,7 +1,7 @@
 """SavedModel export in TF Serving's layout: ``exports/<run>/<version>/``.
 
 Versions are integers; the next free one is used and an existing one is never overwritten.
-The folder is written as ``.<version>.tmp`` and renamed when complete, so TF Serving (which
+The folder is written as ``.<version>.<pid>.tmp`` and renamed when complete, so TF Serving (which
 watches the base path) never sees a half-written version.
 
 Signature ``serving_default``: input ``images`` (still models, float32 (N, H, W, C) raw pixels
@@ -67,22 +67,26 @@ def version_folder(out, run_dir, version=None):
 
 
 def write_version(archive, final, metadata):
-    """Writes `archive` and ``assets.extra/fer_keras.json`` as ``.<version>.tmp``, renamed to `final` when complete.
+    """Writes `archive` and ``assets.extra/fer_keras.json`` as ``.<version>.<pid>.tmp``, renamed to `final` when complete.
 
     Nothing is left behind on failure; a full disk is one line naming `final`.
     """
-    tmp = final.parent / f".{final.name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
+    tmp = final.parent / f".{final.name}.{os.getpid()}.tmp"  # this process's own: two exports at once never share one
     final.parent.mkdir(parents=True, exist_ok=True)
     try:
         archive.write_out(str(tmp), verbose=False)
         (tmp / "assets.extra").mkdir(exist_ok=True)
         (tmp / "assets.extra" / "fer_keras.json").write_text(json.dumps(metadata, indent=2) + "\n")
+        if final.exists():
+            raise FileExistsError(errno.EEXIST, "exists", str(final))
         os.replace(tmp, final)
     except OSError as e:
         shutil.rmtree(tmp, ignore_errors=True)
         if e.errno == errno.ENOSPC:
             raise UserError(f"No space left on device while exporting to {final}; nothing was written.") from None
+        if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+            raise UserError(f"Export version {final} was written by another export meanwhile; versions are never "
+                            "overwritten: export again for the next free one.") from None
         raise
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

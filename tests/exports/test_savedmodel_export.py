@@ -245,3 +245,24 @@ def test_saved_model_cli_lists_the_ram_signatures(ram_savedmodel):
     for name in ("signature_def['attention']", "signature_def['stream_step']", "outputs['attention_maps']",
                  "inputs['ram_h2']", "outputs['ram_h2_next']", "outputs['attention_map']"):
         assert name in done.stdout, name
+
+
+def test_two_exports_racing_for_one_version_never_mix(tmp_path):
+    """Each export writes its own temporary folder; the one that finishes second is told, and overwrites nothing."""
+    import pathlib
+
+    from fer_keras.exports.savedmodel import write_version
+
+    final = tmp_path / "run" / "1"
+
+    class RacedArchive:
+        def write_out(self, path, verbose=False):
+            pathlib.Path(path).mkdir()
+            (pathlib.Path(path) / "saved_model.pb").write_bytes(b"mine")
+            final.mkdir(parents=True)  # meanwhile, another export completes version 1
+            (final / "saved_model.pb").write_bytes(b"theirs")
+
+    with pytest.raises(UserError, match="was written by another export meanwhile"):
+        write_version(RacedArchive(), final, {"model": "frame_cnn"})
+    assert (final / "saved_model.pb").read_bytes() == b"theirs"
+    assert sorted(p.name for p in final.parent.iterdir()) == ["1"]  # no temporary folder left
