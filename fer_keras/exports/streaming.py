@@ -461,7 +461,10 @@ def streaming_metadata(step, lite, *, config, manifest, run, quantize):
             + ", then copy every '<state>_next' output into "
             "the '<state>' input for the next frame (int8/int16: dequantise with the output's scale and zero point, "
             "requantise with the input's). After frame T-1 of a window the probabilities equal the clip model's on "
-            "those T frames. Zero the states every 'reset_every' frames (the clip length the model was trained on)."
+            "those T frames. Zero the states every 'reset_every' frames (the clip length the model was trained on). "
+            "`fer-keras predict` also zeroes them after a frame without a face (a window is T faces in a row), decides "
+            "once per window and shows that decision until the next, smoothed over windows by an exponential moving "
+            "average of the probabilities (weight of the past: --smoothing, 0.6 by default)."
         ),
         "quantization_format": QUANTIZATION_FORMAT,
         "face_alignment": describe.face_alignment(image["shape"][-2]),
