@@ -163,6 +163,15 @@ def _outputs_info(endpoint):
     return [{"name": name, "shape": t.shape.as_list(), "dtype": t.dtype.name} for name, t in sorted(outputs.items())]
 
 
+def signature_io(endpoint):
+    """{"inputs": [...], "outputs": [...]} of an endpoint (name, shape with None for any batch, dtype)."""
+    args, kwargs = endpoint.get_concrete_function().structured_input_signature
+    specs = [*args, *kwargs.values()]
+    specs = [t for spec in specs for t in (spec.values() if isinstance(spec, dict) else [spec])]
+    return {"inputs": [{"name": t.name, "shape": t.shape.as_list(), "dtype": t.dtype.name} for t in specs],
+            "outputs": _outputs_info(endpoint)}
+
+
 def _inputs_info(signature, input_name):
     """Every serving_default input: name, shape (None = any batch), dtype and meaning."""
     from fer_keras.exports.tflite import LANDMARKS_DESCRIPTION

@@ -25,7 +25,7 @@ import tensorflow as tf
 from fer_keras import atomic
 from fer_keras.errors import UserError
 from fer_keras.exports import describe
-from fer_keras.exports.savedmodel import version_folder, write_version
+from fer_keras.exports.savedmodel import signature_io, version_folder, write_version
 
 
 def _load(run_dir):
@@ -47,21 +47,30 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
 
     archive = keras.export.ExportArchive()
     archive.track(vae)
-    archive.add_endpoint("encode_expression", lambda images: {"z_e": vae.expression_encoder(images, training=False)[0]},
-                         input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="images")])
-    archive.add_endpoint("encode_identity", lambda images: {"z_i": vae.identity_latent(images)},
-                         input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="images")])
-    archive.add_endpoint(
-        "decode", lambda z_i, z_e: {"images": vae.decoder(tf.concat([z_i, z_e], axis=-1), training=False) * 255.0},
-        input_signature=[tf.TensorSpec(latent_spec.shape, tf.float32, name="z_i"), tf.TensorSpec(latent_spec.shape, tf.float32, name="z_e")])
-    archive.add_endpoint(
-        "swap", lambda identity_images, expression_images: {"images": vae.swap(identity_images, expression_images) * 255.0},
-        input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="identity_images"),
-                         tf.TensorSpec(image_spec.shape, tf.float32, name="expression_images")])
+    endpoints = {
+        "encode_expression": archive.add_endpoint(
+            "encode_expression", lambda images: {"z_e": vae.expression_encoder(images, training=False)[0]},
+            input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="images")]),
+        "encode_identity": archive.add_endpoint(
+            "encode_identity", lambda images: {"z_i": vae.identity_latent(images)},
+            input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="images")]),
+        "decode": archive.add_endpoint(
+            "decode", lambda z_i, z_e: {"images": vae.decoder(tf.concat([z_i, z_e], axis=-1), training=False) * 255.0},
+            input_signature=[tf.TensorSpec(latent_spec.shape, tf.float32, name="z_i"),
+                             tf.TensorSpec(latent_spec.shape, tf.float32, name="z_e")]),
+        "swap": archive.add_endpoint(
+            "swap", lambda identity_images, expression_images: {"images": vae.swap(identity_images, expression_images) * 255.0},
+            input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="identity_images"),
+                             tf.TensorSpec(image_spec.shape, tf.float32, name="expression_images")]),
+    }
     metadata = {
         "model": config["model"], **describe.source(run_dir, manifest),
-        "signatures": ["encode_expression", "encode_identity", "decode", "swap"],
-        "image_shape": [size, size, channels], "latent_dim": d, "normalisation": "raw pixel values 0..255 in and out",
+        # Keras also serves the first endpoint as serving_default.
+        "signatures": [*endpoints, "serving_default (= encode_expression)"],
+        "signature_io": {name: signature_io(fn) for name, fn in endpoints.items()},
+        "image_shape": [size, size, channels], "latent_dim": d,
+        "normalisation": describe.PIXELS + " Decoded images come out as pixel values 0..255 too.",
+        "face_alignment": describe.face_alignment(size),
     }
     return write_version(archive, final, metadata)
 
@@ -89,8 +98,15 @@ def export_expression_tflite(run_dir, *, out="exports", samples=16):
     folder = describe.export_folder(out, run_dir) / "tflite"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "expression_encoder.tflite"
-    metadata = {"model": config["model"], **describe.source(run_dir, manifest), "output": "z_e (expression encoder mean)",
-                "input": {"shape": [1, vae.image_size, vae.image_size, vae.channels], "normalisation": "raw pixel values 0..255"},
-                "parity": parity}
+    (input_name, input_details), = lite.inputs.items()
+    (output_name, output_details), = lite.outputs.items()
+    metadata = {"model": config["model"], **describe.source(run_dir, manifest), "format": "tflite", "quantize": "none",
+                "signature": "serving_default",
+                "input": {"name": input_name, "shape": [int(v) for v in input_details["shape"]],
+                          "dtype": str(np.dtype(input_details["dtype"])), "layout": "NHWC", "normalisation": describe.PIXELS},
+                "output": {"name": output_name, "shape": [int(v) for v in output_details["shape"]],
+                           "dtype": str(np.dtype(output_details["dtype"])),
+                           "meaning": "z_e, the expression encoder's mean: the expression code (paper 004)"},
+                "face_alignment": describe.face_alignment(vae.image_size), "parity": parity}
     atomic.write_files([(path, flatbuffer), (path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())])
     return path, metadata

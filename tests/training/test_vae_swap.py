@@ -193,6 +193,7 @@ def test_generate_rejects_unknown_expression(vae_run):
 
 
 def test_export_signatures_and_tflite_parity(vae_run, tmp_path):
+    from fer_keras.exports.tflite import LiteRTModel
     from fer_keras.exports.vae_swap import export_expression_tflite, export_savedmodel
 
     path = export_savedmodel(vae_run, out=tmp_path)
@@ -206,6 +207,21 @@ def test_export_signatures_and_tflite_parity(vae_run, tmp_path):
     np.testing.assert_allclose(decoded, swapped, atol=1e-3)
     _, meta = export_expression_tflite(vae_run, out=tmp_path, samples=4)
     assert meta["parity"]["max_abs_diff"] < 1e-4
+    # The metadata names every tensor, as an app calls it, and how to cut the face.
+    info = json.loads((path / "assets.extra" / "fer_keras.json").read_text())
+    for name, fn in loaded.signatures.items():
+        io = info["signature_io"].get(name)
+        if name == "serving_default":
+            assert "serving_default (= encode_expression)" in info["signatures"]
+            continue
+        assert sorted(i["name"] for i in io["inputs"]) == sorted(fn.structured_input_signature[1])
+        assert sorted(o["name"] for o in io["outputs"]) == sorted(fn.structured_outputs)
+    assert info["signature_io"]["encode_expression"]["outputs"] == [{"name": "z_e", "shape": [None, 4], "dtype": "float32"}]
+    assert "face_alignment" in info and "RGB channel order" in info["normalisation"]
+    lite = LiteRTModel(str(tmp_path / vae_run.name / "tflite" / "expression_encoder.tflite"))
+    (input_name,), (output_name,) = lite.inputs, lite.outputs
+    assert meta["input"]["name"] == input_name and meta["output"]["name"] == output_name
+    assert meta["output"]["shape"] == [1, 4] and "face_alignment" in meta
 
 
 def test_cli_export_dispatches_to_the_vae_swap_exporter(vae_run, tmp_path):
