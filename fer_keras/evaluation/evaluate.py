@@ -172,19 +172,30 @@ def predictions_csv(meta, probabilities, labels, names):
 
     One row per independent test unit: per image for still models, per video (the majority vote
     over its clips) for clip models, whose overlapping clips are not independent. Columns:
-    sample (the image's source, or the video id), label, predicted (emotion names).
+    sample (the image's source, or the video id), subject, label, predicted (emotion names), then
+    one probability per class (p_<name>: the image's, or the mean over the video's clips).
     """
+    def text(value):
+        return value.decode() if isinstance(value, bytes) else str(value)
+
+    subjects = np.asarray(meta["subject"]) if "subject" in meta else None
     if "video" in meta:
         samples, predicted, truth = majority_vote(meta["video"], probabilities, labels)
+        videos = np.asarray(meta["video"])
+        rows = [videos == v for v in samples]
+        unit_probabilities = [probabilities[r].mean(axis=0) for r in rows]
+        unit_subjects = [subjects[r][0] for r in rows] if subjects is not None else [""] * len(samples)
         level = "video"
     else:
         samples = meta["source"] if "source" in meta else np.arange(len(labels))
         predicted, truth, level = probabilities.argmax(axis=1), labels, "image"
+        unit_probabilities = probabilities
+        unit_subjects = subjects if subjects is not None else [""] * len(labels)
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
-    writer.writerow(["sample", "label", "predicted"])
-    for sample, t, p in zip(samples, truth, predicted):
-        writer.writerow([sample.decode() if isinstance(sample, bytes) else str(sample), names[int(t)], names[int(p)]])
+    writer.writerow(["sample", "subject", "label", "predicted"] + [f"p_{name}" for name in names])
+    for sample, subject, t, p, probs in zip(samples, unit_subjects, truth, predicted, unit_probabilities):
+        writer.writerow([text(sample), text(subject), names[int(t)], names[int(p)]] + [f"{float(v):.6f}" for v in probs])
     return buffer.getvalue(), {"file": PREDICTIONS, "level": level, "count": len(truth)}
 
 

@@ -19,9 +19,17 @@ def classification_report(labels, predictions, class_names):
         name: (float(cm[i, i] / support[i]) if support[i] else None) for i, name in enumerate(class_names)
     }
     present = [v for v in per_class.values() if v is not None]
+    # F1 per class from the confusion matrix (0 where a class is never predicted or never right); macro: the mean
+    # over the classes present in the test set, weighted: their mean weighted by support.
+    right, predicted = np.diag(cm).astype(float), cm.sum(axis=0)
+    f1 = np.divide(2 * right, support + predicted, out=np.zeros(len(cm)), where=(support + predicted) > 0)
+    seen = support > 0
     return {
         "accuracy": float(np.mean(labels == predictions)) if len(labels) else None,
         "mean_class_accuracy": float(np.mean(present)) if present else None,
+        "macro_f1": float(f1[seen].mean()) if seen.any() else None,
+        "weighted_f1": float(np.average(f1[seen], weights=support[seen])) if seen.any() else None,
+        "per_class_f1": {name: (float(f1[i]) if support[i] else None) for i, name in enumerate(class_names)},
         "per_class_accuracy": per_class,
         "support": {name: int(support[i]) for i, name in enumerate(class_names)},
         "confusion_matrix": cm.tolist(),

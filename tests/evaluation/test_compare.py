@@ -5,6 +5,7 @@ import json
 import pathlib
 import shutil
 
+import numpy as np
 import pytest
 
 from tests.conftest import DATA_SIZE, expect_ok, expect_user_error, invoke
@@ -97,6 +98,14 @@ def test_evaluate_writes_one_prediction_per_test_unit(evaluated):
         assert len(rows) == len({r["sample"] for r in rows}) == report(metrics)["num_samples"]
         assert sum(r["label"] == r["predicted"] for r in rows) / len(rows) == pytest.approx(report(metrics)["accuracy"])
         assert {r["label"] for r in rows} <= set(metrics["support"])
+        # each unit's subject and class probabilities (a video's: the mean over its clips), for paired analyses
+        names = list(metrics["support"])
+        assert all(r["subject"].startswith("synth") for r in rows)
+        for r in rows:
+            probs = [float(r[f"p_{n}"]) for n in names]
+            assert sum(probs) == pytest.approx(1.0, abs=1e-4)
+            if level == "image":
+                assert names[int(np.argmax(probs))] == r["predicted"]
 
 
 def test_runs_on_the_same_test_images_are_paired_with_mcnemar(evaluated, arm_run, tmp_path):

@@ -123,3 +123,19 @@ def test_mcnemar_exact_is_the_two_sided_binomial_tail():
     assert 0.0 < mcnemar_exact(3000, 2500) < 1e-9  # thousands of test images: no float overflow
     with pytest.raises(ValueError):
         mcnemar_exact(-1, 2)
+
+
+def test_f1_scores_match_sklearn_on_the_classes_present():
+    from sklearn.metrics import f1_score
+
+    from fer_keras.evaluation.metrics import classification_report
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 5, 200)  # class 5 of 6 never occurs in the test set
+    predictions = np.where(rng.random(200) < 0.6, labels, rng.integers(0, 6, 200))
+    report = classification_report(labels, predictions, [f"c{i}" for i in range(6)])
+    present = np.arange(5)
+    assert report["macro_f1"] == pytest.approx(f1_score(labels, predictions, labels=present, average="macro"))
+    assert report["weighted_f1"] == pytest.approx(f1_score(labels, predictions, labels=present, average="weighted"))
+    assert report["per_class_f1"]["c5"] is None
+    assert report["per_class_f1"]["c0"] == pytest.approx(f1_score(labels, predictions, labels=[0], average="macro"))
