@@ -474,7 +474,8 @@ def explain_cmd(ctx, run, image, out, count):
     from fer_keras.evaluation.explain import explain_run
 
     paths = explain_run(run, out_dir=out, count=count, image=image, quiet=ctx.find_root().params["quiet"])
-    _echo(ctx, f"Wrote {len(paths)} overlay{'' if len(paths) == 1 else 's'} to {paths[0].parent}")
+    fewer = "" if len(paths) >= count or image is not None else f" (all there are: fewer than the {count} asked for)"
+    _echo(ctx, f"Wrote {len(paths)} overlay{'' if len(paths) == 1 else 's'}{fewer} to {paths[0].parent}, listed in explain.csv")
 
 
 # --- generate -----------------------------------------------------------------------------

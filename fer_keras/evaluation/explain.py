@@ -22,6 +22,7 @@ clip model, the clips of one video file or of a folder holding one sequence's fr
 """
 
 import collections
+import csv
 import math
 import pathlib
 import sys
@@ -391,16 +392,13 @@ def explain_run(run_dir, *, out_dir=None, count=8, image=None, quiet=False):
         y = None
     else:
         split = Split.from_dict(config["split_subjects"])
-        dataset = fit.make_dataset(config, manifest, split, "test", with_meta=True, batch_size=count)
-        batch = next(iter(dataset), None) if dataset is not None else None
-        if batch is None:
+        dataset = fit.make_dataset(config, manifest, split, "test", with_meta=True, batch_size=64)
+        picked = _spread_samples(dataset, count) if dataset is not None else None
+        if picked is None:
             raise UserError(f"Run {str(run_dir)!r} has no test samples to explain; pass an IMAGE.")
-        x, y, meta = batch
-        x = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy()
-        y = y.numpy()
+        x, y, meta = picked
         if _rank(x) != 5:
-            ids = [safe_name(s.decode().replace("synth://", ""), f"sample{i}")
-                   for i, s in enumerate(meta["source"].numpy())]
+            ids = [safe_name(s.decode().replace("synth://", ""), f"sample{i}") for i, s in enumerate(meta["source"])]
     images = _images_of(x)
     probabilities = np.asarray(model(x, training=False))
     predicted = probabilities.argmax(1)
@@ -408,20 +406,103 @@ def explain_run(run_dir, *, out_dir=None, count=8, image=None, quiet=False):
         captions = [f"predicted {names[p]} ({probabilities[i, p]:.2f})" for i, p in enumerate(predicted)]
     else:
         captions = [f"true {names[t]} / predicted {names[p]}" for t, p in zip(y, predicted)]
+    if images.ndim == 5 and y is not None:
+        ids = [f"{v.decode()}_t{int(s)}" for v, s in zip(meta["video"], meta["start"])]
+    _remove_previous(out_dir)
+    extra = {}
     if images.ndim == 5:
-        if y is not None:
-            ids = [f"{v.decode()}_t{int(s)}" for v, s in zip(meta["video"].numpy(), meta["start"].numpy())]
         if get_spec(config["model"]).family == "ram":
-            return write_clip_strips(images, attention_maps(model, x), ids, out_dir, captions)
-        return write_clip_gradcam(images, gradcam_plus_plus(model, x), ids, out_dir, captions)
-    if is_landmark:
+            maps = attention_maps(model, x)
+            # M_t is drawn on its absolute 0..1 scale, where a flat map looks uniform: the index gives its range
+            extra = {"attention_min": [float(np.min(m)) for m in maps], "attention_max": [float(np.max(m)) for m in maps]}
+            paths = write_clip_strips(images, maps, ids, out_dir, captions)
+        else:
+            paths = write_clip_gradcam(images, gradcam_plus_plus(model, x), ids, out_dir, captions)
+    elif is_landmark:
         maps = landmark_gradcam(model, x)
-        return write_landmark_overlays(images, maps["heatmap"], maps["rgb"], maps["landmark"], ids, out_dir, captions)
-    if hasattr(model, "pixel_shape") and _has_layer(model, "hidden1"):  # sae, sdae
+        paths = write_landmark_overlays(images, maps["heatmap"], maps["rgb"], maps["landmark"], ids, out_dir, captions)
+    elif hasattr(model, "pixel_shape") and _has_layer(model, "hidden1"):  # sae, sdae
         strength, mask = sae_saliency(model)
-        return write_saliency_overlays(images, strength, mask, ids, out_dir, captions)
-    maps = gradcam_plus_plus(model, images)
-    return write_image_overlays(images, maps, ids, out_dir, captions)
+        paths = write_saliency_overlays(images, strength, mask, ids, out_dir, captions)
+    else:
+        paths = write_image_overlays(images, gradcam_plus_plus(model, images), ids, out_dir, captions)
+    _write_index(out_dir, paths, names, y, probabilities, extra)
+    return paths
+
+
+INDEX = "explain.csv"
+
+
+def _remove_previous(out_dir):
+    """Removes the overlays an earlier `explain` listed in `out_dir`'s index, so the folder holds this call's only
+    (files explain did not write are left alone)."""
+    index = pathlib.Path(out_dir) / INDEX
+    if not index.is_file():
+        return
+    with open(index, newline="") as f:
+        for row in csv.DictReader(f):
+            name = pathlib.Path(row.get("file") or "").name
+            if name.endswith(".png"):
+                (index.parent / name).unlink(missing_ok=True)
+    index.unlink()
+
+
+def _write_index(out_dir, paths, names, y, probabilities, extra=None):
+    """`explain.csv` beside the overlays: file, true label (test samples), prediction and its probability, and
+    `extra` columns ({column: one value per overlay}, e.g. the range of a RAM model's attention maps)."""
+    extra = extra or {}
+    with open(pathlib.Path(out_dir) / INDEX, "w", newline="") as f:
+        writer = csv.writer(f, lineterminator="\n")
+        writer.writerow(["file", "label", "predicted", "probability", *extra])
+        for i, path in enumerate(paths):
+            p = int(probabilities[i].argmax())
+            label = names[int(y[i])] if y is not None else ""
+            writer.writerow([path.name, label, names[p], f"{float(probabilities[i, p]):.4f}",
+                             *(f"{values[i]:.4f}" for values in extra.values())])
+
+
+def _spread_samples(dataset, count):
+    """(x, y, meta) of up to `count` test samples spread over classes and subjects, or None when there are none.
+
+    Clips: one per video, the last (the window ending at the apex); stills: at most `count` per class, as they come.
+    Then classes in turn, each time the next sample of a subject not shown yet where there is one.
+    """
+    kept = {}  # unit -> (x, y, meta) of one sample
+    order = []
+    for x, y, meta in dataset:
+        x = {k: v.numpy() for k, v in x.items()} if isinstance(x, dict) else x.numpy()
+        y, meta = y.numpy(), {k: v.numpy() for k, v in meta.items()}
+        for i in range(len(y)):
+            sample = ({k: v[i] for k, v in x.items()} if isinstance(x, dict) else x[i], y[i], {k: v[i] for k, v in meta.items()})
+            if "video" in meta:
+                unit = meta["video"][i]
+                if unit not in kept:
+                    order.append(unit)
+                if unit not in kept or meta["start"][i] >= kept[unit][2]["start"]:
+                    kept[unit] = sample
+            elif sum(1 for u in order if kept[u][1] == y[i]) < count:
+                unit = len(order)
+                order.append(unit)
+                kept[unit] = sample
+    if not order:
+        return None
+    by_class = {}
+    for unit in order:
+        by_class.setdefault(int(kept[unit][1]), []).append(kept[unit])
+    chosen, shown = [], set()
+    while len(chosen) < count and any(by_class.values()):
+        for label in sorted(by_class):
+            queue = by_class[label]
+            if not queue or len(chosen) >= count:
+                continue
+            fresh = next((k for k, s in enumerate(queue) if s[2].get("subject") not in shown), 0)
+            sample = queue.pop(fresh)
+            shown.add(sample[2].get("subject"))
+            chosen.append(sample)
+    xs = [s[0] for s in chosen]
+    x = {k: np.stack([v[k] for v in xs]) for k in xs[0]} if isinstance(xs[0], dict) else np.stack(xs)
+    meta = {k: np.stack([s[2][k] for s in chosen]) for k in chosen[0][2]}
+    return x, np.array([s[1] for s in chosen]), meta
 
 
 def _images_of(x):

@@ -142,3 +142,27 @@ def test_a_caption_longer_than_a_small_face_is_not_cut(tmp_path):
     (width, _), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, 0.35, 1)
     captioned = _caption(np.zeros((48, 96, 3), np.uint8), text)
     assert captioned.shape[1] >= width + 4 and captioned.shape[1] % 96 == 0  # enlarged by whole pixels to fit
+
+
+def test_test_samples_are_spread_over_classes_and_a_second_call_replaces_the_first(still_run, clip_run, tmp_path):
+    import csv
+
+    from tests.conftest import expect_ok, invoke
+
+    out = tmp_path / "ex"
+    result = expect_ok(invoke("explain", still_run, "--count", 7, "--out", out))
+    with open(out / "explain.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7 and len({r["label"] for r in rows}) == 7  # one per class of basic7, not one subject's first 7
+    assert sorted(r["file"] for r in rows) == sorted(p.name for p in out.glob("*.png"))
+    (out / "notes.txt").write_text("mine")
+    expect_ok(invoke("--quiet", "explain", still_run, "--count", 2, "--out", out))
+    assert len(list(out.glob("*.png"))) == 2 and (out / "notes.txt").read_text() == "mine"
+    result = expect_ok(invoke("explain", still_run, "--count", 256, "--out", out))
+    assert "fewer than the 256 asked for" in result.output
+    # clips: one per video (the window ending at the apex), so no two overlays of one video
+    expect_ok(invoke("--quiet", "explain", clip_run, "--count", 4, "--out", tmp_path / "clips"))
+    with open(tmp_path / "clips" / "explain.csv", newline="") as f:
+        files = [r["file"] for r in csv.DictReader(f)]
+    videos = [name.rsplit("_t", 1)[0] for name in files]
+    assert len(files) == 4 and len(set(videos)) == 4

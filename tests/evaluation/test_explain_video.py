@@ -1,5 +1,7 @@
 """`fer-keras explain RUN VIDEO|FRAME_FOLDER`: a RAM model's attention over the user's own sequence."""
 
+import csv
+
 import cv2
 import numpy as np
 import pytest
@@ -68,6 +70,11 @@ def test_a_video_gives_its_last_clips_of_face_frames_with_the_model_attention(ra
         expected_top, expected_bottom = _expected_rows(model, clip)
         assert np.array_equal(top, expected_top)
         assert np.max(np.abs(bottom.astype(int) - expected_bottom.astype(int))) <= 1
+        # explain.csv gives each strip's attention range (drawn on the absolute 0..1 scale, a flat map looks uniform)
+        maps = np.asarray(model.explain(clip[None], training=False)["attention_maps"])
+        row = next(r for r in csv.DictReader(open(tmp_path / "all" / "explain.csv")) if r["file"] == f"face_f{first}.png")
+        assert float(row["attention_min"]) == pytest.approx(maps.min(), abs=1e-4)
+        assert float(row["attention_max"]) == pytest.approx(maps.max(), abs=1e-4)
 
     expect_ok(invoke("--quiet", "explain", ram, video, "--count", 1, "--out", tmp_path / "one"))
     assert [p.name for p in (tmp_path / "one").glob("*.png")] == ["face_f7.png"]
