@@ -235,6 +235,11 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
         summary["video_accuracy"] = _summary([m["video"]["accuracy"] for m in per_fold])
         level_reports = {"": [m["video"] for m in per_fold]}
     reports = level_reports[""]
+    # accuracy, mean_class_accuracy and num_samples are at `level` (clips for clip models); the summed confusion
+    # matrix and what is read from it at `summed_level` (videos for clip models, as their held-out figure)
+    summary["summed_level"] = "video" if "video" in per_fold[0] else per_fold[0]["level"]
+    if "video" in per_fold[0]:
+        summary["clip_confusion_matrix"] = np.sum([np.asarray(m["confusion_matrix"]) for m in per_fold], axis=0).tolist()
     cm = np.sum([np.asarray(r["confusion_matrix"]) for r in reports], axis=0)
     support = cm.sum(axis=1)
     summary["per_class_accuracy"] = {n: (float(cm[i, i] / support[i]) if support[i] else None) for i, n in enumerate(names)}

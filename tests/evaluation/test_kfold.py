@@ -36,7 +36,9 @@ def test_summary_is_the_mean_of_the_folds(kfold):
     assert summary["epochs_per_fold"] == [1, 1]  # what each fold trained (--epochs 1)
     assert summary["video_accuracy"]["mean"] == pytest.approx(np.mean([m["video"]["accuracy"] for m in folds]))
     summed = np.sum([m["video"]["confusion_matrix"] for m in folds], axis=0)
-    assert summary["confusion_matrix"] == summed.tolist()
+    assert summary["confusion_matrix"] == summed.tolist() and summary["summed_level"] == "video"
+    assert summary["clip_confusion_matrix"] == np.sum([m["confusion_matrix"] for m in folds], axis=0).tolist()
+    assert summary["level"] == "clip" and summary["num_samples"] == sum(m["num_samples"] for m in folds)
     assert (kfold / "confusion_matrix.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
