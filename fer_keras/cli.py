@@ -76,6 +76,9 @@ class _Group(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
         except KeyboardInterrupt as e:  # exit 130, as a shell reports a command stopped by Ctrl-C
+            if "tensorflow" in sys.modules and not ctx.find_root().params.get("debug"):
+                # A graph torn down mid-call logs "Object was never used (TensorArray)" at exit: not the user's news.
+                sys.modules["tensorflow"].get_logger().setLevel("CRITICAL")
             raise _Interrupted(f"Interrupted: {e.args[0]}." if e.args else "Interrupted.") from None
         except BrokenPipeError:  # `fer-keras predict ... | head`: the reader has gone; stop quietly, as shell tools do
             _silence_stdout()
