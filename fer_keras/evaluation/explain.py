@@ -262,7 +262,8 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
     Each frame's first face is found and aligned as `fer-keras predict` does (dlib); frames without
     a face are left out, and when no frame has one the whole frames are the faces. The face frames
     are cut into clips of T frames counted back from the last one (the apex of a CK+ or MUG
-    sequence), at most `count` clips, so that only their crops are kept in memory.
+    sequence), at most `count` clips, so that only their crops are kept in memory. A sequence with fewer
+    face frames than T gives one clip, its last frame repeated, as training pads it.
 
     Args:
         path: a video file (`inference.images.VIDEO_SUFFIXES`) or a folder of image files, taken in
@@ -303,16 +304,20 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
         print(f"dlib found no face in {path}; explaining the whole frames as face crops.", file=sys.stderr)
         faces_kept = wholes
     everything = list(faces_kept)
+    short = max(0, steps - len(everything))  # a sequence shorter than a clip: its last frame repeated, as in training
+    flows = sequence_flow(np.stack([np.uint8(crop) for _, crop in everything])) if flow_bound is not None else None
+    if short:
+        everything += [everything[-1]] * short
+        if flows is not None:
+            flows = np.concatenate([flows, np.repeat(flows[-1:], short, axis=0)])
     clips = min(len(everything) // steps, count)
-    if clips == 0:
-        raise UserError(f"{str(path)!r} has {len(everything)} frames with a face; the model takes clips of {steps}.")
     items = everything[len(everything) - clips * steps:]
     stacked = np.stack([crop for _, crop in items]).astype(np.float32).reshape((clips, steps) + items[0][1].shape)
     stem = safe_name(pathlib.Path(path).stem, "sequence")
     ids = [f"{stem}_f{items[i * steps][0]}" for i in range(clips)]
     if flow_bound is None:
         return stacked, ids
-    flows = sequence_flow(np.stack([np.uint8(crop) for _, crop in everything]))[len(everything) - clips * steps:]
+    flows = flows[len(everything) - clips * steps:]
     flows = np.clip(flows, -flow_bound, flow_bound).reshape((clips, steps) + flows.shape[1:])
     return {"rgb": stacked, "flow": flows}, ids
 
