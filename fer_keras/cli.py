@@ -765,7 +765,8 @@ def serve_request_cmd(ctx, url, images, size, channels, detect, landmarks):
             for i, ((box, _, _, _), p) in enumerate(zip(found, probabilities)):
                 k = int(np.argmax(p))
                 writer.write({"file": str(path), "face": i, "box": [int(v) for v in box] if box is not None else None,
-                              "label": names[i] if names else k, "score": round(float(p[k]), 4)})
+                              "label": names[i] if names else k, "score": round(float(p[k]), 4),
+                              "probabilities": [round(float(v), 4) for v in p]})  # in the export's label order
     if unreadable:
         raise UserError(f"{unreadable} of {len(files)} images could not be read; their records say why.")
 

@@ -70,6 +70,7 @@ def test_serve_request_matches_local_predict(server, still_run, face_images):
     local_record = json.loads(local.output.strip().splitlines()[-1])
     assert remote_record["label"] == local_record["label"]
     assert remote_record["score"] == pytest.approx(local_record["score"], abs=1e-3)
+    assert remote_record["probabilities"] == pytest.approx(list(local_record["scores"].values()), abs=1e-3)
     sent = np.asarray(seen[-1]["inputs"]["images"])
     assert sent.shape == (1, MODEL_SIZE, MODEL_SIZE, 1) and sent.max() > 1.0  # raw pixels, not rescaled
 
