@@ -413,7 +413,8 @@ def evaluate_cmd(ctx, run, protocol, folds, epochs, cross_data):
         metrics = evaluate_cross(run, cross_data, quiet=ctx.find_root().params["quiet"])
         _echo(ctx, summary_line(metrics))
         if metrics["left_out"]:
-            left = ", ".join(f"{n} {name}" for name, n in sorted(metrics["left_out"].items()))
+            unit = metrics["level"]  # "clip" or "image": what left_out counts
+            left = ", ".join(f"{n} {name} {unit}{'' if n == 1 else 's'}" for name, n in sorted(metrics["left_out"].items()))
             _echo(ctx, f"Left out, as the run does not predict their emotion: {left}.")
         confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics["largest_confusions"])
         _echo(ctx, f"Largest confusions: {confusions or 'none'}. Wrote {pathlib.Path(metrics['_dir']) / 'metrics.json'}")

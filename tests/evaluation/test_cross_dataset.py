@@ -30,7 +30,7 @@ def lab_sequences(tmp_path_factory):
 
 def test_labels_are_matched_by_emotion_name(still_run, lab_stills):
     result = expect_ok(invoke("evaluate", still_run, "--data", lab_stills))
-    assert "Left out, as the run does not predict their emotion: 6 contempt." in result.output
+    assert "Left out, as the run does not predict their emotion: 6 contempt images." in result.output
     metrics = json.loads((still_run / "cross" / "lab_stills" / "metrics.json").read_text())
     assert (still_run / "cross" / "lab_stills" / "confusion_matrix.png").stat().st_size > 0
     assert metrics["dataset"] == "SynthFER" and metrics["trained_on"] == "SynthFER" and metrics["side"] == "all"
