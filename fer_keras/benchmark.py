@@ -120,6 +120,9 @@ def check_out(out, target):
     parent = out.parent
     if not parent.is_dir():
         raise UserError(f"--out {str(out)!r} cannot be written: its folder {str(parent)!r} does not exist.")
+    from fer_keras import atomic
+
+    atomic.check_writable(parent, f"--out {str(out)!r}: the folder")  # read-only (or /proc): now, not after the timing
 
 
 def benchmark_target(target, *, runs=50, warmup=5, threads=None, quiet=False):

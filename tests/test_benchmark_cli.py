@@ -124,6 +124,8 @@ def test_error_threads_for_a_run_folder_and_out_that_cannot_be_written(still_run
     line = expect_user_error(invoke("benchmark", still_tflite["none"], *FEW, "--out", tmp_path / "missing" / "result.json"))
     assert "does not exist" in line
     assert list(tmp_path.iterdir()) == []
+    line = expect_user_error(invoke("benchmark", still_tflite["none"], *FEW, "--out", "/proc/result.json"))
+    assert line.startswith("Error: --out '/proc/result.json': the folder '/proc' cannot be written")
     target = still_tflite["none"]
     before = target.read_bytes()
     expect_user_error(invoke("benchmark", target, *FEW, "--out", target))
