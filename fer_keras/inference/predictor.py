@@ -383,6 +383,8 @@ class Predictor:
             "score": round(float(p[k]), 4),
             "scores": {label: round(float(v), 4) for label, v in zip(self.backend.labels, p)},
             **({"unsure": bool(p[k] < self.min_confidence)} if self.min_confidence > 0 else {}),
+            # an int8 model rounds close probabilities to the same value; argmax then takes the first label
+            **({"tied_with": tied} if (tied := [self.backend.labels[j] for j in range(len(p)) if j != k and p[j] == p[k]]) else {}),
         }
 
     def predict_video(self, path, *, annotate=None, smoothing=0.6, progress=None):

@@ -10,6 +10,7 @@ import json
 import shutil
 
 import cv2
+import numpy as np
 import pytest
 
 from fer_keras.inference.predictor import Predictor
@@ -347,3 +348,15 @@ def test_serve_request_refuses_a_bad_port_in_one_line(one_image):
     line = expect_user_error(invoke("serve-request", "http://localhost:abc/v1/models/fer:predict", one_image,
                                     "--size", 48, "--detect", "none"), exit_code=1)
     assert line == "Error: Bad URL 'http://localhost:abc/v1/models/fer:predict': nonnumeric port: 'abc'"
+
+
+def test_a_record_names_the_labels_tied_with_its_top_one():
+    """int8 outputs can tie exactly; the record says so instead of passing argmax's first label off as a decision."""
+    from types import SimpleNamespace
+
+    from fer_keras.inference.predictor import Predictor
+
+    me = SimpleNamespace(backend=SimpleNamespace(labels=["a", "b", "c"]), min_confidence=0)
+    tied = Predictor._record(me, "x.png", 0, None, None, np.array([0.25, 0.375, 0.375]))
+    assert tied["label"] == "b" and tied["tied_with"] == ["c"]
+    assert "tied_with" not in Predictor._record(me, "x.png", 0, None, None, np.array([0.2, 0.5, 0.3]))
