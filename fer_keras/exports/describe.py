@@ -63,26 +63,37 @@ def source(run_dir, manifest):
     return {
         "run": pathlib.Path(run_dir).resolve().name,
         "run_path": str(pathlib.Path(run_dir).resolve()),
+        "run_id": _run_id(run_dir),
         "dataset": "SynthFER (synthetic faces)" if name == "synthfer" else name,
         "label_set": manifest.get("label_set"),
     }
+
+
+def _run_id(run_dir):
+    """The run's identity from its config.json (None for a run from before it was recorded)."""
+    try:
+        return json.loads((pathlib.Path(run_dir) / "config.json").read_text()).get("run_id")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def export_folder(out, run_dir):
     """``out/<run name>``, refused when it already holds the exports of another run of the same name.
 
     Exports are named after the run folder; two runs named alike (runs/a/x and runs/b/x) would
-    otherwise share version numbers and overwrite each other's .tflite files.
+    otherwise share version numbers and overwrite each other's .tflite files. A run folder that was
+    moved is the same run (its config.json's run_id), and goes on exporting there.
     """
     from fer_keras.errors import UserError
 
-    run_path = str(pathlib.Path(run_dir).resolve())
+    run_path, run_id = str(pathlib.Path(run_dir).resolve()), _run_id(run_dir)
     base = pathlib.Path(out) / pathlib.Path(run_dir).resolve().name
     for meta in [*base.glob("[0-9]*/assets.extra/fer_keras.json"), *base.glob("tflite/*.json")]:
         try:
-            other = json.loads(meta.read_text()).get("run_path")
+            info = json.loads(meta.read_text())
+            other, other_id = info.get("run_path"), info.get("run_id")
         except (OSError, ValueError, AttributeError):
             continue
-        if other and other != run_path:
+        if other and other != run_path and not (run_id and other_id == run_id):  # the same run, moved, may go on
             raise UserError(f"{str(base)!r} holds the exports of another run, {other}; give another --out, or rename the run folder.")
     return base

@@ -73,7 +73,7 @@ def resolve(file_config=None, **cli):
         file_config["data"] = recorded
     for source in (file_config, {k: v for k, v in cli.items() if v is not None}):
         for key, value in source.items():
-            if key in ("run_name", "version", "split_subjects", "dataset"):
+            if key in ("run_name", "run_id", "version", "split_subjects", "dataset"):
                 continue  # written by a previous run; harmless when a config.json is reused
             if key not in config:
                 raise UserError(f"Unknown config key {key!r}. Known keys: {', '.join(sorted(config))}.")

@@ -16,6 +16,7 @@ import pathlib
 import shutil
 import sys
 import time
+import uuid
 import zipfile
 
 import keras
@@ -552,6 +553,7 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
             # absolute: --resume and --config with this file work from any folder
             data=config["data"] if config["data"] == "synth" else os.path.abspath(config["data"]),
             run_name=run_dir.name,
+            run_id=uuid.uuid4().hex,  # the run's identity wherever its folder is moved (exports check it)
             dataset={"dir": os.path.relpath(manifest["_dir"], run_dir) if config["data"] == "synth" else os.path.abspath(manifest["_dir"]),
                      "name": manifest["dataset"], "kind": manifest["kind"], "label_set": manifest["label_set"], "labels": manifest["labels"],
                      "flow_bound": manifest.get("flow_bound"), "people": people(manifest)},

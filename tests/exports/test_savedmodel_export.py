@@ -93,12 +93,25 @@ def test_another_run_of_the_same_name_cannot_export_into_its_folder(still_run, s
     base = still_savedmodels["versions"][0].parent
     namesake = tmp_path / "elsewhere" / still_run.name
     shutil.copytree(still_run, namesake)
+    config = json.loads((namesake / "config.json").read_text())
+    (namesake / "config.json").write_text(json.dumps(dict(config, run_id="another-run")))  # trained apart, same name
     before = sorted(p.name for p in base.iterdir())
     for fmt in ("savedmodel", "tflite"):
         line = expect_user_error(invoke("export", namesake, "--format", fmt, "--out", base.parent))
         assert line == (f"Error: {str(base)!r} holds the exports of another run, {still_run.resolve()}; give another --out, "
                         "or rename the run folder.")
     assert sorted(p.name for p in base.iterdir()) == before
+
+
+def test_a_moved_run_goes_on_exporting_into_its_folder(still_run, still_savedmodels, tmp_path):
+    """The same run (config.json's run_id) at another path is not "another run"; a namesake with another id is."""
+    base = still_savedmodels["versions"][0].parent
+    moved = tmp_path / "moved" / still_run.name
+    shutil.copytree(still_run, moved, ignore=shutil.ignore_patterns("cross", "kfold-*"))
+    assert json.loads((still_run / "config.json").read_text())["run_id"]
+    path = export_savedmodel(moved, out=base.parent)
+    assert json.loads((path / "assets.extra" / "fer_keras.json").read_text())["run_path"] == str(moved.resolve())
+    shutil.rmtree(path)  # leave the shared exports as the other tests expect them
 
 
 def test_loads_in_a_fresh_process_without_fer_keras(still_run, still_savedmodels, tmp_path):

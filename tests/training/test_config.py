@@ -101,7 +101,7 @@ def test_a_runs_config_json_repeats_the_run(still_run):
     """`train --config runs/<run>/config.json` resolves to exactly the configuration of that run."""
     written = json.loads((still_run / "config.json").read_text())
     again = config_lib.resolve(config_lib.load_config_file(still_run / "config.json"))
-    assert again == {k: v for k, v in written.items() if k not in ("run_name", "version", "split_subjects", "dataset")}
+    assert again == {k: v for k, v in written.items() if k not in ("run_name", "run_id", "version", "split_subjects", "dataset")}
     assert again["model"] == "frame_cnn" and again["epochs"] == 2 and again["image_size"] == 32 and again["folds"] == 2
 
 
