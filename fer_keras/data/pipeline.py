@@ -334,5 +334,16 @@ def longest_sequence(manifest, *, subjects=None, split_name=None):
     return int(lengths.reduce(tf.constant(0, tf.int64), tf.maximum))
 
 
+def official_subjects(manifest):
+    """{split name: sorted subject ids} of a dataset's own split, read from its records (images not decoded)."""
+    parse = records.parse_still if manifest["kind"] == "still" else records.parse_sequence
+    pairs = _records(manifest, shuffle=False, seed=0).map(parse, num_parallel_calls=AUTOTUNE).map(
+        lambda r: (r["split"], r["subject"]))
+    sides = {}
+    for split, subject in pairs.as_numpy_iterator():
+        sides.setdefault(split.decode(), set()).add(subject.decode())
+    return {name: sorted(subjects) for name, subjects in sides.items()}
+
+
 def subjects_of(manifest):
     return sorted(manifest["counts_per_subject"])

@@ -74,7 +74,12 @@ def official_split(manifest):
     """The dataset's own split, when its records carry one (manifest["official_split"])."""
     if not manifest.get("official_split"):
         raise UserError(f"Dataset {manifest.get('dataset')!r} has no official split; use --folds.")
-    return Split(description=f"official split of {manifest['dataset']}", official=True)
+    from fer_keras.data.pipeline import official_subjects
+
+    # The records select by split name; the subject lists say whose faces each side holds (leak checks read them).
+    sides = official_subjects(manifest)
+    return Split(train=tuple(sides.get("train", ())), val=tuple(sides.get("val", ())), test=tuple(sides.get("test", ())),
+                 description=f"official split of {manifest['dataset']}", official=True)
 
 
 def _check(split):

@@ -54,7 +54,7 @@ def evaluate_run(run_dir, *, side="test", quiet=True):
         "label_set": manifest["label_set"],
         "protocol": split.description,
         "side": side,
-        "subjects": len(getattr(split, side)) if not split.official else None,
+        "subjects": len(getattr(split, side)) or None,
         "level": "clip" if "video" in meta else "image",
         **report,
         "largest_confusions": largest_confusions(report["confusion_matrix"], names),

@@ -255,8 +255,15 @@ def seen_subjects(run_dir, _visited=None):
     who = _run_people(run_dir, config)
     seen = {(who, str(s)) for s in (*sides.get("train", ()), *sides.get("val", ()))}
     for source in (config.get("init_from"), (config.get("model_args") or {}).get("rgb_run")):
-        if source:
-            seen |= seen_subjects(source, visited)
+        if not source:
+            continue
+        source = pathlib.Path(source)
+        source = source.parent if source.is_file() else source  # an rgb_run may name the run's model.keras
+        if not (source / "config.json").is_file():
+            print(f"Note: {run_dir} started from {source}, which is not there any more: the subjects its weights "
+                  "learned from cannot be checked against this test set.", file=sys.stderr)
+            continue
+        seen |= seen_subjects(source, visited)
     return seen
 
 
@@ -559,6 +566,9 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
                      "flow_bound": manifest.get("flow_bound"), "people": people(manifest)},
             split_subjects=split.to_dict(),
             init_from=os.path.abspath(config["init_from"]) if config.get("init_from") else None,
+            # absolute, as init_from: the leak checks follow it from any folder
+            model_args=dict(config["model_args"], **({"rgb_run": os.path.abspath(config["model_args"]["rgb_run"])}
+                                                      if config["model_args"].get("rgb_run") else {})),
             version=__import__("fer_keras").__version__,
         )
         (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
@@ -569,15 +579,17 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
         with strategy.scope():
             resolve_hook(spec.trainer)(config=config, manifest=manifest, split=split, run_dir=run_dir, quiet=quiet, resume=checkpoint)
         return run_dir
-    rgb_run = config["model_args"].get("rgb_run")  # landmark_arm's frozen arm_resnet18 branch
+    rgb_run = config["model_args"].get("rgb_run")  # landmark_arm's frozen arm_resnet18 branch (or its model.keras)
+    if rgb_run and pathlib.Path(rgb_run).is_file():
+        rgb_run = str(pathlib.Path(rgb_run).parent)
     if rgb_run and (pathlib.Path(rgb_run) / "config.json").exists():
-        refuse_leak(rgb_run, f"rgb_run {str(rgb_run)!r}", people(manifest), () if split.official else split.test)
+        refuse_leak(rgb_run, f"rgb_run {str(rgb_run)!r}", people(manifest), split.test)
     with strategy.scope():  # variables, optimizer slots and metrics are created distributed
         if checkpoint is None:
             model = build_model(config, manifest)
             if config.get("init_from"):
                 copied, kept = initialise_from(model, config, config["init_from"], dataset=people(manifest),
-                                               test_subjects=() if split.official else split.test)
+                                               test_subjects=split.test)
                 if not quiet:
                     print(f"Initialised {copied} of {len(model.weights)} weights from {config['init_from']}"
                           + (f"; kept this run's own: {', '.join(kept)}" if kept else ""), file=sys.stderr)

@@ -115,3 +115,41 @@ def test_kfold_of_a_run_fine_tuned_on_its_sources_data_is_refused_before_any_fol
     line = expect_user_error(invoke("evaluate", tmp_path / "tuned", "--protocol", "kfold", "--folds", 2, "--epochs", 1))
     assert "whose weights have seen subjects that fold 2 of 2 tests on" in line and "trained from scratch" in line
     assert not (tmp_path / "tuned" / "kfold-2").exists()
+
+
+def test_runs_on_an_official_split_are_checked_too(tmp_path):
+    """RAF-DB-like data: a run trained on the official train side, fine-tuned onto a fold that tests those subjects."""
+    from fer_keras.data_prep.adapters import prepare_dataset
+    from tests.conftest import expect_user_error
+    from tests.data_prep import synth_trees as trees
+
+    root = tmp_path / "raw"
+    for side, subjects in (("train", ("S1", "S2", "S3")), ("test", ("S4", "S5"))):
+        for k, subject in enumerate(subjects):
+            for folder, emotion in (("happy", "happiness"), ("sad", "sadness")):
+                trees.save(root / side / folder / f"{subject}_{k}.png", trees.still(k, emotion, size=64, grey=True)["image"])
+    data = tmp_path / "data"
+    prepare_dataset("folder", root, data, size=48, grey=True, detect=False, quiet=True, subject_pattern=r"^(S\d)_")
+    train = ["--quiet", "train", "--model", "frame_cnn", "--data", data, "--epochs", 1, "--batch-size", 4, "--out", tmp_path]
+    expect_ok(invoke(*train, "--split", "official", "--name", "official"))
+    sides = json.loads((tmp_path / "official" / "config.json").read_text())["split_subjects"]
+    assert (sides["train"], sides["test"], sides["official"]) == (["S1", "S2", "S3"], ["S4", "S5"], True)
+    line = expect_user_error(invoke(*train, "--folds", 2, "--fold", 0, "--init-from", tmp_path / "official", "--name", "ft"))
+    assert "not be subject-independent" in line and not (tmp_path / "ft").exists()
+    # and an official-split run started from a run that saw its test subjects
+    expect_ok(invoke(*train, "--folds", 2, "--fold", 1, "--name", "kfold_run"))
+    tested = set(json.loads((tmp_path / "kfold_run" / "config.json").read_text())["split_subjects"]["train"])
+    assert tested & {"S4", "S5"}  # fold 1's training side holds an official test subject
+    line = expect_user_error(invoke(*train, "--split", "official", "--init-from", tmp_path / "kfold_run", "--name", "ft2"))
+    assert "not be subject-independent" in line
+
+
+def test_a_link_of_the_chain_that_is_gone_is_named(still_run, still_data, tmp_path, capsys):
+    model = get_model("frame_cnn", (MODEL_SIZE, MODEL_SIZE, 1), 7)
+    relay = _relay(still_run, tmp_path)
+    config = json.loads((relay / "config.json").read_text())
+    (relay / "config.json").write_text(json.dumps(dict(config, init_from=str(tmp_path / "deleted_run"))))
+    a_trained = json.loads((still_run / "config.json").read_text())["split_subjects"]["train"]
+    fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), relay,
+                        dataset=fit.people(records.read_manifest(still_data)), test_subjects=a_trained[:1])
+    assert f"started from {tmp_path / 'deleted_run'}, which is not there any more" in capsys.readouterr().err
