@@ -537,7 +537,9 @@ def encode(vae, images, batch_size=64, subjects=None):
 
 def set_centroids(vae, images, labels):
     """Fills the readout centroids with the mean z_e of each class (classes absent keep 0)."""
-    z_e, _ = encode(vae, images)
+    z_e = np.concatenate([ops.convert_to_numpy(vae.expression_encoder(ops.convert_to_tensor(images[i:i + 64]),
+                                                                       training=False)[0])
+                          for i in range(0, len(images), 64)])  # z_e only: the C-VAE has no z_i without subjects
     centroids = np.zeros((vae.num_classes, vae.latent_dim), np.float32)
     for k in range(vae.num_classes):
         if np.any(labels == k):

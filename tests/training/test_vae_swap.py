@@ -186,6 +186,18 @@ def test_a_plain_vae_interpolates_but_does_not_swap(tmp_path):
     expect_ok(invoke("--quiet", "generate", "interpolate", tmp_path / "plain", "0", "1"))
 
 
+def test_the_cvae_trains_and_evaluates_from_the_cli(tmp_path):
+    """The C-VAE has no identity encoder: finishing the run must not ask it for z_i without subject indices."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_args": dict(encoder_filters=[4, 4, 8, 8], decoder_filters=[8, 4, 4, 4], latent_dim=8),
+                                  "synth": {"samples_per_emotion": 1, "size": 48}}))
+    expect_ok(invoke("--quiet", "train", "--model", "cvae", "--data", "synth", "--synth-subjects", 6, "--epochs", 1,
+                     "--batch-size", 8, "--folds", 3, "--config", config, "--out", tmp_path, "--name", "cvae"))
+    assert (tmp_path / "cvae" / "model.keras").is_file()
+    expect_ok(invoke("--quiet", "evaluate", tmp_path / "cvae"))
+    assert json.loads((tmp_path / "cvae" / "metrics.json").read_text())["kmeans_train"]["images"] > 0
+
+
 def test_generate_rejects_unknown_expression(vae_run):
     from tests.conftest import expect_user_error
 
