@@ -3,7 +3,7 @@
 Each run contributes one row per evaluation it holds: its held-out split (``metrics.json``), a
 subject k-fold protocol (``kfold-K/metrics.json``, mean +- std over the folds) and each
 cross-dataset evaluation (``cross/<name>/metrics.json``). Rows are grouped by dataset, label set,
-data folder and protocol, because only numbers on the same test samples compare: a SynthFER
+data (its shards' content) and protocol, because only numbers on the same test samples compare: a SynthFER
 number is never put in one table with a CK+ one. Within a table, each run is tested against the most accurate one
 with the exact McNemar test on their paired predictions (``predictions.csv``).
 """
@@ -44,9 +44,21 @@ def run_rows(run_dir):
         data = metrics["data"] if kind == "cross-dataset" and metrics.get("data") else own_data
         if kind == "k-fold" and "num_samples" not in metrics:  # written before k-fold summaries counted them
             metrics["num_samples"] = _fold_samples(path.parent, metrics.get("folds") or 0)
-        rows.append(dict(common, data=str(pathlib.Path(data).resolve()), **_row(kind, metrics),
+        rows.append(dict(common, data=str(pathlib.Path(data).resolve()), data_id=_data_id(data), **_row(kind, metrics),
                          predictions=_predictions_files(kind, path, metrics)))
     return rows
+
+
+def _data_id(data_dir):
+    """What identifies a data folder's samples: the sha256 of its shards (two runs generating the same SynthFER set
+    into their own folders, or a copied dataset, hold the same samples), else its path."""
+    import hashlib
+
+    try:
+        shards = json.loads((pathlib.Path(data_dir) / "manifest.json").read_text())["shards"]
+        return "shards " + hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()[:16]
+    except (OSError, ValueError, KeyError, TypeError):
+        return str(pathlib.Path(data_dir).resolve())
 
 
 def _fold_samples(root, folds):
@@ -108,23 +120,27 @@ def _params(run_dir):
 
 
 def compare(runs):
-    """(groups, waiting): groups maps (dataset, label set, data folder, protocol) to its rows, best accuracy first;
+    """(groups, waiting): groups maps (dataset, label set, data (its shards' hash), protocol) to its rows, best first;
     waiting names the runs without a row: {"unfinished": [...] (no model.keras yet), "not_evaluated": [...]}.
 
-    The data folder is part of the key: two SynthFER sets, or a CK+ folder prepared twice with
-    other options, are other test samples even under the same name and protocol.
+    The data is part of the key, by its shards' content: two SynthFER sets, or a CK+ folder prepared twice with
+    other options, are other test samples even under the same name and protocol; the same set generated into
+    two runs' own folders (`--data synth`) is the same samples.
     """
     if not runs:
         raise UserError("Give one or more run folders to compare.")
     groups, waiting = {}, {"unfinished": [], "not_evaluated": []}
-    runs = list({str(pathlib.Path(r).resolve()): r for r in reversed(runs)}.values())[::-1]  # each run once
+    first = {}
+    for run in runs:  # each run once, where it was first given
+        first.setdefault(str(pathlib.Path(run).resolve()), run)
+    runs = list(first.values())
     for run in runs:
         rows = run_rows(run)  # a one-line error for a folder that is not a run
         if not rows:
             finished = (pathlib.Path(run) / "model.keras").is_file()
             waiting["not_evaluated" if finished else "unfinished"].append(str(run))
         for row in rows:
-            groups.setdefault((row["dataset"], row["label_set"], row["data"], row["protocol"]), []).append(row)
+            groups.setdefault((row["dataset"], row["label_set"], row["data_id"], row["protocol"]), []).append(row)
     if not groups:
         if len(waiting["unfinished"]) == len(runs):
             raise UserError(f"None of the {len(runs)} runs has finished training; resume one with "
@@ -154,7 +170,8 @@ def _paired_tests(rows):
 
     for row in rows:
         row["vs_best"] = None
-        row["no_test"] = None if row["predictions"] else "no predictions.csv: evaluate the run again"
+        row["no_test"] = (None if row["predictions"] else "no predictions.csv: evaluate the run again"
+                          if row["accuracy"] is not None else "not scored by class labels")
     best = _read_predictions(rows[0]["predictions"]) if rows and rows[0]["predictions"] else None
     if best is None:
         for row in rows[1:]:
@@ -214,7 +231,8 @@ def markdown(groups, waiting):
     lines = []
     header = ("run", "model", "size", "params", "evaluation", "level", "samples", "accuracy", "mean class acc.",
               "video acc.", "vs best: McNemar p")
-    for (dataset, label_set, data, protocol), rows in groups.items():
+    for (dataset, label_set, _, protocol), rows in groups.items():
+        data = rows[0]["data"] + (" (and the same samples elsewhere)" if len({r["data"] for r in rows}) > 1 else "")
         lines += [f"### {dataset} ({label_set}, {data}): {protocol}", "", "| " + " | ".join(header) + " |",
                   "|" + "---|" * len(header)]
         for r in rows:

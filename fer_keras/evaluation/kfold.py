@@ -61,7 +61,7 @@ def rgb_fold_config(run_dir, config, epochs=None):
     """The `arm_resnet18` configuration of a fold: the fold's split, the original rgb_run's hyperparameters."""
     from fer_keras.training.config import resolve
 
-    rgb = dict(config, model="arm_resnet18", model_args={})
+    rgb = dict(config, model="arm_resnet18", model_args={}, init_from=None)  # a landmark_arm run's source is not one
     original = pathlib.Path(str(config["model_args"].get("rgb_run") or ""))
     candidates = [original, pathlib.Path(run_dir) / original] if not original.is_absolute() else [original]
     for candidate in candidates:
@@ -80,6 +80,8 @@ def _fold_rgb_run(run_dir, root, config, fold, epochs, quiet):
 
     rgb_dir = root / f"rgb-fold-{fold}"
     if (rgb_dir / "model.keras").exists():
+        # its epochs are the original rgb_run's unless --epochs set every training's: checked only then
+        _check_reused_fold(rgb_dir, rgb_fold_config(run_dir, config, epochs), run_dir, () if epochs else ("epochs",))
         return rgb_dir
     if rgb_dir.exists() and any(rgb_dir.iterdir()):
         raise UserError(f"{rgb_dir} holds an unfinished training; resume it with `fer-keras train --resume {rgb_dir}` or remove it.")
@@ -111,8 +113,9 @@ def _summary(values):
 
 # What a fold reused from an earlier call must share with the fold this protocol would train (model_args too, less
 # landmark_arm's per-fold rgb_run, which `_check_no_leak` checks).
-_FOLD_KEYS = ("model", "size", "data", "split", "folds", "fold", "epochs", "batch_size", "learning_rate", "seed",
-              "image_size", "channels", "clip_length", "clip_stride", "streams", "augment", "init_from")
+_FOLD_KEYS = ("model", "size", "data", "split", "folds", "fold", "epochs", "pretrain_epochs", "batch_size",
+              "learning_rate", "lr_schedule", "seed", "image_size", "channels", "clip_length", "clip_stride", "streams",
+              "augment", "init_from")
 
 
 def _protocol_args(config):
@@ -121,15 +124,21 @@ def _protocol_args(config):
     return args
 
 
-def _check_reused_fold(fold_dir, expected):
-    """A fold folder from an earlier call must be the fold this protocol trains: same split and settings."""
+def _check_reused_fold(fold_dir, expected, run_dir, ignore=()):
+    """A fold folder from an earlier call must be the fold this protocol trains: same split and settings (but the
+    keys in `ignore`)."""
     from fer_keras.training.fit import read_run_config
 
     saved = read_run_config(fold_dir)
     want, got = _protocol_args(expected), _protocol_args(saved)
-    if saved.get("data") not in (None, "synth"):
-        got["data"] = str(pathlib.Path(saved["data"]).resolve())
-    want["data"] = str(pathlib.Path(want["data"]).resolve())
+    for key in ignore:
+        want.pop(key), got.pop(key)
+    if read_run_config(run_dir).get("data") == "synth":
+        # data generated into the run folder: it moves with the run, and with it the folds' absolute paths
+        want.pop("data"), got.pop("data")
+    else:
+        got["data"] = str(pathlib.Path(got["data"]).resolve()) if got.get("data") else got.get("data")
+        want["data"] = str(pathlib.Path(want["data"]).resolve())
     differ = [k for k in want if want[k] != got[k]]
     if differ:
         shown = ", ".join(f"{k} {got[k]!r} (expected {want[k]!r})" for k in differ[:3])
@@ -182,6 +191,7 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
                         "the k-fold protocol takes classifier runs.")
     _refuse_init_leak(run_dir, folds)
     root = run_dir / f"kfold-{folds}"
+    asked = epochs
     if epochs is None:
         epochs = _reused_epochs(root, folds)  # a fold trained now matches the folds already there
     per_fold = []
@@ -191,7 +201,7 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
         fold_dir = root / f"fold-{fold}"
         if uses_rgb_run(config):
             # Never the run's own rgb_run: it was trained on subjects that this fold may test on.
-            rgb_dir = _fold_rgb_run(run_dir, root, config, fold, epochs, quiet)
+            rgb_dir = _fold_rgb_run(run_dir, root, fold_config(run_dir, folds, fold, asked), fold, asked, quiet)
             config["model_args"] = dict(config["model_args"], rgb_run=str(rgb_dir.resolve()))
             rgb_runs.append(str(rgb_dir.relative_to(root)))
             if (fold_dir / "config.json").exists():
@@ -201,7 +211,7 @@ def kfold_protocol(run_dir, *, folds, epochs=None, quiet=False):
             raise UserError(f"{fold_dir} was trained for {trained} epochs, not the {epochs} asked for; remove "
                             f"{root} to train every fold again, or leave out --epochs to use the folds as they are.")
         if (fold_dir / "config.json").exists():
-            _check_reused_fold(fold_dir, config)
+            _check_reused_fold(fold_dir, config, run_dir)
         if (fold_dir / "metrics.json").exists():
             per_fold.append(json.loads((fold_dir / "metrics.json").read_text()))
             continue

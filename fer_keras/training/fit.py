@@ -419,10 +419,13 @@ EVALUATION_OUTPUTS = ("metrics.json", "predictions.csv", "confusion_matrix.png",
 def _remove_evaluation(run_dir, quiet):
     """Removes the evaluation of the model a resumed run is about to replace, so `compare` cannot show it as the run's."""
     stale = [run_dir / name for name in EVALUATION_OUTPUTS if (run_dir / name).exists()]
+    if run_dir.parent.name.startswith("kfold-") and (run_dir.parent / "metrics.json").exists():
+        stale.append(run_dir.parent / "metrics.json")  # a fold of a k-fold protocol: its summary no longer holds
     for path in stale:
         shutil.rmtree(path) if path.is_dir() else path.unlink()
     if stale and not quiet:
-        print(f"Removed the evaluation of the model before this resume ({', '.join(p.name for p in stale)}); "
+        names = [p.name if p.parent == run_dir else f"the k-fold summary {p}" for p in stale]
+        print(f"Removed the evaluation of the model before this resume ({', '.join(names)}); "
               f"run `fer-keras evaluate {run_dir}` again when it has finished.", file=sys.stderr)
 
 

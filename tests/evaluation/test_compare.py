@@ -189,3 +189,20 @@ def test_clip_runs_rank_by_the_units_mcnemar_pairs(evaluated, tmp_path):
     groups, _ = compare(runs)
     (rows,) = [rows for rows in groups.values() if rows[0]["evaluation"] == "held-out"]
     assert [pathlib.Path(r["run"]).name for r in rows] == ["more_videos", "more_clips"]
+
+
+def test_the_same_samples_in_another_folder_share_a_table_and_runs_keep_their_order(evaluated, still_data, tmp_path):
+    """Two --data synth runs generate the same set into their own folders: one table, tested against each other."""
+    from fer_keras.evaluation.compare import compare
+
+    still_run, _ = evaluated
+    shutil.copytree(still_data, tmp_path / "data_copy")
+    twin = tmp_path / "twin"
+    shutil.copytree(still_run, twin, ignore=shutil.ignore_patterns("cross", "kfold-*"))
+    config = json.loads((twin / "config.json").read_text())
+    config["dataset"]["dir"] = str(tmp_path / "data_copy")
+    (twin / "config.json").write_text(json.dumps(config))
+    groups, _ = compare([twin, still_run, twin])
+    (rows,) = [rows for rows in groups.values() if rows[0]["evaluation"] == "held-out"]
+    assert [r["run"] for r in rows] == [str(twin), str(still_run)]  # a tie keeps the order given; each run once
+    assert rows[1]["vs_best"]["only_best_right"] == rows[1]["vs_best"]["only_this_right"] == 0

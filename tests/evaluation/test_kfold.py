@@ -122,3 +122,43 @@ def test_a_reused_fold_trained_on_the_shared_rgb_run_is_refused(landmark_kfold, 
     path.write_text(json.dumps(config))
     error = expect_user_error(invoke("--quiet", "evaluate", copy, "--protocol", "kfold", "--folds", 2, "--epochs", 1))
     assert "fold-0" in error and "test subjects" in error
+
+
+def test_a_reused_rgb_fold_must_match_too(landmark_kfold, landmark_arm_run, tmp_path):
+    """landmark_arm's per-fold arm_resnet18 runs are checked as the folds are: 1-epoch RGB folds under 2-epoch folds
+    are refused, not reused."""
+    import shutil
+
+    copy = tmp_path / "lm"
+    shutil.copytree(landmark_arm_run, copy, ignore=shutil.ignore_patterns("cross"))
+    for leftover in ("fold-0", "fold-1", "metrics.json"):
+        target = copy / "kfold-2" / leftover
+        shutil.rmtree(target) if target.is_dir() else target.unlink()
+    line = expect_user_error(invoke("evaluate", copy, "--protocol", "kfold", "--folds", 2, "--epochs", 2))
+    assert line.startswith(f"Error: {copy / 'kfold-2' / 'rgb-fold-0'} is not this protocol's fold: epochs 1 (expected 2)")
+    assert not (copy / "kfold-2" / "fold-0").exists()
+
+
+def test_the_folds_of_a_data_synth_run_move_with_it(tmp_path):
+    """--data synth generates the data into the run folder: a moved run's folds are still its folds."""
+    import shutil
+
+    expect_ok(invoke("--quiet", "train", "--model", "frame_cnn", "--data", "synth", "--synth-subjects", 4, "--epochs", 1,
+                     "--batch-size", 16, "--image-size", 32, "--folds", 2, "--out", tmp_path / "a", "--name", "run"))
+    expect_ok(invoke("--quiet", "evaluate", tmp_path / "a" / "run", "--protocol", "kfold", "--folds", 2))
+    shutil.move(tmp_path / "a" / "run", tmp_path / "moved")
+    (tmp_path / "moved" / "kfold-2" / "metrics.json").unlink()
+    before = (tmp_path / "moved" / "kfold-2" / "fold-0" / "model.keras").stat().st_mtime_ns
+    expect_ok(invoke("--quiet", "evaluate", tmp_path / "moved", "--protocol", "kfold", "--folds", 2))
+    assert (tmp_path / "moved" / "kfold-2" / "fold-0" / "model.keras").stat().st_mtime_ns == before
+
+
+def test_resuming_a_fold_removes_the_summary_it_was_part_of(kfold, clip_run, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(clip_run, copy, ignore=shutil.ignore_patterns("cross"))
+    assert (copy / "kfold-2" / "metrics.json").exists()
+    result = expect_ok(invoke("train", "--resume", copy / "kfold-2" / "fold-1", "--epochs", 2))
+    assert f"the k-fold summary {copy / 'kfold-2' / 'metrics.json'}" in result.output
+    assert not (copy / "kfold-2" / "metrics.json").exists()
