@@ -85,7 +85,7 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
     into ``RUN/cross/<dataset folder name>/``, all or nothing.
     """
     run_dir, data_dir = pathlib.Path(run_dir), pathlib.Path(data_dir)
-    config, manifest, model = fit.load_run(run_dir)
+    config, manifest, model = fit.load_run(run_dir, needs_data=False)  # the other dataset is the one read
     spec = get_spec(config["model"])
     if spec.evaluator:
         raise UserError(f"{config['model']!r} is scored by its own evaluator, not by class labels; cross-dataset "

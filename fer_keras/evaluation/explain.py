@@ -375,7 +375,7 @@ def explain_run(run_dir, *, out_dir=None, count=8, image=None, quiet=False):
     if get_spec(trained).family == "vae_swap":
         raise UserError(f"{str(run_dir)!r} is a vae_swap run: it encodes faces and has no class decision to explain. "
                         "Show what it learned with `fer-keras generate swap|interpolate RUN`.")
-    config, manifest, model = fit.load_run(run_dir)
+    config, manifest, model = fit.load_run(run_dir, needs_data=False if image is not None else "The test samples are in it.")
     out_dir = pathlib.Path(out_dir or run_dir / "explain")
     names = manifest["labels"]
     is_landmark = isinstance(model, LandmarkARMClassifier)
@@ -473,7 +473,7 @@ def _spread_samples(dataset, count):
     """(x, y, meta) of up to `count` test samples spread over classes and subjects, or None when there are none.
 
     Clips: one per video, the last (the window ending at the apex); stills: at most `count` per class, as they come.
-    Then classes in turn, each time the next sample of a subject not shown yet where there is one.
+    Then classes in turn, each time the sample of the subject shown least so far.
     """
     kept = {}  # unit -> (x, y, meta) of one sample
     order = []
@@ -497,15 +497,16 @@ def _spread_samples(dataset, count):
     by_class = {}
     for unit in order:
         by_class.setdefault(int(kept[unit][1]), []).append(kept[unit])
-    chosen, shown = [], set()
+    chosen, shown = [], collections.Counter()
     while len(chosen) < count and any(by_class.values()):
         for label in sorted(by_class):
             queue = by_class[label]
             if not queue or len(chosen) >= count:
                 continue
-            fresh = next((k for k, s in enumerate(queue) if s[2].get("subject") not in shown), 0)
-            sample = queue.pop(fresh)
-            shown.add(sample[2].get("subject"))
+            # the subject shown least so far (first in test order among equals)
+            pick = min(range(len(queue)), key=lambda k: (shown[queue[k][2].get("subject")], k))
+            sample = queue.pop(pick)
+            shown[sample[2].get("subject")] += 1
             chosen.append(sample)
     xs = [s[0] for s in chosen]
     x = {k: np.stack([v[k] for v in xs]) for k in xs[0]} if isinstance(xs[0], dict) else np.stack(xs)

@@ -65,9 +65,11 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
     }
     metadata = {
         "model": config["model"], **describe.source(run_dir, manifest),
-        # Keras also serves the first endpoint as serving_default.
-        "signatures": [*endpoints, "serving_default (= encode_expression)"],
-        "signature_io": {name: signature_io(fn) for name, fn in endpoints.items()},
+        "signatures": [*endpoints, "serving_default"],
+        "serving_default": "encode_expression",  # Keras also serves the first endpoint under that name
+        # per signature, as the classifier exports list their outputs
+        "inputs": {name: signature_io(fn)["inputs"] for name, fn in endpoints.items()},
+        "outputs": {name: signature_io(fn)["outputs"] for name, fn in endpoints.items()},
         "image_shape": [size, size, channels], "latent_dim": d,
         "normalisation": describe.PIXELS + " Decoded images come out as pixel values 0..255 too.",
         "face_alignment": describe.face_alignment(size),

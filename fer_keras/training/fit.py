@@ -566,7 +566,7 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
             run_id=uuid.uuid4().hex,  # the run's identity wherever its folder is moved (exports check it)
             dataset={"dir": os.path.relpath(manifest["_dir"], run_dir) if config["data"] == "synth" else os.path.abspath(manifest["_dir"]),
                      "name": manifest["dataset"], "kind": manifest["kind"], "label_set": manifest["label_set"], "labels": manifest["labels"],
-                     "flow_bound": manifest.get("flow_bound"), "people": people(manifest)},
+                     "flow_bound": manifest.get("flow_bound"), "people": people(manifest), "image": manifest.get("image")},
             split_subjects=split.to_dict(),
             init_from=os.path.abspath(config["init_from"]) if config.get("init_from") else None,
             # absolute, as init_from: the leak checks follow it from any folder
@@ -668,7 +668,8 @@ def read_run_config(run_dir):
 def load_run(run_dir, *, needs_data=True):
     """(config, manifest, model) of a finished run folder.
 
-    `needs_data=False` (SavedModel export, predict, benchmark: they use the data's labels only): where the data
+    `needs_data=False` (SavedModel export, predict, benchmark, evaluate --data, explain INPUT: they use the data's
+    labels, kind and image geometry only): where the data
     folder is gone or damaged (a run copied to another machine), the manifest is what config.json recorded of it.
     A string says why the command needs the data; it ends the error when the data cannot be read.
     """
@@ -688,7 +689,8 @@ def load_run(run_dir, *, needs_data=True):
             raise
         recorded = config["dataset"]
         manifest = {"dataset": recorded["name"], "kind": recorded["kind"], "label_set": recorded["label_set"],
-                    "labels": recorded["labels"], "flow_bound": recorded.get("flow_bound"), "_dir": str(data_dir)}
+                    "labels": recorded["labels"], "flow_bound": recorded.get("flow_bound"), "image": recorded.get("image") or {},
+                    "_dir": str(data_dir)}
     model = load_model(model_path)
     return config, manifest, model
 

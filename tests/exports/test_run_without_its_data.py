@@ -35,3 +35,19 @@ def test_a_tflite_export_says_why_it_needs_the_data(still_run, tmp_path):
     assert "data_left_behind" in line and "checks its parity with Keras on the run's held-out samples" in line
     assert "`--format savedmodel` does not" in line
     assert not (tmp_path / "exports").exists()
+
+
+def test_cross_dataset_evaluation_and_explain_on_an_input_need_only_the_run(still_run, face_images, tmp_path):
+    from tests.conftest import DATA_SIZE
+
+    run, _ = _moved(still_run, tmp_path)
+    other = tmp_path / "other"
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", other, "--kind", "still", "--subjects", 2,
+                     "--samples-per-emotion", 1, "--size", DATA_SIZE, "--grey", "--seed", 11))
+    expect_ok(invoke("--quiet", "evaluate", run, "--data", other))
+    assert json.loads((run / "cross" / "other" / "metrics.json").read_text())["num_samples"] > 0
+    face = sorted(face_images.glob("*.png"))[0]
+    expect_ok(invoke("--quiet", "explain", run, face, "--out", tmp_path / "ex"))
+    assert len(list((tmp_path / "ex").glob("*.png"))) == 1
+    line = expect_user_error(invoke("explain", run, "--out", tmp_path / "ex2"))  # the test samples are in the data
+    assert "data_left_behind" in line and "The test samples are in it." in line

@@ -221,14 +221,12 @@ def test_export_signatures_and_tflite_parity(vae_run, tmp_path):
     assert meta["parity"]["max_abs_diff"] < 1e-4
     # The metadata names every tensor, as an app calls it, and how to cut the face.
     info = json.loads((path / "assets.extra" / "fer_keras.json").read_text())
+    assert sorted(info["signatures"]) == sorted(loaded.signatures) and info["serving_default"] == "encode_expression"
     for name, fn in loaded.signatures.items():
-        io = info["signature_io"].get(name)
-        if name == "serving_default":
-            assert "serving_default (= encode_expression)" in info["signatures"]
-            continue
-        assert sorted(i["name"] for i in io["inputs"]) == sorted(fn.structured_input_signature[1])
-        assert sorted(o["name"] for o in io["outputs"]) == sorted(fn.structured_outputs)
-    assert info["signature_io"]["encode_expression"]["outputs"] == [{"name": "z_e", "shape": [None, 4], "dtype": "float32"}]
+        described = info["serving_default"] if name == "serving_default" else name
+        assert sorted(i["name"] for i in info["inputs"][described]) == sorted(fn.structured_input_signature[1])
+        assert sorted(o["name"] for o in info["outputs"][described]) == sorted(fn.structured_outputs)
+    assert info["outputs"]["encode_expression"] == [{"name": "z_e", "shape": [None, 4], "dtype": "float32"}]
     assert "face_alignment" in info and "RGB channel order" in info["normalisation"]
     lite = LiteRTModel(str(tmp_path / vae_run.name / "tflite" / "expression_encoder.tflite"))
     (input_name,), (output_name,) = lite.inputs, lite.outputs
