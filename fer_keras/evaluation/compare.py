@@ -27,9 +27,8 @@ def run_rows(run_dir):
     run_dir = pathlib.Path(run_dir)
     config = fit.read_run_config(run_dir)
     common = {"run": str(run_dir), "model": config["model"], "size": config.get("size"), "params": _params(run_dir)}
-    # The data folder as training recorded it: absolute, or relative to the run for --data synth.
-    recorded = (config.get("dataset") or {}).get("dir") or ("data" if config["data"] == "synth" else config["data"])
-    own_data = run_dir / recorded if config["data"] == "synth" else pathlib.Path(recorded)
+    own_data = fit.run_data_dir(run_dir, config) if (config.get("dataset") or {}).get("dir") else (
+        run_dir / "data" if config["data"] == "synth" else pathlib.Path(config["data"]))
     rows = []
     sources = [("held-out", run_dir / "metrics.json")]
     sources += [("k-fold", p) for p in sorted(run_dir.glob("kfold-*/metrics.json"))]

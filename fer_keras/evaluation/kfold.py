@@ -34,14 +34,10 @@ from fer_keras.evaluation.plots import plot_confusion_matrix
 def fold_config(run_dir, folds, fold, epochs=None):
     """The run's configuration with the split set to fold `fold` of `folds`."""
     from fer_keras.training.config import resolve
+    from fer_keras.training.fit import read_run_config, run_data_dir
 
-    from fer_keras.training.fit import read_run_config
-
-    run_dir = pathlib.Path(run_dir)
     saved = read_run_config(run_dir)
-    data_dir = pathlib.Path(saved["dataset"]["dir"])
-    if not data_dir.is_absolute():
-        data_dir = (run_dir / data_dir).resolve()
+    data_dir = run_data_dir(run_dir, saved).resolve()
     return resolve(saved, data=str(data_dir), split="kfold", folds=folds, fold=fold, epochs=epochs)
 
 

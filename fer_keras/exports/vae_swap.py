@@ -63,13 +63,14 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
             input_signature=[tf.TensorSpec(image_spec.shape, tf.float32, name="identity_images"),
                              tf.TensorSpec(image_spec.shape, tf.float32, name="expression_images")]),
     }
+    described = {name: signature_io(fn) for name, fn in endpoints.items()}
     metadata = {
         "model": config["model"], **describe.source(run_dir, manifest),
         "signatures": [*endpoints, "serving_default"],
         "serving_default": "encode_expression",  # Keras also serves the first endpoint under that name
         # per signature, as the classifier exports list their outputs
-        "inputs": {name: signature_io(fn)["inputs"] for name, fn in endpoints.items()},
-        "outputs": {name: signature_io(fn)["outputs"] for name, fn in endpoints.items()},
+        "inputs": {name: io["inputs"] for name, io in described.items()},
+        "outputs": {name: io["outputs"] for name, io in described.items()},
         "image_shape": [size, size, channels], "latent_dim": d,
         "normalisation": describe.PIXELS + " Decoded images come out as pixel values 0..255 too.",
         "face_alignment": describe.face_alignment(size),
