@@ -173,13 +173,18 @@ def test_kfold_is_refused_before_any_fold_trains(vae_run):
     assert not (vae_run / "kfold-2").exists()
 
 
-def test_a_plain_vae_interpolates_but_does_not_swap(tmp_path):
-    """The plain VAE's identity latent is zero: a "swap" grid would show no target's identity."""
-    config = tmp_path / "config.json"
+def _train_tiny(out, model, name):
+    """`fer-keras train --model MODEL --data synth` at the smallest size that trains: 6 subjects, 48 px, 1 epoch."""
+    config = out / "config.json"
     config.write_text(json.dumps({"model_args": dict(encoder_filters=[4, 4, 8, 8], decoder_filters=[8, 4, 4, 4], latent_dim=8),
                                   "synth": {"samples_per_emotion": 1, "size": 48}}))
-    expect_ok(invoke("--quiet", "train", "--model", "vae", "--data", "synth", "--synth-subjects", 6, "--epochs", 1,
-                     "--batch-size", 8, "--folds", 3, "--config", config, "--out", tmp_path, "--name", "plain"))
+    expect_ok(invoke("--quiet", "train", "--model", model, "--data", "synth", "--synth-subjects", 6, "--epochs", 1,
+                     "--batch-size", 8, "--folds", 3, "--config", config, "--out", out, "--name", name))
+
+
+def test_a_plain_vae_interpolates_but_does_not_swap(tmp_path):
+    """The plain VAE's identity latent is zero: a "swap" grid would show no target's identity."""
+    _train_tiny(tmp_path, "vae", "plain")
     line = expect_user_error(invoke("generate", "swap", tmp_path / "plain"))
     assert "is a plain VAE" in line and "generate interpolate" in line
     assert not (tmp_path / "plain" / "generate").exists()
@@ -188,11 +193,7 @@ def test_a_plain_vae_interpolates_but_does_not_swap(tmp_path):
 
 def test_the_cvae_trains_and_evaluates_from_the_cli(tmp_path):
     """The C-VAE has no identity encoder: finishing the run must not ask it for z_i without subject indices."""
-    config = tmp_path / "config.json"
-    config.write_text(json.dumps({"model_args": dict(encoder_filters=[4, 4, 8, 8], decoder_filters=[8, 4, 4, 4], latent_dim=8),
-                                  "synth": {"samples_per_emotion": 1, "size": 48}}))
-    expect_ok(invoke("--quiet", "train", "--model", "cvae", "--data", "synth", "--synth-subjects", 6, "--epochs", 1,
-                     "--batch-size", 8, "--folds", 3, "--config", config, "--out", tmp_path, "--name", "cvae"))
+    _train_tiny(tmp_path, "cvae", "cvae")
     assert (tmp_path / "cvae" / "model.keras").is_file()
     expect_ok(invoke("--quiet", "evaluate", tmp_path / "cvae"))
     assert json.loads((tmp_path / "cvae" / "metrics.json").read_text())["kmeans_train"]["images"] > 0
