@@ -11,12 +11,13 @@ import pathlib
 from fer_keras.errors import UserError
 
 
-def nearest_folder(path, option):
-    """The nearest existing folder above `path`; a UserError naming `option` when it is a file, so nothing can be written below it."""
+def nearest_folder(path, option, shown=None):
+    """The nearest existing folder above `path`; a UserError naming `option` (and `shown`, the path as the user gave it,
+    where that differs) when it is a file, so nothing can be written below it."""
     for parent in pathlib.Path(path).parents:
         if parent.exists():
             if not parent.is_dir():
-                raise UserError(f"{option} {str(path)!r} cannot be written: {str(parent)!r} is a file, not a folder.")
+                raise UserError(f"{option} {shown or str(path)!r} cannot be written: {str(parent)!r} is a file, not a folder.")
             return parent
     return pathlib.Path(".")
 
@@ -26,15 +27,17 @@ def check_writable(folder, option):
     nearest folder above it): checked before long work, which would otherwise fail only at its end."""
     import tempfile
 
-    folder = pathlib.Path(folder)
+    given = str(folder)
+    # realpath settles '..' as the kernel will once the folders above exist: 'new/../a_file' is a_file.
+    folder = pathlib.Path(os.path.realpath(folder))
     if folder.exists() and not folder.is_dir():
-        raise UserError(f"{option} {str(folder)!r} cannot be written: it is a file, not a folder.")
-    existing = folder if folder.is_dir() else nearest_folder(folder, option)
+        raise UserError(f"{option} {given!r} cannot be written: it is a file, not a folder.")
+    existing = folder if folder.is_dir() else nearest_folder(folder, option, given)
     try:
         with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as e:
-        raise UserError(f"{option} {str(folder)!r} cannot be written: {e.strerror} in {str(existing)!r}.") from None
+        raise UserError(f"{option} {given!r} cannot be written: {e.strerror} in {str(existing)!r}.") from None
 
 
 def _write_tmp(path, data):

@@ -683,4 +683,9 @@ def test_export_checks_out_before_any_work(still_run, tmp_path, monkeypatch):
         line = expect_user_error(invoke("export", still_run, "--format", fmt, "--out", tmp_path / "afile" / "sub"))
         assert line.startswith(f"Error: --out {str(tmp_path / 'afile' / 'sub' / still_run.name)!r}"[:-1])
         assert line.endswith(f"cannot be written: {str(tmp_path / 'afile')!r} is a file, not a folder.")
+    # 'new/../afile' is afile once new/ exists: refused before new/ is made, not a FileExistsError after
+    dotted = tmp_path / "new" / ".." / "afile"
+    line = expect_user_error(invoke("export", still_run, "--format", "savedmodel", "--out", dotted))
+    assert line.startswith(f"Error: --out {str(dotted / still_run.name)!r} cannot be written: ")
+    assert line.endswith(f"{str(tmp_path / 'afile')!r} is a file, not a folder.")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
