@@ -2,9 +2,12 @@
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
+from fer_keras.data import synth
+from fer_keras.inference.predictor import Predictor
 from fer_keras.training import fit
 from tests.conftest import CLIP_LENGTH, MODEL_SIZE, expect_ok, expect_user_error, invoke
 from tests.exports.streaming_runs import streaming_export
@@ -63,6 +66,36 @@ def test_run_folder_with_streaming_matches_the_tflite_step_model(clip_run, strea
     assert labelled == list(range(CLIP_LENGTH - 1, FRAMES))
     np.testing.assert_allclose(_scores([keras_records[t] for t in labelled]), _scores([lite_records[t] for t in labelled]),
                                atol=2e-4)
+
+
+def test_after_a_frame_without_a_face_the_step_model_starts_from_zero_states(clip_run, stream_tflite, tmp_path):
+    """T faces, a frame without one, T faces: the second decision is the clip model's on the last T faces alone; the
+    states of the faces before the gap are gone (a decision carried over them differs, so this can fail)."""
+    size, blank = 128, CLIP_LENGTH  # dlib's HOG detector finds SynthFER faces at 128 px
+    video = tmp_path / "gap.mp4"
+    frames = synth.render_sequence(synth.make_subject(2), "surprise", size=size, grey=False,
+                                   num_frames=2 * CLIP_LENGTH + 1)["frames"]
+    writer = cv2.VideoWriter(str(video), cv2.VideoWriter_fourcc(*"mp4v"), 10, (size, size))
+    for t, frame in enumerate(frames):
+        writer.write(np.full_like(frame, 128) if t == blank else cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    crops = video_crops(video, MODEL_SIZE, "dlib")
+    assert [t for t, c in enumerate(crops) if c is None] == [blank]
+
+    out = tmp_path / "gap.jsonl"
+    expect_ok(invoke("--quiet", "predict", stream_tflite, video, "--smoothing", 0, "--out", out))
+    records = _records(out)
+    assert [t for t, r in enumerate(records) if "label" in r] == [CLIP_LENGTH - 1, 2 * CLIP_LENGTH]
+    _, _, model = fit.load_run(clip_run)
+    after = np.stack(crops[blank + 1 :])[None]  # (1, T, H, W, 1)
+    expected = np.asarray(model(after, training=False))[0]
+    np.testing.assert_allclose(_scores([records[2 * CLIP_LENGTH]])[0], expected, atol=2e-4)  # scores: 4 decimals
+
+    step = Predictor(clip_run, streaming=True).backend
+    step.reset()
+    for crop in crops[:blank] + crops[blank + 1 :]:
+        carried = step.step(crop)
+    assert np.abs(carried - expected).max() > 1e-3
 
 
 def test_a_streaming_model_refuses_still_images(stream_tflite, face_images):
