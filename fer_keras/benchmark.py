@@ -162,6 +162,7 @@ def benchmark_target(target, *, runs=50, warmup=5, threads=None, quiet=False):
 
 def _load_tflite(path, counts):
     """(what the result says of the .tflite, {threads: its interpreter's invoke}); random inputs are set once."""
+    from fer_keras.exports import describe
     from fer_keras.json_files import read_json_object
     from fer_keras.native_output import native_stderr_captured
 
@@ -174,6 +175,7 @@ def _load_tflite(path, counts):
                 interpreters[n] = random_input_interpreter(path, n)
         except (ValueError, RuntimeError) as e:
             raise UserError(f"{path} is not a valid TFLite model ({first_line(e)}).") from None
+    describe.check_stamp(path, meta)  # a JSON of another model would mislabel the result (int8 for a float model)
     inputs = _tflite_inputs(interpreters[counts[0]])
     streaming = bool(meta.get("streaming"))
     result = {"kind": "tflite", "runtime": f"ai_edge_litert {_version('ai-edge-litert')}", "model": meta.get("model"),

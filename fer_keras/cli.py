@@ -477,6 +477,11 @@ def explain_cmd(ctx, run, image, out, count):
     """
     from fer_keras.evaluation.explain import explain_run
 
+    if image is not None and out is not None and pathlib.Path(image).is_dir():
+        given, folder = pathlib.Path(image).resolve(), pathlib.Path(out).resolve()
+        if folder == given or given in folder.parents:
+            raise UserError(f"--out {out!r} lies in the input folder {image!r}, where the overlays would be read as frames "
+                            "next time; give a folder outside it.")
     paths = explain_run(run, out_dir=out, count=count, image=image, quiet=ctx.find_root().params["quiet"])
     fewer = "" if len(paths) >= count or image is not None else f" (all there are: fewer than the {count} asked for)"
     _echo(ctx, f"Wrote {len(paths)} overlay{'' if len(paths) == 1 else 's'}{fewer} to {paths[0].parent}, listed in explain.csv")
@@ -535,11 +540,16 @@ def generate_interpolate_cmd(ctx, run, a, b, out):
 @click.option("--out", default="exports", show_default=True, type=click.Path(file_okay=False))
 @click.option("--streaming", is_flag=True,
               help="TFLite: a per-frame step model of a clip model (one frame + recurrent states in, probabilities + new states out).")
+@click.option("--float-io", is_flag=True,
+              help="With --quantize int8 or int16x8: float32 input and output tensors (the model quantises and "
+                   "dequantises them itself; the ops stay integer), for apps or runtimes that feed floats.")
 @click.pass_context
-def export_cmd(ctx, run, fmt, quantize, out, streaming):
+def export_cmd(ctx, run, fmt, quantize, out, streaming, float_io):
     """Export a run to TFLite (builtin ops only, parity-checked) or a SavedModel for TF Serving."""
     if streaming and fmt != "tflite":
         raise click.UsageError("--streaming applies to --format tflite (the SavedModel of a clip model has a stream_step signature).")
+    if float_io and (fmt != "tflite" or quantize not in ("int8", "int16x8")):
+        raise click.UsageError("--float-io applies to --format tflite with --quantize int8 or int16x8.")
     from fer_keras import atomic
 
     # Where the export will land, checked before minutes of conversion and calibration.
@@ -565,24 +575,18 @@ def export_cmd(ctx, run, fmt, quantize, out, streaming):
     if fmt == "tflite" and streaming:
         from fer_keras.exports.streaming import export_streaming
 
-        path, meta = export_streaming(run, out=out, quantize=quantize)
+        path, meta = export_streaming(run, out=out, quantize=quantize, float_io=float_io)
         p = meta["parity"]
         _echo(ctx, f"Wrote streaming step model {path} ({path.stat().st_size / 1024:.0f} KiB, {len(meta['states'])} states, "
-                   f"reset every {meta['reset_every']} frames). After T frames vs the clip model on {p['samples']} {p['on']}: "
-                   f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f} "
-                   f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}){_ties_text(p)}, "
-                   f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}{_per_video_text(p)}")
+                   f"reset every {meta['reset_every']} frames). After T frames vs the clip model on {_parity_text(p)}")
         _echo_hint(ctx, quantization_hint(quantize, p["top1_agreement"], streaming=True, per_video=p.get("per_video"),
                                           confident=p.get("confident")))
     elif fmt == "tflite":
         from fer_keras.exports.tflite import export_tflite
 
-        path, meta = export_tflite(run, out=out, quantize=quantize)
+        path, meta = export_tflite(run, out=out, quantize=quantize, float_io=float_io)
         p = meta["parity"]
-        _echo(ctx, f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB). Parity on {p['samples']} {p['on']}: "
-                   f"max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f} "
-                   f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}){_ties_text(p)}, "
-                   f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}{_per_video_text(p)}")
+        _echo(ctx, f"Wrote {path} ({path.stat().st_size / 1024:.0f} KiB). Parity on {_parity_text(p)}")
         _echo_hint(ctx, quantization_hint(quantize, p["top1_agreement"], streaming=False, clip=meta.get("clip_length") is not None,
                                           per_video=p.get("per_video"), confident=p.get("confident")))
     else:
@@ -665,15 +669,14 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
     videos = [f for f in files if f.suffix.lower() in VIDEO_SUFFIXES]
     tally = {"records": 0, "faces": 0, "no_face": 0, "waiting": 0, "failed": []}
 
-    def write(records):
-        for record in records:
-            writer.write(record)
-            error = record.get("error")
-            tally["faces"] += not error
-            tally["no_face"] += error == "no face found"
-            tally["waiting"] += error == "filling the clip window"
-            if error and error not in ("no face found", "filling the clip window"):
-                tally["failed"].append(error)
+    def write_one(record):  # videos and frame folders hand each record over as it is made
+        writer.write(record)
+        error = record.get("error")
+        tally["faces"] += not error
+        tally["no_face"] += error == "no face found"
+        tally["waiting"] += error == "filling the clip window"
+        if error and error not in ("no face found", "filling the clip window"):
+            tally["failed"].append(error)
 
     # Below the file bar (5+ inputs) only on a terminal: off one, tqdm draws nested bars with cursor escapes.
     nested_off_terminal = len(files) + len(sequences) >= 5 and not sys.stderr.isatty()
@@ -684,19 +687,21 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
                 count = video_frame_count(path)  # 0: not a video, and predict_video_file says so in its record
                 bar = progress(total=count, desc=path.name, unit="frame", quiet=quiet or count == 0 or nested_off_terminal)
                 try:  # an unreadable video is one record with its error, as an unreadable image is
-                    write(predictor.predict_video_file(path, annotate=targets.get(path), smoothing=smoothing, progress=bar))
+                    predictor.predict_video_file(path, annotate=targets.get(path), smoothing=smoothing, progress=bar,
+                                                 on_record=write_one)
                 finally:
                     bar.close()
             else:
                 found = predictor.predict_file(path)
-                write(found)
+                for record in found:
+                    write_one(record)
                 if path in targets:
                     annotate_image(path, found, targets[path])
         for name, folder, frame_files in sequences:
             bar = progress(total=len(frame_files), desc=name, unit="frame", quiet=quiet or nested_off_terminal)
             try:
-                write(predictor.predict_frames(name, frame_files, annotate=targets.get(name), smoothing=smoothing,
-                                               progress=bar))
+                predictor.predict_frames(name, frame_files, annotate=targets.get(name), smoothing=smoothing, progress=bar,
+                                         on_record=write_one)
             finally:
                 bar.close()
     inputs_count = len(files) + len(sequences)
@@ -816,6 +821,13 @@ def benchmark_cmd(ctx, target, runs, warmup, threads, out):
     if out:
         benchmark.write_result(result, out)
         _echo(ctx, f"Wrote {out}")
+
+
+def _parity_text(p):
+    """The parity line's figures, from an export's metadata `parity`."""
+    return (f"{p['samples']} {p['on']}: max |dp| {p['max_abs_diff']:.2e}, top-1 agreement {p['top1_agreement']:.3f} "
+            f"(95 % CI {p['top1_agreement_95ci'][0]:.3f}-{p['top1_agreement_95ci'][1]:.3f}){_ties_text(p)}, "
+            f"accuracy Keras {p['keras_accuracy']:.3f} vs TFLite {p['tflite_accuracy']:.3f}{_per_video_text(p)}")
 
 
 def _ties_text(parity):
@@ -950,7 +962,25 @@ def _accept_root_flags(group):
 _accept_root_flags(cli)
 
 
+def _stop_as_ctrl_c(main_pid):
+    """SIGTERM and SIGHUP (kill, timeout, a closed terminal, a batch system's time limit) stop the command as Ctrl-C
+    does: its clean-up runs (no .partial folder or .tmp file left where Ctrl-C leaves none), and it exits 130.
+    Worker processes forked from it keep the default action."""
+    import signal
+
+    def stop(signum, frame):
+        if os.getpid() != main_pid:
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        raise KeyboardInterrupt(f"stopped by {signal.Signals(signum).name}")
+
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop)
+
+
 def main():
+    _stop_as_ctrl_c(os.getpid())
     cli(prog_name="fer-keras")
 
 

@@ -27,7 +27,7 @@ def native_stderr_captured(replay_on_error=True):
         failed = False
         try:
             yield
-        except BaseException:
+        except Exception:  # not Ctrl-C: the user stopped it, and TensorFlow's start-up lines are not an error
             failed = True
             raise
         finally:

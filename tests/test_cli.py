@@ -64,6 +64,31 @@ def test_a_command_in_a_fresh_process_writes_no_tensorflow_start_up_noise():
     assert debug.returncode == 0 and "frame_cnn" in debug.stdout  # --debug leaves TensorFlow's own output alone
 
 
+def test_sigterm_stops_a_command_as_ctrl_c_does(tmp_path):
+    """kill, timeout or a batch system's time limit: the clean-up runs, one line, exit 130, no half-made data left."""
+    import signal
+    import time
+
+    out = tmp_path / "data"
+    process = subprocess.Popen([sys.executable, "-c", "from fer_keras.cli import main; main()", "prepare", "synth",
+                                "--out", str(out), "--subjects", "60", "--size", "48"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    while not (tmp_path / "data.partial").exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, process.communicate()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=240)
+    assert process.returncode == 130, stderr[-2000:]
+    last = stderr.strip().splitlines()[-1]
+    assert last.startswith("Error: Interrupted"), stderr[-2000:]
+    assert not out.exists()
+    if "shards are finished" in last:  # a shard was complete: kept for the same command to go on from
+        assert (tmp_path / "data.partial").is_dir()
+    else:
+        assert not (tmp_path / "data.partial").exists(), sorted(p.name for p in tmp_path.rglob("*"))
+
+
 def test_synth_commands_in_a_fresh_process_are_quiet_and_preview_does_not_load_tensorflow(tmp_path):
     code = ("import sys; from fer_keras.cli import cli; cli.main(sys.argv[1:], standalone_mode=False); "
             "print('tensorflow loaded:', 'tensorflow' in sys.modules)")

@@ -28,9 +28,9 @@ def flow_input():
     """The flow input's entry: units, direction, the exact Farneback call, and the range training saw."""
     return {
         "units": "optical flow in pixels per frame, x then y (the model scales it inside)",
-        "direction": "flow[t] maps frame t-1 to frame t; only a video's first frame (no frame before it) gets zeros: a "
-                     "clip, or a stream after a reset, that starts later keeps the flow from the frame before it, as in "
-                     "training",
+        "direction": "flow[t] maps frame t-1 to frame t; only a video's first frame, and `predict`'s first face after "
+                     "a frame without one, get zeros (no frame before them): a clip, or a stream after its every-T "
+                     "reset, that starts later keeps the flow from the frame before it, as in training",
         "method": "cv2.calcOpticalFlowFarneback(previous_grey, current_grey, None, 0.5, 3, 15, 3, 5, 1.2, 0) on the "
                   "aligned crops made grey with cv2.COLOR_RGB2GRAY (fer_keras.data_prep.flow.sequence_flow)",
         "range": f"training saw flow clipped to +-{DEFAULT_FLOW_BOUND:g} px and stored at 255 steps over that range",
@@ -52,6 +52,14 @@ def face_alignment(size):
                "three anchors onto template_px",
         "warp": f"cv2.warpAffine(rgb, M, ({size}, {size}), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE) "
                 "on the RGB image, then grey if the model takes one channel",
+        "image": "the detector and the landmarks run on the RGB image (three channels); on a grey image (a camera's Y "
+                 "plane) they find other points, and the crops differ by up to tens of grey levels",
+        "orientation": "an image file's EXIF orientation is applied first (PIL.ImageOps.exif_transpose); Android's "
+                       "BitmapFactory does not apply it",
+        "faces": "largest box first; on video `predict` follows the largest face of each frame",
+        "landmark_model_licence": "the 68-point model is trained on iBUG 300-W, whose licence excludes commercial use; "
+                                  "another landmarker works if it gives the same eye and mouth centres (anchors), with "
+                                  "crops that differ by its landmarks' error",
         "crops_without_alignment": "`fer-keras predict --detect none` resizes an image to the input size with "
                                    "cv2.INTER_AREA",
     }
@@ -59,14 +67,39 @@ def face_alignment(size):
 
 def source(run_dir, manifest):
     """Which run, and which data, an export comes from: so that a SynthFER model is never taken for a CK+ one."""
-    name = manifest.get("dataset", "")
+    name, run_id = manifest.get("dataset", ""), _run_id(run_dir)
     return {
         "run": pathlib.Path(run_dir).resolve().name,
-        "run_path": str(pathlib.Path(run_dir).resolve()),
-        "run_id": _run_id(run_dir),
+        # the folder's path only for a run without an id (older runs): a shipped model need not carry a home folder
+        **({"run_id": run_id} if run_id else {"run_path": str(pathlib.Path(run_dir).resolve()), "run_id": None}),
         "dataset": "SynthFER (synthetic faces)" if name == "synthfer" else name,
         "label_set": manifest.get("label_set"),
     }
+
+
+METADATA_VERSION = 2  # 2: TFLite signatures named as the SavedModel's, tensor positions, model_sha256
+
+
+def stamp(flatbuffer):
+    """What ties a sidecar JSON to its .tflite: the metadata version, the fer-keras version and the model's sha256."""
+    import hashlib
+
+    from fer_keras import __version__
+
+    return {"metadata_version": METADATA_VERSION, "fer_keras_version": __version__,
+            "model_sha256": hashlib.sha256(flatbuffer).hexdigest(), "model_bytes": len(flatbuffer)}
+
+
+def check_stamp(path, meta):
+    """UserError when the JSON beside `path` records another model's sha256 (a .tflite replaced without its JSON)."""
+    import hashlib
+
+    from fer_keras.errors import UserError
+
+    expected = meta.get("model_sha256")
+    if expected and hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() != expected:
+        raise UserError(f"{pathlib.Path(path).with_suffix('.json')} describes another model than {str(path)!r} (its "
+                        "model_sha256 differs): copy a .tflite and its .json together, or export again.")
 
 
 def _run_id(run_dir):
@@ -94,6 +127,11 @@ def export_folder(out, run_dir):
             other, other_id = info.get("run_path"), info.get("run_id")
         except (OSError, ValueError, AttributeError):
             continue
-        if other and other != run_path and not (run_id and other_id == run_id):  # the same run, moved, may go on
-            raise UserError(f"{str(base)!r} holds the exports of another run, {other}; give another --out, or rename the run folder.")
+        if run_id and other_id:  # the same run, moved, may go on
+            same = other_id == run_id
+        else:  # a run or an export from before run ids: by the folder
+            same = other == run_path or not (other or other_id)
+        if not same:
+            raise UserError(f"{str(base)!r} holds the exports of another run ({other or 'run id ' + str(other_id)}); "
+                            "give another --out, or rename the run folder.")
     return base

@@ -406,41 +406,53 @@ def export_streaming(run_dir, *, out="exports", quantize="none", float_io=False)
     folder = base / "tflite"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"stream_{quantize}{'_float_io' if float_io and quantize in ('int8', 'int16x8') else ''}.tflite"
-    metadata = streaming_metadata(step, lite, config=config, manifest=manifest, run=run_dir, quantize=quantize)
+    metadata = streaming_metadata(step, lite, flatbuffer, config=config, manifest=manifest, run=run_dir, quantize=quantize)
     metadata["float_io"] = bool(float_io)
     metadata["parity"] = check
     atomic.write_files([(path, flatbuffer), (path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())])
     return path, metadata
 
 
-def streaming_metadata(step, lite, *, config, manifest, run, quantize):
+def streaming_metadata(step, lite, flatbuffer, *, config, manifest, run, quantize):
     """What an app needs to run the step model: inputs, states (shapes, initial values, feedback), outputs."""
+    from fer_keras.exports import tflite
 
     def quant(details):
         return [float(v) for v in details["quantization"]] if np.dtype(details["dtype"]) in (np.int8, np.int16) else None
 
+    in_at, out_at, aliases = tflite.tensor_positions(lite.interpreter, lite.runner)
     frames = [
-        {"name": n, "shape": [int(v) for v in lite.inputs[n]["shape"]], "dtype": str(np.dtype(lite.inputs[n]["dtype"])),
-         "quantization": quant(lite.inputs[n]), "layout": "NHWC",
+        {"name": n, "position": in_at[n], "shape": [int(v) for v in lite.inputs[n]["shape"]],
+         "dtype": str(np.dtype(lite.inputs[n]["dtype"])), "quantization": quant(lite.inputs[n]), "layout": "NHWC",
          **(describe.flow_input() if n == "flow" else {"normalisation": describe.PIXELS})}
         for n in step.frame_names
     ]
     image = next(f for f in frames if f["name"] != "flow")  # the camera frame; two-stream models also take its flow
+    # Listed so that copying each state in turn is right: an Enhanced cell's h2_next IS its h1 input tensor (h(t-1)
+    # passed through), so h2 is copied before h1 is overwritten.
+    layers = list(dict.fromkeys(s["layer"] for s in step.state_specs))
+    ordered = sorted(step.state_specs, key=lambda s: (layers.index(s["layer"]), s["role"] != "h2"))
     states = [
-        {"name": s["name"], "layer": s["layer"], "role": s["role"], "meaning": ROLES[s["role"]],
-         "shape": [int(v) for v in lite.inputs[s["name"]]["shape"]], "dtype": str(np.dtype(lite.inputs[s["name"]]["dtype"])),
-         "quantization": quant(lite.inputs[s["name"]]), "initial": "zeros (float 0.0; for int8/int16 the zero point)",
-         "feed_back_from": f"{s['name']}_next", "feed_back_quantization": quant(lite.outputs[f"{s['name']}_next"])}
-        for s in step.state_specs
+        {"name": s["name"], "position": in_at[s["name"]], "layer": s["layer"], "role": s["role"],
+         "meaning": ROLES[s["role"]], "shape": [int(v) for v in lite.inputs[s["name"]]["shape"]],
+         "dtype": str(np.dtype(lite.inputs[s["name"]]["dtype"])), "quantization": quant(lite.inputs[s["name"]]),
+         "initial": "zeros (float 0.0; for int8/int16 the zero point)",
+         "feed_back_from": f"{s['name']}_next", "feed_back_position": out_at[f"{s['name']}_next"],
+         "feed_back_quantization": quant(lite.outputs[f"{s['name']}_next"]),
+         **({"feed_back_is_input": aliases[f"{s['name']}_next"]} if f"{s['name']}_next" in aliases else {})}
+        for s in ordered
     ]
-    outputs = [{"name": "probabilities", "shape": [int(v) for v in lite.outputs["probabilities"]["shape"]],
+    outputs = [{"name": "probabilities", "position": out_at["probabilities"],
+                "shape": [int(v) for v in lite.outputs["probabilities"]["shape"]],
                 "dtype": str(np.dtype(lite.outputs["probabilities"]["dtype"])), "quantization": quant(lite.outputs["probabilities"]),
                 "meaning": "softmax over labels: the clip model's output on the frames since the last reset"}]
     if step.has_attention:
-        outputs.append({"name": "attention_map", "shape": [int(v) for v in lite.outputs["attention_map"]["shape"]],
+        outputs.append({"name": "attention_map", "position": out_at["attention_map"],
+                        "shape": [int(v) for v in lite.outputs["attention_map"]["shape"]],
                         "dtype": str(np.dtype(lite.outputs["attention_map"]["dtype"])), "quantization": quant(lite.outputs["attention_map"]),
                         "meaning": "RAM attention map M_t in [0, 1] over the feature grid (paper 001), for overlays"})
     return {
+        **describe.stamp(flatbuffer),
         "model": config["model"],
         **describe.source(run, manifest),
         "format": "tflite",
@@ -456,16 +468,20 @@ def streaming_metadata(step, lite, *, config, manifest, run, quantize):
         "reset_every": step.clip_length,
         "usage": (
             "Before the first frame set every state input to zeros. For each camera frame: feed the frame"
-            + (" and its flow from the previous frame (zeros on the first frame after a reset)" if len(frames) > 1 else "")
+            + (" and its flow from the previous frame (see the flow input's 'direction': zeros only on a video's first "
+               "frame and after a frame without a face, not after the every-T reset)" if len(frames) > 1 else "")
             + " and the states, run, read 'probabilities'" + (" (and 'attention_map')" if step.has_attention else "")
             + ", then copy every '<state>_next' output into "
             "the '<state>' input for the next frame (int8/int16: dequantise with the output's scale and zero point, "
-            "requantise with the input's). After frame T-1 of a window the probabilities equal the clip model's on "
+            "requantise with the input's), in the order of 'states' or reading every output before writing any input: "
+            "a state marked 'feed_back_is_input' is passed through, its '_next' output is that input tensor. After frame T-1 of a window the probabilities equal the clip model's on "
             "those T frames. Zero the states every 'reset_every' frames (the clip length the model was trained on). "
             "`fer-keras predict` also zeroes them after a frame without a face (a window is T faces in a row), decides "
             "once per window and shows that decision until the next, smoothed over windows by an exponential moving "
             "average of the probabilities (weight of the past: --smoothing, 0.6 by default)."
         ),
         "quantization_format": QUANTIZATION_FORMAT,
+        "positions": tflite.POSITIONS,
+        "decision": tflite.DECISION,
         "face_alignment": describe.face_alignment(image["shape"][-2]),
     }

@@ -73,26 +73,29 @@ def rebuild_for_device(config, manifest, model):
 
 
 def _takes_unroll(config):
-    import inspect
+    from fer_keras.models.registry import builder_takes
 
-    from fer_keras.models.registry import get_spec
-
-    return "unroll" in inspect.signature(get_spec(config["model"]).builder).parameters
+    return builder_takes(config["model"], "unroll")
 
 
-def convert(model, *, quantize="none", representative=None, float_io=False):
+def convert(model, *, quantize="none", representative=None, float_io=False, output_name="probabilities"):
     """Keras model (fixed batch 1) -> TFLite flatbuffer bytes, builtin ops only.
 
-    A model with several inputs (RGB + flow streams; images + landmarks) gets one named signature
-    input each.
+    The signature's inputs are named as the model's ("images", "frames"; each stream's, "rgb" and
+    "flow"; landmark_arm's "images" and "landmarks"), as in the SavedModel, and its one output
+    `output_name`.
     """
     names = input_names(model)
-    if len(names) == 1:
-        signature = [tf.TensorSpec(model.inputs[0].shape, tf.float32, name="inputs")]
-    else:  # several streams (RGB + flow): one named signature input each
-        signature = [{name: tf.TensorSpec(t.shape, tf.float32, name=name) for name, t in zip(names, model.inputs)}]
-    return convert_function(model, lambda x: model(x, training=False), signature, quantize=quantize,
-                            representative=representative, float_io=float_io)
+    # The same names as the SavedModel's serving_default: "images" or "frames" (or each stream's) in, "probabilities" out.
+    signature = [{name: tf.TensorSpec(t.shape, tf.float32, name=name) for name, t in zip(names, model.inputs)}]
+
+    def probabilities(x):  # x: the signature's dict, or (logit_floor's calibration) one-input models' plain tensor
+        if isinstance(x, dict) and len(names) == 1:
+            x = x[names[0]]
+        return {output_name: model(x, training=False)}
+
+    return convert_function(model, probabilities, signature, quantize=quantize, representative=representative,
+                            float_io=float_io)
 
 
 def convert_function(model, fn, input_signature, *, quantize="none", representative=None, float_io=False):
@@ -284,6 +287,19 @@ def _representative_item(x):
     if isinstance(x, dict):
         return {name: v[None].astype(np.float32) for name, v in x.items()}
     return [x[None].astype(np.float32)]
+
+
+def tensor_positions(interpreter, runner):
+    """({input name: position}, {output name: position}) of the signature's tensors in the interpreter's plain input
+    and output lists (`get_input_details()`, Swift's `input(at:)`), for bindings without signature runners; and
+    {output name: input name} where an output is that very input tensor (a state passed through unchanged)."""
+    plain_in = [d["index"] for d in interpreter.get_input_details()]
+    plain_out = [d["index"] for d in interpreter.get_output_details()]
+    inputs = {n: plain_in.index(d["index"]) for n, d in runner.get_input_details().items()}
+    outputs = {n: plain_out.index(d["index"]) for n, d in runner.get_output_details().items()}
+    by_index = {d["index"]: n for n, d in runner.get_input_details().items()}
+    aliases = {n: by_index[d["index"]] for n, d in runner.get_output_details().items() if d["index"] in by_index}
+    return inputs, outputs, aliases
 
 
 def open_signature_runner(path_or_bytes, num_threads=1):
@@ -525,6 +541,11 @@ LANDMARKS_DESCRIPTION = (
 )
 
 
+POSITIONS = ("each tensor's 'position' is its place in the interpreter's plain input or output list "
+             "(get_input_details(), Swift's input(at:)), for bindings without signature runners; the names are the "
+             "signature's")
+DECISION = ("the label is the argmax of the probabilities; where int8 probabilities tie exactly, `fer-keras predict` "
+            "takes the first of the tied labels in label order and lists the others as 'tied_with'")
 QUANTIZATION_FORMAT = "quantization: [scale, zero_point] of an int8/int16 tensor, real = scale * (q - zero_point); null: float32"
 
 
@@ -602,10 +623,13 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
     folder.mkdir(parents=True, exist_ok=True)
     suffix = quantize + ("_float_io" if float_io and quantize in ("int8", "int16x8") else "")
     path = folder / f"model_{suffix}.tflite"
-    inputs = [input_metadata(name, d, quantize) for name, d in lite.inputs.items()]
+    in_positions, out_positions, _ = tensor_positions(lite.interpreter, lite.runner)
+    inputs = [dict(input_metadata(name, d, quantize), position=in_positions[name]) for name, d in lite.inputs.items()]
     main = next(i for i in inputs if i["name"] not in ("landmarks", "flow"))
     rank = len(main["shape"])
+    output_name = next(iter(lite.outputs))
     metadata = {
+        **describe.stamp(flatbuffer),
         "model": config["model"],
         **describe.source(run_dir, manifest),
         "format": "tflite",
@@ -615,9 +639,11 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
         "signature": "serving_default",
         "input": dict(main, layout="NTHWC" if rank == 5 else "NHWC"),
         "inputs": inputs,
-        "output": {"name": next(iter(lite.outputs)), "shape": [int(v) for v in lite.output["shape"]],
+        "output": {"name": output_name, "position": out_positions[output_name], "shape": [int(v) for v in lite.output["shape"]],
                    "dtype": str(np.dtype(lite.output["dtype"])), "quantization": _quantization(lite.output),
                    "meaning": "softmax probabilities over labels, in their order"},
+        "positions": POSITIONS,
+        "decision": DECISION,
         "quantization_format": QUANTIZATION_FORMAT,
         "clip_length": config["clip_length"] if rank == 5 else None,
         "face_alignment": describe.face_alignment(main["shape"][-2]),

@@ -90,7 +90,7 @@ def export_expression_tflite(run_dir, *, out="exports", samples=16):
     encoder = vae.expression_encoder
     images = keras.Input((vae.image_size, vae.image_size, vae.channels), batch_size=1, name="images")
     device_model = keras.Model(images, encoder(images)[0], name="expression_encoder_device")  # shares the weights
-    flatbuffer = convert(device_model)
+    flatbuffer = convert(device_model, output_name="z_e")
     split = Split.from_dict(config["split_subjects"])
     size, channels = fit.input_geometry(config, manifest)
     x = load_stills(manifest, split.test or split.train, size, channels)["images"][:samples]
@@ -103,7 +103,8 @@ def export_expression_tflite(run_dir, *, out="exports", samples=16):
     path = folder / "expression_encoder.tflite"
     (input_name, input_details), = lite.inputs.items()
     (output_name, output_details), = lite.outputs.items()
-    metadata = {"model": config["model"], **describe.source(run_dir, manifest), "format": "tflite", "quantize": "none",
+    metadata = {**describe.stamp(flatbuffer), "model": config["model"], **describe.source(run_dir, manifest),
+                "format": "tflite", "quantize": "none",
                 "signature": "serving_default",
                 "input": {"name": input_name, "shape": [int(v) for v in input_details["shape"]],
                           "dtype": str(np.dtype(input_details["dtype"])), "layout": "NHWC", "normalisation": describe.PIXELS},

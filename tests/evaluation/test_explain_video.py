@@ -121,6 +121,12 @@ def test_wrong_inputs_are_one_line_errors_and_write_nothing(ram, still_run, vide
     empty.mkdir()
     assert "holds no frames" in expect_user_error(invoke("explain", ram, empty, "--out", out))
     assert not out.exists()
+    # overlays written among the frames would be read as the last frame next time
+    for inside in (empty, empty / "overlays"):
+        line = expect_user_error(invoke("explain", ram, empty, "--out", inside))
+        assert line == (f"Error: --out {str(inside)!r} lies in the input folder {str(empty)!r}, where the overlays would "
+                        "be read as frames next time; give a folder outside it.")
+    assert list(empty.iterdir()) == []
 
 
 def test_another_clip_model_gets_grad_cam_of_its_last_state_over_the_last_frame(clip_run, video, tmp_path):

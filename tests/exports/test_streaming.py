@@ -113,7 +113,7 @@ def test_step_model_matches_the_clip_model_after_T_frames(name, streams):
     assert set(out) == set(step.output_names)
     assert ("attention_map" in out) == name.endswith("_ram")
     # What the app reads: "input" is the camera frame, never the flow; a flow input says how to compute it.
-    meta = streaming.streaming_metadata(step, streaming.StreamingLiteRT(flatbuffer), config={"model": name},
+    meta = streaming.streaming_metadata(step, streaming.StreamingLiteRT(flatbuffer), flatbuffer, config={"model": name},
                                         manifest={"labels": list("abcdefg"), "label_set": "basic7"}, run="r", quantize="none")
     assert meta["input"]["name"] != "flow" and "RGB channel order" in meta["input"]["normalisation"]
     assert [f["name"] for f in meta["frame_inputs"]] == step.frame_names
@@ -121,6 +121,39 @@ def test_step_model_matches_the_clip_model_after_T_frames(name, streams):
         assert ("calcOpticalFlowFarneback" in frame.get("method", "")) == (frame["name"] == "flow")
     assert ("attention_map" in meta["usage"]) == name.endswith("_ram") and ("flow" in meta["usage"]) == ("flow" in streams)
     assert meta["face_alignment"]["template_px"]["mouth"] == pytest.approx([0.5 * SIZE, 0.75 * SIZE])
+    # An app with only positions (no signature runner) that copies each state in the JSON's order gets the clip
+    # model's output; where a '_next' output is its input tensor, copying h1 first would read the new h1 as h2.
+    clip = step_inputs(step, tflite._unbatch(clips)[0])
+    got, fed_back = run_by_positions(flatbuffer, meta, clip, meta["states"])
+    assert np.max(np.abs(got - expected[0])) <= 1e-4
+    passed_through = [st for st in meta["states"] if "feed_back_is_input" in st]
+    assert bool(passed_through) == name.startswith("e")  # the Enhanced cells' h2_next is their h1 input
+    if passed_through:
+        assert all(st["role"] == "h2" and st["feed_back_is_input"] == st["name"][: -len("h2")] + "h1" for st in passed_through)
+        h1_first = sorted(meta["states"], key=lambda st: (st["layer"], st["role"] == "h2"))
+        _, wrong = run_by_positions(flatbuffer, meta, clip, h1_first)  # the probabilities may saturate: the states show it
+        assert max(np.max(np.abs(wrong[n] - v)) / np.max(np.abs(v)) for n, v in fed_back.items()) > 1e-2
+
+
+def run_by_positions(flatbuffer, meta, clip, states):
+    """(probabilities, {state: value fed back}) after the last frame of `clip` ({frame input: (T, ...)}, float model),
+    fed as an app without signature runners does: tensors by the JSON's positions, each state copied in turn in the
+    order of `states`."""
+    interpreter = Interpreter(model_content=flatbuffer)
+    interpreter.allocate_tensors()
+    inputs, outputs = interpreter.get_input_details(), interpreter.get_output_details()
+    for st in states:
+        interpreter.set_tensor(inputs[st["position"]]["index"], np.zeros(st["shape"], np.float32))
+    probabilities = next(o for o in meta["outputs"] if o["name"] == "probabilities")
+    for t in range(len(next(iter(clip.values())))):
+        for frame in meta["frame_inputs"]:
+            interpreter.set_tensor(inputs[frame["position"]]["index"], clip[frame["name"]][t][None].astype(np.float32))
+        interpreter.invoke()
+        got = interpreter.get_tensor(outputs[probabilities["position"]]["index"])[0].copy()
+        for st in states:
+            interpreter.set_tensor(inputs[st["position"]]["index"],
+                                   interpreter.get_tensor(outputs[st["feed_back_position"]]["index"]))
+    return got, {st["name"]: interpreter.get_tensor(inputs[st["position"]]["index"]).copy() for st in states}
 
 
 def test_state_names_and_shapes():
@@ -220,7 +253,7 @@ def test_ram_streaming_export_gives_the_attention_map(ram, exports_dir):
     path = streaming_export(ram, exports_dir)
     meta = json.loads(path.with_suffix(".json").read_text())
     assert [o["name"] for o in meta["outputs"]] == ["probabilities", "attention_map"]
-    assert [s["name"] for s in meta["states"]][-3:] == ["ram_h1", "ram_c", "ram_h2"]
+    assert [s["name"] for s in meta["states"]][-3:] == ["ram_h2", "ram_h1", "ram_c"]  # h2 (h1 passed through) first
     _, _, model = fit.load_run(ram)
     clip = np.random.default_rng(2).uniform(0, 255, (CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)).astype("float32")
     out, _ = run_step_litert(path, {"frame": clip})

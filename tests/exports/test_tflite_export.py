@@ -5,7 +5,9 @@ tf.lite.Interpreter, and not through the package's own LiteRTModel), against the
 on held-out test subjects and on random raw-pixel inputs.
 """
 
+import hashlib
 import json
+import shutil
 
 import keras
 import numpy as np
@@ -16,7 +18,7 @@ from fer_keras.data.splits import Split
 from fer_keras.errors import UserError
 from fer_keras.exports import tflite
 from fer_keras.training import fit
-from tests.conftest import CLIP_LENGTH, MODEL_SIZE, expect_ok, invoke
+from tests.conftest import CLIP_LENGTH, MODEL_SIZE, expect_ok, expect_user_error, invoke
 
 
 def held_out_inputs(run, limit=24, seed=0):
@@ -79,7 +81,7 @@ def test_clip_model_parity_with_keras(clip_run, clip_tflite):
     assert tuple(interpreter.get_input_details()[0]["shape"]) == (1, CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)
     meta = json.loads(clip_tflite.with_suffix(".json").read_text())
     assert meta["input"]["shape"] == [1, CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1]
-    assert meta["input"]["layout"] == "NTHWC"
+    assert meta["input"]["layout"] == "NTHWC" and meta["input"]["name"] == "frames"
     assert meta["clip_length"] == CLIP_LENGTH
     assert meta["parity"]["max_abs_diff"] <= 1e-4
     # Parity takes whole videos (the tiny test side fits the budget: all of them), and compares the per-video
@@ -104,6 +106,15 @@ def test_the_sidecar_names_what_the_signature_has(still_tflite, quantize):
     x = np.zeros(meta["input"]["shape"], meta["input"]["dtype"])
     assert runner(**{meta["input"]["name"]: x})[meta["output"]["name"]].shape == (1, len(meta["labels"]))
     assert "RGB channel order" in meta["input"]["normalisation"]
+    # the SavedModel's names, and positions for bindings that only index the plain input and output lists
+    assert (meta["input"]["name"], meta["output"]["name"]) == ("images", "probabilities")
+    interpreter = Interpreter(model_path=str(path))
+    assert interpreter.get_input_details()[meta["input"]["position"]]["index"] == runner.get_input_details()["images"]["index"]
+    assert interpreter.get_output_details()[meta["output"]["position"]]["index"] == \
+        runner.get_output_details()["probabilities"]["index"]
+    # tied to its model, and no folder of the machine that exported it
+    assert meta["model_sha256"] == hashlib.sha256(path.read_bytes()).hexdigest() and meta["metadata_version"] >= 2
+    assert "run_path" not in meta and meta["run_id"]
     size = meta["input"]["shape"][1]
     assert meta["face_alignment"]["template_px"]["mouth"] == pytest.approx([0.5 * size, 0.75 * size])
     assert meta["face_alignment"]["anchors"]["mouth"] == "mean of landmarks 48-59"
@@ -145,6 +156,46 @@ def test_metadata_beside_the_model(still_run, still_tflite, quantize):
     assert low <= parity["top1_agreement"] <= high
     assert parity["accuracy_drop"] == pytest.approx(parity["keras_accuracy"] - parity["tflite_accuracy"])
     assert not list(path.parent.glob("*.tmp"))
+
+
+def test_a_json_of_another_model_is_refused(still_tflite, tmp_path):
+    """A .tflite replaced without its .json (a float model under an int8 JSON) would be run and timed as the JSON says."""
+    (tmp_path / "m.tflite").write_bytes(still_tflite["none"].read_bytes())
+    shutil.copy(still_tflite["int8"].with_suffix(".json"), tmp_path / "m.json")
+    for command in (["predict", tmp_path / "m.tflite", tmp_path / "m.tflite", "--detect", "none"],
+                    ["benchmark", tmp_path / "m.tflite", "--runs", 2]):
+        line = expect_user_error(invoke(*command))
+        assert line == (f"Error: {tmp_path / 'm.json'} describes another model than {str(tmp_path / 'm.tflite')!r} (its "
+                        "model_sha256 differs): copy a .tflite and its .json together, or export again."), command
+
+
+def test_each_variant_keeps_what_it_promises_on_a_model_far_from_uniform(still_run):
+    """The run's own model is near chance (probabilities within 0.02 of 1/7), where float16 or a constant int8 output
+    would pass the parity bounds too; with its softmax sharpened, each variant must earn them, and store its
+    weights in its own type."""
+    from tests.exports.test_streaming import sharpened
+
+    config, manifest, model = fit.load_run(still_run)
+    device = sharpened(tflite.rebuild_for_device(config, manifest, model))
+    split = Split.from_dict(config["split_subjects"])
+    train, _ = tflite.sample(fit.make_dataset(config, manifest, split, "train", batch_size=16), 120)
+    _, _, inputs = held_out_inputs(still_run)
+    expected = keras_probabilities(device, inputs)
+    assert np.ptp(expected) > 0.5
+    for quantize in ("none", "float16", "int8"):
+        flatbuffer = tflite.convert(device, quantize=quantize, representative=tflite._unbatch(train) if quantize == "int8" else None)
+        interpreter = Interpreter(model_content=flatbuffer)
+        weights = {np.dtype(t["dtype"]).name for t in interpreter.get_tensor_details() if len(t["shape"]) == 4}
+        lite = tflite.LiteRTModel(flatbuffer)
+        got = np.stack([lite(x) for x in inputs])
+        diff = np.max(np.abs(got - expected))
+        if quantize == "none":
+            assert diff <= 1e-4 and "float16" not in weights and "int8" not in weights, (diff, weights)
+        elif quantize == "float16":
+            assert diff <= 1e-2 and "float16" in weights, (diff, weights)
+        else:
+            assert "int8" in weights and "float16" not in weights, weights
+            assert np.mean(got.argmax(1) == expected.argmax(1)) >= 0.8 and diff <= 0.2, diff
 
 
 @pytest.mark.parametrize("quantize", ["none", "float16", "int8"])
@@ -246,3 +297,18 @@ def test_final_classifier_is_the_outermost():
     assert tflite.final_classifier(outer) is not inner.get_layer("probabilities")
     assert tflite.final_classifier(inner) is inner.get_layer("probabilities")
     assert tflite.final_classifier(keras.Model(inner_in, keras.layers.Dense(2, name="logits")(inner_in))) is None
+
+
+def test_float_io_from_the_command_line(still_run, face_images, tmp_path):
+    """int8 ops with float32 input and output tensors, for apps that feed floats; only where it means something."""
+    expect_ok(invoke("--quiet", "export", still_run, "--quantize", "int8", "--float-io", "--out", tmp_path))
+    path = tmp_path / still_run.name / "tflite" / "model_int8_float_io.tflite"
+    meta = json.loads(path.with_suffix(".json").read_text())
+    assert meta["float_io"] is True and meta["input"]["dtype"] == "float32" and meta["output"]["dtype"] == "float32"
+    interpreter = Interpreter(model_path=str(path))
+    assert any(np.dtype(t["dtype"]) == np.int8 for t in interpreter.get_tensor_details())  # the ops stay integer
+    assert meta["parity"]["top1_agreement"] >= 0.5
+    expect_ok(invoke("--quiet", "predict", path, face_images, "--detect", "none", "--out", tmp_path / "p.jsonl"))
+    for quantize in ("none", "float16"):
+        line = expect_user_error(invoke("export", still_run, "--quantize", quantize, "--float-io", "--out", tmp_path), exit_code=2)
+        assert "--float-io applies to --format tflite with --quantize int8 or int16x8" in line

@@ -72,8 +72,11 @@ def test_a_corrupt_frame_fails_its_sequence_only(clip_run, tree, tmp_path):
     error = expect_user_error(invoke("predict", clip_run, broken, "--frames", "--out", out, "--annotate", tmp_path / "ann"))
     assert "1 of 2 inputs could not be read" in error and "frame3.png" in error
     records = _records(out)
-    assert [r for r in records if r["file"] == "seqs/bad"] == [
-        {"file": "seqs/bad", "face": None, "error": f"Cannot read frame {str(broken / 'bad' / 'frame3.png')!r}: not an image, or corrupt or truncated."}]
+    bad = [r for r in records if r["file"] == "seqs/bad"]  # the frames before the corrupt one, then its error
+    assert [(r["frame_file"], r["error"]) for r in bad[:-1]] == [("frame1.png", "filling the clip window"),
+                                                                 ("frame2.png", "filling the clip window")]
+    assert bad[-1] == {"file": "seqs/bad", "face": None,
+                       "error": f"Cannot read frame {str(broken / 'bad' / 'frame3.png')!r}: not an image, or corrupt or truncated."}
     assert len([r for r in records if r["file"] == "seqs/good"]) == 5
     assert [p.name for p in (tmp_path / "ann").iterdir()] == ["seqs_good.mp4"]  # no half-written video of the bad one
 

@@ -70,7 +70,8 @@ def test_run_folder_with_streaming_matches_the_tflite_step_model(clip_run, strea
 
 def test_after_a_frame_without_a_face_the_step_model_starts_from_zero_states(clip_run, stream_tflite, tmp_path):
     """T faces, a frame without one, T faces: the second decision is the clip model's on the last T faces alone; the
-    states of the faces before the gap are gone (a decision carried over them differs, so this can fail)."""
+    states and the smoothing of the faces before the gap are gone (a decision carried over them differs, so this can
+    fail)."""
     size, blank = 128, CLIP_LENGTH  # dlib's HOG detector finds SynthFER faces at 128 px
     video = tmp_path / "gap.mp4"
     frames = synth.render_sequence(synth.make_subject(2), "surprise", size=size, grey=False,
@@ -91,11 +92,62 @@ def test_after_a_frame_without_a_face_the_step_model_starts_from_zero_states(cli
     expected = np.asarray(model(after, training=False))[0]
     np.testing.assert_allclose(_scores([records[2 * CLIP_LENGTH]])[0], expected, atol=2e-4)  # scores: 4 decimals
 
+    # Smoothed (0.6 of the past, the default), the decision after the gap is not blended with the one before it. The
+    # near-chance run gives both windows almost the same probabilities, so here its step model is followed by a
+    # stand-in head that is sure of one class before the gap and of another after it.
+    smoothing = Predictor(clip_run, streaming=True)
+    real_step = smoothing.backend.step
+    seen = []
+
+    def sure(crop):
+        real_step(crop)
+        seen.append(crop)
+        return np.eye(7)[0 if len(seen) <= CLIP_LENGTH else 1]
+
+    smoothing.backend.step = sure
+    smoothed = smoothing.predict_video(video, smoothing=0.6)
+    assert len(seen) == 2 * CLIP_LENGTH
+    assert smoothed[CLIP_LENGTH - 1]["label"] == smoothing.backend.labels[0]
+    assert smoothed[2 * CLIP_LENGTH]["scores"] == dict(zip(smoothing.backend.labels, np.eye(7)[1].tolist()))
+
     step = Predictor(clip_run, streaming=True).backend
     step.reset()
     for crop in crops[:blank] + crops[blank + 1 :]:
         carried = step.step(crop)
     assert np.abs(carried - expected).max() > 1e-3
+
+
+def test_a_video_s_records_are_handed_over_as_they_are_made(still_run, synth_video):
+    """Not held until the video ends: an hour of video is not kept in memory, and Ctrl-C keeps what was printed."""
+
+    class Stop(Exception):
+        pass
+
+    got = []
+
+    def on_record(record):
+        got.append(record)
+        if len(got) == 3:
+            raise Stop
+
+    predictor = Predictor(still_run, detect="none")
+    with pytest.raises(Stop):
+        predictor.predict_video(synth_video, on_record=on_record)
+    assert [r["frame"] for r in got] == [0, 1, 2]
+    assert predictor.predict_video(synth_video, on_record=lambda r: None) == []  # none kept
+    assert len(predictor.predict_video(synth_video)) == FRAMES
+
+
+@pytest.mark.parametrize("suffix", [".3gp", ".mpg"])
+def test_phone_and_mpeg_suffixes_are_read_as_videos(still_run, synth_video, suffix, tmp_path):
+    """The container is probed by its content; the suffix only says that an input is a video, not an image."""
+    import shutil
+
+    video = tmp_path / f"clip{suffix}"
+    shutil.copy(synth_video, video)
+    out = tmp_path / "p.jsonl"
+    expect_ok(invoke("--quiet", "predict", still_run, video, "--detect", "none", "--out", out))
+    assert [r["frame"] for r in _records(out)] == list(range(FRAMES))
 
 
 def test_a_streaming_model_refuses_still_images(stream_tflite, face_images):
