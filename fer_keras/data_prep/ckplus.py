@@ -24,6 +24,7 @@ Example (papers 000/001):
     fer-keras prepare ckplus --root CK+ --out data/ckplus --size 64 --flow
 """
 
+import math
 import re
 
 from fer_keras.data_prep import common
@@ -91,7 +92,7 @@ class CKPlusAdapter(common.DatasetAdapter):
             except (IndexError, ValueError, OSError):
                 skipped.append((rel, f"unreadable emotion file {label_path.name}"))
                 continue
-            if value != int(value) or int(value) not in codes:
+            if not math.isfinite(value) or value != int(value) or int(value) not in codes:  # nan, inf: skipped too
                 skipped.append((rel, f"unknown CK+ emotion code {value:g} (known: 0..7)"))
                 continue
             match = EMOTION_PATTERN.match(label_path.name)

@@ -105,7 +105,7 @@ class FER2013Adapter(common.DatasetAdapter):
                 if not code:
                     skipped.append((rel, "no label: the emotion column is empty"))
                     continue
-                if not code.isdigit() or int(code) not in codes:
+                if not (code.isascii() and code.isdigit()) or int(code) not in codes:  # '²' is a digit int() refuses
                     skipped.append((rel, f"unknown FER2013 emotion code {code!r} (known: 0..6)"))
                     continue
                 if usage not in SPLITS:

@@ -77,7 +77,8 @@ class RAFDBAdapter(common.DatasetAdapter):
                 skipped.append((f"{label_file.name}:line{number}", "malformed label line (expected: NAME.jpg CODE)"))
                 continue
             labelled[match.group(1)] = match.group(2)
-        images = {p.name[: -len("_aligned.jpg")] + ".jpg": p for p in aligned_dir.glob("*_aligned.jpg")}
+        images = {p.name[: -len("_aligned.jpg")] + ".jpg": p for p in aligned_dir.iterdir()
+                  if p.name.lower().endswith("_aligned.jpg")}  # .JPG too, as the other adapters take any case
         items = []
         for name in sorted(set(labelled) | set(images)):
             stem = name.rsplit(".", 1)[0]
@@ -89,7 +90,7 @@ class RAFDBAdapter(common.DatasetAdapter):
                 skipped.append((rel, "image file is missing"))
                 continue
             code = labelled[name]
-            if not code.isdigit() or int(code) not in codes:
+            if not (code.isascii() and code.isdigit()) or int(code) not in codes:  # '²' is a digit int() refuses
                 skipped.append((rel, f"unknown RAF-DB emotion code {code!r} (known: 1..7)"))
                 continue
             match = NAME_PATTERN.match(stem)

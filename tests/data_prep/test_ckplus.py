@@ -190,3 +190,22 @@ def test_a_sequence_whose_labelled_apex_is_missing_is_skipped(root, tmp_path):
     skipped = dict(common.read_skipped(tmp_path / "ck"))
     assert skipped["cohn-kanade-images/S005/001"] == "the apex frame 00000005 its emotion file names is missing"
     assert skipped["cohn-kanade-images/S005/002"] == "1 frame up to the apex; a sequence needs at least 2"
+
+
+def test_emotion_files_holding_nan_or_infinity_are_skipped_not_fatal(tmp_path):
+    from fer_keras.data_prep.adapters import ADAPTERS
+
+    root = tmp_path / "CK+"
+    for number, text in (("001", "nan"), ("002", "inf"), ("003", "1e400"), ("004", "   5.0000000e+00")):
+        for t in (1, 2):
+            path = root / "cohn-kanade-images" / "S020" / number / f"S020_{number}_{t:08d}.png"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(b"")  # listing reads names only
+        label = root / "Emotion" / "S020" / number / f"S020_{number}_00000002_emotion.txt"
+        label.parent.mkdir(parents=True, exist_ok=True)
+        label.write_text(text + "\n")
+    adapter = ADAPTERS["ckplus"]
+    items, skipped = adapter.list_items(root, adapter.resolve())
+    assert [i["sequence_id"] for i in items] == ["S020_004"]
+    assert dict(skipped) == {f"cohn-kanade-images/S020/{n}": f"unknown CK+ emotion code {v} (known: 0..7)"
+                             for n, v in (("001", "nan"), ("002", "inf"), ("003", "inf"))}

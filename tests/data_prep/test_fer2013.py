@@ -111,3 +111,15 @@ def test_a_file_whose_rows_all_fail_is_one_clear_error(tmp_path):
         "1 x malformed row: new-line character seen in unquoted field (e.g. fer2013.csv:row00001)."
     )
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+
+
+def test_a_superscript_digit_code_is_skipped_not_fatal(tmp_path):
+    from fer_keras.data_prep.adapters import ADAPTERS
+
+    path = tmp_path / "raw" / "fer2013.csv"
+    path.parent.mkdir()
+    row = " ".join(["7"] * 2304)
+    path.write_text(f'emotion,pixels,Usage\n\u00b2,"{row}",Training\n3,"{row}",Training\n')
+    adapter = ADAPTERS["fer2013"]
+    items, skipped = adapter.list_items(tmp_path / "raw", adapter.resolve())
+    assert len(items) == 1 and dict(skipped) == {"fer2013.csv:row00000": "unknown FER2013 emotion code '\u00b2' (known: 0..6)"}

@@ -157,3 +157,21 @@ def test_a_label_file_saved_with_a_byte_order_mark_keeps_its_first_line(tree, tm
     reference = prepare_dataset("rafdb", base, tmp_path / "reference", size=SIZE, detect=False, quiet=True)
     assert manifest["num_examples"] == reference["num_examples"]
     assert common.read_skipped(tmp_path / "out") == common.read_skipped(tmp_path / "reference")
+
+
+def test_an_upper_case_extension_is_found_and_a_superscript_code_skipped(tree, tmp_path):
+    from fer_keras.data_prep.adapters import ADAPTERS
+
+    base, _ = tree
+    copy = tmp_path / "basic"
+    shutil.copytree(base, copy)
+    aligned = copy / "Image" / "aligned"
+    (aligned / "train_00002_aligned.jpg").rename(aligned / "train_00002_aligned.JPG")  # as a Windows copy may name it
+    labels = copy / "EmoLabel" / "list_patition_label.txt"
+    labels.write_text(labels.read_text().replace("train_00003.jpg 1", "train_00003.jpg \u00b2"))  # str.isdigit: True
+    adapter = ADAPTERS["rafdb"]
+    items, skipped = adapter.list_items(copy, adapter.resolve(landmarks="dataset"))
+    by_id = {i["id"]: i for i in items}
+    assert by_id["train_00002"]["path"].endswith("train_00002_aligned.JPG")
+    assert "train_00003" not in by_id
+    assert dict(skipped)["Image/aligned/train_00003_aligned.jpg"] == "unknown RAF-DB emotion code '\u00b2' (known: 1..7)"
