@@ -106,17 +106,3 @@ def label_index(label_set, emotion):
     """Index of canonical `emotion` in `label_set`, or None when the set does not hold it."""
     names = get_label_set(label_set)
     return names.index(emotion) if emotion in names else None
-
-
-def map_code(dataset, code):
-    """Maps one of `dataset`'s own label codes to a canonical emotion name."""
-    if dataset not in DATASET_CODES:
-        raise ValueError(
-            f"No label codes for dataset {dataset!r}. Known: {sorted(DATASET_CODES)}."
-        )
-    codes = DATASET_CODES[dataset]
-    if code not in codes:
-        raise ValueError(
-            f"Unknown {dataset} label code {code!r}. Known codes: {sorted(codes, key=str)}."
-        )
-    return codes[code]

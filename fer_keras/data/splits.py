@@ -3,7 +3,6 @@
 * k-fold by subject: sort the subject ids, fold of a subject = its rank mod k (the common CK+
   10-fold convention). Fold `k` is the test set; with `validation=True` fold `(k + 1) mod K`
   is held out for validation (model selection) and the rest trains.
-* holdout by subject list.
 * a dataset's official split (records carry a ``split`` field, e.g. RAF-DB train/test).
 """
 
@@ -52,20 +51,6 @@ def kfold_split(subjects, folds, fold, *, validation=True):
     val = tuple(s for s in subjects if assignment[s] == val_fold)
     train = tuple(s for s in subjects if assignment[s] not in (fold, val_fold))
     split = Split(train, val, test, description=f"subject {folds}-fold, test fold {fold}" + (f", validation fold {val_fold}" if val else ""))
-    _check(split)
-    return split
-
-
-def holdout_split(subjects, test_subjects, val_subjects=()):
-    """Holdout by explicit subject lists; every other subject trains."""
-    subjects = sorted(set(map(str, subjects)))
-    test = tuple(sorted(set(map(str, test_subjects))))
-    val = tuple(sorted(set(map(str, val_subjects))))
-    unknown = sorted(set(test + val) - set(subjects))
-    if unknown:
-        raise UserError(f"Subjects {unknown} are not in the dataset.")
-    train = tuple(s for s in subjects if s not in test and s not in val)
-    split = Split(train, val, test, description="holdout by subject list")
     _check(split)
     return split
 

@@ -17,7 +17,6 @@ model size, augmentation and model arguments from the original `rgb_run`'s confi
 be read, else from the run's), and the fold's model then loads that run as its RGB branch.
 """
 
-import inspect
 import json
 import os
 import pathlib
@@ -43,9 +42,9 @@ def fold_config(run_dir, folds, fold, epochs=None):
 
 def uses_rgb_run(config):
     """True for models whose builder takes a trained `rgb_run` (`landmark_arm`)."""
-    from fer_keras.models.registry import get_spec
+    from fer_keras.models.registry import builder_takes
 
-    return "rgb_run" in inspect.signature(get_spec(config["model"]).builder).parameters
+    return builder_takes(config["model"], "rgb_run")
 
 
 # What the per-fold RGB run takes from the original rgb_run's config; the rest (data, split,

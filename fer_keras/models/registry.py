@@ -85,6 +85,13 @@ def get_spec(name):
     return _REGISTRY[name]
 
 
+def builder_takes(name, argument):
+    """Whether model `name`'s builder takes `argument` ("streams", "unroll", "rgb_run", "num_landmarks")."""
+    import inspect
+
+    return argument in inspect.signature(get_spec(name).builder).parameters
+
+
 def resolve_hook(path):
     """"package.module:function" -> the function."""
     module, _, function = path.partition(":")

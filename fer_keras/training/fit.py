@@ -27,7 +27,7 @@ from fer_keras import atomic
 from fer_keras.data import pipeline, records, splits
 from fer_keras.errors import UserError
 from fer_keras.json_files import read_json_object
-from fer_keras.models.registry import get_model, get_spec
+from fer_keras.models.registry import builder_takes, get_model, get_spec
 
 
 class StopOnNaN(keras.callbacks.Callback):
@@ -129,10 +129,8 @@ def make_dataset(config, manifest, split, side, *, training=False, with_meta=Fal
         selection = {"subjects": subjects}
     common = dict(image_size=size, channels=channels, batch_size=batch_size or config["batch_size"], training=training, augment=config.get("augment", True), seed=config["seed"], with_meta=with_meta, epochs=epochs, start_epoch=start_epoch, **selection)
     if manifest["kind"] == "still":
-        import inspect
-
         # Models that draw landmark heatmaps (landmark_arm) take dict(images=, landmarks=) batches.
-        with_landmarks = "num_landmarks" in inspect.signature(get_spec(config["model"]).builder).parameters
+        with_landmarks = builder_takes(config["model"], "num_landmarks")
         return pipeline.still_dataset(manifest, with_landmarks=with_landmarks, **common)
     streams = tuple(s.strip() for s in config["streams"].split(","))
     return pipeline.clip_dataset(manifest, clip_length=config["clip_length"], clip_stride=config["clip_stride"], streams=streams, **common)
@@ -146,14 +144,12 @@ def model_input_shape(config, manifest):
 
 
 def build_model(config, manifest, **overrides):
-    import inspect
-
     args = dict(config["model_args"], **overrides)
-    if "streams" in inspect.signature(get_spec(config["model"]).builder).parameters:
+    if builder_takes(config["model"], "streams"):
         args.setdefault("streams", tuple(s.strip() for s in config["streams"].split(",")))
     elif config["streams"] != "rgb":
         raise UserError(f"Model {config['model']!r} takes one RGB stream only. Received: --streams {config['streams']}")
-    if "rgb_run" in inspect.signature(get_spec(config["model"]).builder).parameters and not args.get("rgb_run"):
+    if builder_takes(config["model"], "rgb_run") and not args.get("rgb_run"):
         raise UserError(
             f"{config['model']} needs rgb_run=<arm_resnet18 run folder> for its frozen RGB branch (paper 003): train "
             'arm_resnet18 first, then pass --config with {"model_args": {"rgb_run": "runs/<that run>"}}.'

@@ -71,25 +71,6 @@ def test_too_few_subjects():
         splits.kfold_split(["a", "b", "c", "d", "a"], 5, 0)
 
 
-def test_holdout_split():
-    split = splits.holdout_split(SUBJECTS, ["S100", "S001"], ["S052"])
-    assert split.test == ("S001", "S100")
-    assert split.val == ("S052",)
-    assert set(split.train) == set(SUBJECTS) - {"S001", "S100", "S052"}
-
-
-def test_holdout_unknown_subject():
-    with pytest.raises(UserError, match="S999"):
-        splits.holdout_split(SUBJECTS, ["S999"])
-
-
-def test_holdout_empty_sides():
-    with pytest.raises(UserError, match="test side"):
-        splits.holdout_split(SUBJECTS, [])
-    with pytest.raises(UserError, match="training side"):
-        splits.holdout_split(["a", "b"], ["a"], ["b"])
-
-
 def test_official_split(monkeypatch):
     """The records select each side by its split name; the subject lists (read from the records: see
     tests/training/test_init_from.py for real data) are there for the leak checks."""

@@ -2,6 +2,7 @@
 
 import errno
 import os
+import pathlib
 
 import keras
 import pytest
@@ -73,14 +74,23 @@ def test_savedmodel_export_on_a_full_disk_leaves_no_version(still_run, tmp_path,
 
 
 def test_a_failed_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    """The disk fills while the better epoch 2 is saved, after part of the file is written: best.keras stays epoch 1's."""
     model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
     model.compile(optimizer="sgd", loss="mse")
-    callback = fit.EpochCheckpoint(tmp_path, monitor="loss")
+    callback = fit.EpochCheckpoint(tmp_path, monitor="accuracy")  # higher is better, as training's monitors
     callback.set_model(model)
-    callback.on_epoch_end(0, {"loss": 1.0})
-    monkeypatch.setattr(keras.Model, "save", _no_space)
+    callback.on_epoch_end(0, {"accuracy": 0.5})
+    best = tmp_path / "checkpoints" / "best.keras"
+    saved = best.read_bytes()
+
+    def half_written(self, path, *args, **kwargs):
+        pathlib.Path(path).write_bytes(b"PK half a zip")
+        _no_space()
+
+    monkeypatch.setattr(keras.Model, "save", half_written)
     with pytest.raises(OSError):
-        callback.on_epoch_end(1, {"loss": 0.5})
+        callback.on_epoch_end(1, {"accuracy": 0.9})
     names = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
     assert names == ["best.keras", "epoch-0001"]
+    assert best.read_bytes() == saved
     assert os.path.exists(tmp_path / "checkpoints" / "epoch-0001" / "model.keras")

@@ -23,8 +23,12 @@ def test_applies_the_layer_to_each_frame_independently():
 def test_works_on_a_partial_batch_inside_tf_function():
     model = _model()
     model.compile(optimizer="sgd", loss="mse")
-    x = np.zeros((3, 4, 8, 8, 2), "float32")
-    model.fit(x, np.zeros((3, 4, 8, 8, 3), "float32"), batch_size=2, epochs=1, verbose=0)  # last batch of 1
+    x = np.random.default_rng(1).normal(size=(3, 4, 8, 8, 2)).astype("float32")
+    history = model.fit(x, np.zeros((3, 4, 8, 8, 3), "float32"), batch_size=2, epochs=1, verbose=0)  # last batch of 1
+    assert np.isfinite(history.history["loss"][0])
+    y = model.predict(x, batch_size=2, verbose=0)  # a traced predict step on a batch of 2 and one of 1
+    assert y.shape == (3, 4, 8, 8, 3)
+    np.testing.assert_allclose(y[2:], model(x[2:]).numpy(), atol=1e-5)
 
 
 def test_keras_round_trip(tmp_path):

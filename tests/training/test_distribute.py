@@ -126,7 +126,7 @@ REPLICA_SCRIPT = textwrap.dedent('''
     def compare(name, build, data, compile_args=None):
         bd, ad, ld = run_steps(build, tf.distribute.get_strategy(), data, compile_args)
         bm, am, lm = run_steps(build, mirrored, data, compile_args)
-        assert all(np.array_equal(a, b) for a, b in zip(bd, bm)), "different initial weights"
+        assert all(np.array_equal(a, b) for a, b in zip(bd, bm, strict=True)), "different initial weights"
         ud = [a - b for a, b in zip(ad, bd)]
         um = [a - b for a, b in zip(am, bm)]
         scale = max(float(np.abs(u).max()) for u in ud)
@@ -201,7 +201,7 @@ def test_mirrored_run_matches_default_run(replica_results):
     results, runs = replica_results
     assert results["replicas"] == 2
     last = "checkpoints/epoch-0002/model.keras"
-    for a, b in zip(_weights(runs / "default" / last), _weights(runs / "mirrored" / last)):
+    for a, b in zip(_weights(runs / "default" / last), _weights(runs / "mirrored" / last), strict=True):
         _close(a, b)
     config = json.loads((runs / "mirrored" / "config.json").read_text())
     assert config["strategy"] == "mirrored"
@@ -262,7 +262,7 @@ def test_two_workers_on_localhost_end_with_identical_weights(two_worker_run):
     assert not (tmp_path / "worker0").exists(), "the chief writes the run folder, not a worker folder"
     assert json.loads((chief / "config.json").read_text())["strategy"] == "multiworker"
     chief_weights = _weights(chief / "model.keras")
-    for a, b in zip(chief_weights, _weights(other / "model.keras")):
+    for a, b in zip(chief_weights, _weights(other / "model.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
     assert (chief / "history.csv").read_text().count("\n") == 3  # header + 2 epochs
 
@@ -272,5 +272,5 @@ def test_multiworker_run_matches_default_run(two_worker_run, replica_results):
     """The same configuration on one device (made by the replica fixture): the same global batches."""
     chief = two_worker_run[0]
     last = "checkpoints/epoch-0002/model.keras"
-    for a, b in zip(_weights(chief / last), _weights(replica_results[1] / "default" / last)):
+    for a, b in zip(_weights(chief / last), _weights(replica_results[1] / "default" / last), strict=True):
         _close(a, b)

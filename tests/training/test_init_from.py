@@ -153,3 +153,21 @@ def test_a_link_of_the_chain_that_is_gone_is_named(still_run, still_data, tmp_pa
     fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), relay,
                         dataset=fit.people(records.read_manifest(still_data)), test_subjects=a_trained[:1])
     assert f"started from {tmp_path / 'deleted_run'}, which is not there any more" in capsys.readouterr().err
+
+
+def test_validation_subjects_count_as_seen(still_run, still_data, tmp_path):
+    """A 3-fold run chose its epoch on its validation subjects: a run testing on them may not start from it."""
+    config = json.loads((still_run / "config.json").read_text())
+    sides = config["split_subjects"]
+    subjects = sorted({*sides["train"], *sides.get("val", []), *sides["test"]})
+    run = tmp_path / "three_fold"
+    run.mkdir()
+    validated = subjects[:1]
+    sides = {"train": subjects[1:-1], "val": validated, "test": subjects[-1:]}
+    (run / "config.json").write_text(json.dumps(dict(config, folds=3, split_subjects=sides)))
+    who = fit.people(records.read_manifest(still_data))
+    assert {s for p, s in fit.seen_subjects(run) if p == who} == set(sides["train"]) | set(validated)
+    model = get_model("frame_cnn", (MODEL_SIZE, MODEL_SIZE, 1), 7)
+    shutil.copy(still_run / "model.keras", run / "model.keras")
+    with pytest.raises(UserError, match=f"subjects that this run tests on \\({validated[0]}\\)"):
+        fit.initialise_from(model, config_lib.resolve(model="frame_cnn"), run, dataset=who, test_subjects=validated)

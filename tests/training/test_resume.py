@@ -52,7 +52,7 @@ def test_same_seed_gives_identical_runs(workdir, uninterrupted):
     assert done.returncode == 0, done.stderr[-2000:]
     again = workdir / "runs" / "A2"
     assert _history(again) == _history(uninterrupted)
-    for a, b in zip(_weights(uninterrupted / "model.keras"), _weights(again / "model.keras")):
+    for a, b in zip(_weights(uninterrupted / "model.keras"), _weights(again / "model.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -74,7 +74,7 @@ def test_resume_after_sigkill_matches_uninterrupted_run(workdir, uninterrupted):
     done = _run(["train", "--resume", str(run)], workdir)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _history(run) == _history(uninterrupted)
-    for a, b in zip(_weights(uninterrupted / "model.keras"), _weights(run / "model.keras")):
+    for a, b in zip(_weights(uninterrupted / "model.keras"), _weights(run / "model.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -127,7 +127,7 @@ def test_cosine_schedule_resumes_exactly_and_stretches_when_extended(workdir):
     done = _run(["train", "--resume", str(run)], workdir)
     assert done.returncode == 0, done.stderr[-2000:]
     assert _history(run) == _history(whole)
-    for a, b in zip(_weights(whole / "model.keras"), _weights(run / "model.keras")):
+    for a, b in zip(_weights(whole / "model.keras"), _weights(run / "model.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
 
     done = _run(["train", "--resume", str(run), "--epochs", "4"], workdir)  # the decay now spans 4 epochs
@@ -180,7 +180,7 @@ def test_vae_swap_resume_after_sigkill_matches_uninterrupted_run(workdir):
     whole = workdir / "runs" / "V"
     # Bit-identical: op determinism is on and every state (weights, 4 Adams, seed generators,
     # lr-decay counts, data order from (seed, round, epoch)) is restored.
-    for a, b in zip(_weights(whole / "model.keras"), _weights(run / "model.keras")):
+    for a, b in zip(_weights(whole / "model.keras"), _weights(run / "model.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
     drop_seconds = lambda rows: [[c for i, c in enumerate(r) if rows[0][i] != "seconds"] for r in rows]  # noqa: E731
     assert drop_seconds(_history(run)) == drop_seconds(_history(whole))
@@ -213,5 +213,5 @@ def test_ram_two_loss_resume_after_sigkill_matches_uninterrupted_run(clip_workdi
     whole = clip_workdir / "runs" / "R"
     assert _history(run) == _history(whole)  # includes attention_loss, the second loss
     assert "attention_loss" in _history(whole)[0]
-    for a, b in zip(_weights(whole / "model.keras"), _weights(run / "model.keras")):
+    for a, b in zip(_weights(whole / "model.keras"), _weights(run / "model.keras"), strict=True):
         np.testing.assert_array_equal(a, b)
