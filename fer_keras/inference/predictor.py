@@ -320,6 +320,25 @@ def _prepare(crop, size, channels):
     return crop.reshape(size, size, channels).astype(np.float32)
 
 
+def _follow(found, followed, min_overlap=0.3):
+    """The face of `found` (largest first) that goes on the one at box `followed`: the one overlapping it most, by at
+    least `min_overlap` (intersection over union); None when none does (another person); the largest without one."""
+    if not found:
+        return None
+    if followed is None or found[0][0] is None:  # the first face, or --detect none (the whole image)
+        return found[0]
+
+    def overlap(box):
+        x0, y0 = max(box[0], followed[0]), max(box[1], followed[1])
+        x1, y1 = min(box[2], followed[2]), min(box[3], followed[3])
+        inter = max(0, x1 - x0) * max(0, y1 - y0)
+        union = (box[2] - box[0]) * (box[3] - box[1]) + (followed[2] - followed[0]) * (followed[3] - followed[1]) - inter
+        return inter / union if union > 0 else 0.0
+
+    best = max(found, key=lambda f: overlap(f[0]))
+    return best if overlap(best[0]) >= min_overlap else None
+
+
 def crop_faces(image, size, channels, detect="dlib", crop_landmarks=False):
     """[(box, landmarks, crop)] of RGB uint8 `image`: every dlib face aligned, or (detect="none") the whole image.
 
@@ -396,7 +415,8 @@ class Predictor:
         }
 
     def predict_video(self, path, *, annotate=None, smoothing=0.6, progress=None, on_record=None):
-        """One record per frame for the largest face of a video.
+        """One record per frame for one face of a video: the largest at the start, then the one that overlaps it
+        from frame to frame (`_follow`); another person elsewhere starts a window of their own.
 
         Still models score each frame; clip models score the last `clip_length` aligned faces
         (the first frames wait until the window is full); a streaming model scores every frame
@@ -492,7 +512,7 @@ class Predictor:
         """
         fps = capture.get(cv2.CAP_PROP_FPS) or 25.0
         writer, records, window, smoothed, decided, index = None, [], [], None, None, 0
-        since_reset = 0
+        since_reset, followed = 0, None  # followed: the box of the face the window holds
         flows = FlowStream(self.flow_bound) if self.flow_bound is not None else None
         reset_every = self.backend.reset_every if self.streaming else 0
         if self.streaming:
@@ -508,8 +528,17 @@ class Predictor:
                 rgb = cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
                 found = self._faces(rgb)
                 record = {"file": name, "frame": index, "face": None, "error": "no face found"}
+                face = _follow(found, followed)
+                if found and face is None:  # the face followed is gone and another is there: its own window
+                    window, decided, since_reset, smoothed = [], None, 0, None
+                    if self.streaming:
+                        self.backend.reset()
+                    if flows is not None:
+                        flows.reset()
+                    face = found[0]
+                followed = face[0] if found else None
                 if found:
-                    box, points, crop, crop_points = found[0]
+                    box, points, crop, crop_points = face
                     if self.streaming:
                         if reset_every and since_reset == reset_every:
                             self.backend.reset()
