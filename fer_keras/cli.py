@@ -241,13 +241,26 @@ SEQUENCE_DATASETS = ("ckplus", "mug")
 LANDMARK_DATASETS = ("ckplus", "rafdb")
 
 
+# Which folder --root is, per dataset (docs/datasets.md gives each layout).
+_ROOT_HELP = {
+    "ckplus": "The folder holding cohn-kanade-images/ and Emotion/ (and Landmarks/), as the archives unzip side by side.",
+    "rafdb": "The basic/ folder (Image/aligned, EmoLabel/), or the folder holding it.",
+    "mug": "The subjects3/ folder, or the folder holding it.",
+    "jaffe": "The folder holding the .tiff images, at any depth.",
+    "kdef": "The KDEF/ folder holding the AF01/ ... BM35/ session folders.",
+    "fer2013": "The fer2013.csv file or its folder.",
+}
+_OUT_HELP = ("Folder for the TFRecord shards and manifest.json. It is built in OUT.partial beside it; the same command "
+             "goes on from the shards finished there after a stop.")
+
+
 def _add_dataset_command(name, help_text):
     """`fer-keras prepare <name>`: the options every dataset takes, and those of its own (--flow, --landmarks,
     --protocol, --angles): a dataset is offered only the options it can use."""
     options = [
         click.option("--root", required=True, type=click.Path(exists=True, file_okay=name == "fer2013"),
-                     help="The fer2013.csv file or its folder." if name == "fer2013" else "The unpacked dataset folder."),
-        click.option("--out", required=True, type=click.Path(file_okay=False)),
+                     help=_ROOT_HELP[name]),
+        click.option("--out", required=True, type=click.Path(file_okay=False), help=_OUT_HELP),
         click.option("--size", default=112, show_default=True, type=click.IntRange(32, 512),
                      help="Aligned face size in pixels."),
         click.option("--grey", is_flag=True, help="Store grey images."),
@@ -266,7 +279,9 @@ def _add_dataset_command(name, help_text):
             "--protocol", type=click.Choice(["sequence", "still"]), default=None,
             help="Sequences onset->apex (default), or stills (the last 3 frames, and the first frame as neutral)."))
     if name == "kdef":
-        options.append(click.option("--angles", default="S", show_default=True, help="KDEF camera angles, e.g. S,HL,HR."))
+        options.append(click.option("--angles", default="S", show_default=True,
+                                    help="KDEF camera angles, comma-separated, of S (straight), HL, HR (half left, "
+                                         "right), FL, FR (full left, right); e.g. S,HL,HR."))
 
     @click.pass_context
     def command(ctx, root, out, size, grey, detect, workers, flow=False, landmarks="dlib", protocol=None, angles="S"):
@@ -297,7 +312,7 @@ for _name, _help in (
 @click.option("--root", required=True, type=click.Path(exists=True, file_okay=False),
               help="ROOT/<emotion>/images, ROOT/train|val|test/<emotion>/images, or with --kind sequence "
                    "ROOT/<emotion>/<sequence>/frames.")
-@click.option("--out", required=True, type=click.Path(file_okay=False))
+@click.option("--out", required=True, type=click.Path(file_okay=False), help=_OUT_HELP)
 @click.option("--kind", type=click.Choice(["still", "sequence"]), default="still", show_default=True,
               help="still: each image a record; sequence: each folder of frames a record.")
 @click.option("--label-set", type=click.Choice(["basic7", "ckplus7", "ckplus8"]), default="basic7", show_default=True,

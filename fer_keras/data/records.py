@@ -297,6 +297,9 @@ def read_manifest(data_dir, *, verify=False):
         raise UserError(f"Data folder {str(data_dir)!r} {state}.")
     path = data_dir / MANIFEST
     if not path.exists():
+        if data_dir.name.endswith(".partial") and (data_dir / "progress.json").exists():
+            raise UserError(f"{str(data_dir)!r} is an unfinished `fer-keras prepare`: run the same prepare command "
+                            f"again to finish it into {data_dir.name[: -len('.partial')]!r}.")
         raise UserError(
             f"{str(data_dir)!r} holds no {MANIFEST}: it is not a prepared dataset (run `fer-keras prepare` first)."
         )
@@ -313,10 +316,12 @@ def read_manifest(data_dir, *, verify=False):
     for shard in manifest["shards"]:
         shard_path = data_dir / shard["file"]
         if not shard_path.exists():
-            raise UserError(f"Shard {shard['file']} listed in {path} is missing.")
+            raise UserError(f"Shard {shard['file']} listed in {path} is missing; delete {str(data_dir)!r} and "
+                            "prepare it again.")
         if verify and sha256(shard_path) != shard["sha256"]:
             raise UserError(
-                f"Shard {shard_path} is corrupt: its sha256 does not match the manifest (truncated or modified file)."
+                f"Shard {shard_path} is corrupt: its sha256 does not match the manifest (truncated or modified file); "
+                f"delete {str(data_dir)!r} and prepare it again."
             )
     manifest["_dir"] = str(data_dir)
     return manifest

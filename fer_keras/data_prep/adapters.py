@@ -88,10 +88,16 @@ def prepare_dataset(
 
 def summary(manifest):
     """One line for the CLI: what was prepared and what was skipped."""
+    subjects = len(manifest["counts_per_subject"])
     line = (
-        f"Prepared {manifest['num_examples']} {manifest['kind']} records of {len(manifest['counts_per_subject'])} "
-        f"subjects ({manifest['dataset']}, label set {manifest['label_set']}) in {manifest['_dir']}"
+        f"{'Already prepared' if manifest.get('_already') else 'Prepared'} {manifest['num_examples']} {manifest['kind']} record{'s' * (manifest['num_examples'] != 1)} of "
+        f"{subjects} subject{'s' * (subjects != 1)} ({manifest['dataset']}, label set {manifest['label_set']}) in "
+        f"{manifest['_dir']}"
     )
     if manifest.get("num_skipped"):
-        line += f"; skipped {manifest['num_skipped']} items (see {manifest['_dir']}/{manifest['skipped_file']})"
+        line += (f"; skipped {manifest['num_skipped']} item{'s' * (manifest['num_skipped'] != 1)} "
+                 f"(see {manifest['_dir']}/{manifest['skipped_file']})")
+    if subjects == 1 and not manifest.get("official_split"):
+        line += (". Note: one subject only, and a subject-independent split needs several: was --root one folder "
+                 "of the dataset instead of its top folder?")
     return line

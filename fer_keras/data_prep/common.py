@@ -426,11 +426,38 @@ def relative(path, root):
 
 
 def require(root, *parts, what):
-    """`root`/parts, or a `UserError` saying which part of the layout is missing."""
+    """`root`/parts, or a `UserError` saying which part of the layout is missing, and where a --root one or two
+    folders up has it (the user pointed into the dataset) or an archive of it is there still packed."""
+    root = pathlib.Path(root)
     path = pathlib.Path(root, *parts)
-    if not path.exists():
-        raise UserError(f"{root} does not look like {what}: {'/'.join(parts)} is missing.")
-    return path
+    if path.exists():
+        return path
+    hint = ""
+    for above in list(root.parents)[:2]:
+        if pathlib.Path(above, *parts).exists():
+            hint = f"; it is under {str(above)!r}: pass that folder as --root"
+            break
+    else:
+        packed = [p for p in (path.with_name(path.name + ext) for ext in _ARCHIVE_SUFFIXES) if p.exists()]
+        if packed:
+            hint = f"; {str(packed[0])!r} is there: unpack it first"
+    raise UserError(f"{root} does not look like {what}: {'/'.join(parts)} is missing{hint}.")
+
+
+_ARCHIVE_SUFFIXES = (".zip", ".tar", ".tar.gz", ".tgz", ".7z", ".rar")
+_ARCHIVE_MAGIC = ((b"\x1f\x8b", "a gzip archive"), (b"PK\x03\x04", "a zip archive"), (b"7z\xbc\xaf", "a 7-Zip archive"),
+                  (b"Rar!", "a RAR archive"), (b"BZh", "a bzip2 archive"), (b"\xfd7zXZ", "an xz archive"))
+
+
+def refuse_archive(path, inside):
+    """A `UserError` when the file `path` is a packed archive, not the file the dataset needs (`inside`)."""
+    with open(path, "rb") as f:
+        head = f.read(262)
+    kind = next((k for magic, k in _ARCHIVE_MAGIC if head.startswith(magic)), None)
+    if kind is None and head[257:262] == b"ustar":
+        kind = "a tar archive"
+    if kind:
+        raise UserError(f"--root {str(path)!r} is {kind}; unpack it and give {inside}.")
 
 
 # --- worker pool ----------------------------------------------------------------------------
@@ -487,7 +514,12 @@ def _ordered_results(jobs, workers, uses_dlib=True):
         for job in itertools.islice(jobs, 2 * workers + 2):
             pending.append(executor.submit(_work, *job))
         while pending:
-            result = pending.popleft().result()
+            try:
+                result = pending.popleft().result()
+            except concurrent.futures.process.BrokenProcessPool:
+                raise UserError(f"A worker process died (killed, or out of memory with --workers {workers}); run the "
+                                "same command again to go on from the finished shards, with fewer --workers if memory "
+                                "is short.") from None
             job = next(jobs, None)
             if job is not None:
                 pending.append(executor.submit(_work, *job))
@@ -643,6 +675,10 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
     out = pathlib.Path(out).expanduser().absolute()
     if out.resolve() == root or root in out.resolve().parents:
         raise UserError(f"--out {str(out)!r} is inside --root {str(root)!r}; write the prepared dataset outside the raw one.")
+    if not (out / "manifest.json").exists():  # said now, not after the listing: OUT.partial is made beside OUT
+        from fer_keras import atomic
+
+        atomic.check_writable(out.parent, f"--out {str(out)!r}: its folder")
     kind, label_set = adapter.kind(options), adapter.label_set(options)
     labels = get_label_set(label_set)
 
@@ -660,6 +696,7 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
 
     finished = _finished_manifest(out, fp)
     if finished is not None:
+        finished["_already"] = True  # prepared before with these arguments and these raw files: nothing written
         return finished
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise UserError(

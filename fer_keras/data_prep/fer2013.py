@@ -56,6 +56,7 @@ class FER2013Adapter(common.DatasetAdapter):
 
     def _csv(self, root):
         if root.is_file():
+            common.refuse_archive(root, "the fer2013.csv inside")
             return root
         for name in FILES:
             for path in (root / name, root / "fer2013" / name):

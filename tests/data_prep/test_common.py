@@ -111,6 +111,7 @@ def test_finished_output_is_returned_and_other_arguments_refused(jaffe_root, ref
     out, manifest = reference
     state = shard_state(out)
     again = prepare_dataset("jaffe", jaffe_root, out, on_shard_done=lambda k, n: pytest.fail("re-prepared"), **ARGS)
+    assert again.pop("_already") is True and "_already" not in manifest
     assert comparable(again) == comparable(manifest) and shard_state(out) == state
     with pytest.raises(UserError, match="already exists"):
         prepare_dataset("jaffe", jaffe_root, out, **dict(ARGS, size=40))
@@ -354,3 +355,53 @@ def test_frames_of_different_sizes_are_skipped_rather_than_misaligned():
         common.face_sequence(lambda t: frames[t], 3, options, q["landmarks"])
     whole = ADAPTERS["ckplus"].resolve(size=48, detect=False)  # each frame resized on its own: no misalignment
     assert common.face_sequence(lambda t: frames[t], 3, whole)[0].shape == (3, 48, 48, 3)
+
+
+def test_an_out_whose_folder_cannot_be_written_is_said_before_the_listing(jaffe_root, monkeypatch):
+    """OUT.partial is made beside OUT: a folder that cannot take it (here /proc) is one line, before any work."""
+    monkeypatch.setattr(ADAPTERS["jaffe"], "list_items", lambda *a: pytest.fail("listed the raw files first"))
+    with pytest.raises(UserError) as error:
+        prepare_dataset("jaffe", jaffe_root, "/proc/fer_keras_nowhere/jaffe", **ARGS)
+    assert str(error.value).startswith("--out '/proc/fer_keras_nowhere/jaffe': its folder '/proc/fer_keras_nowhere' "
+                                       "cannot be written:")
+
+
+def test_a_root_inside_the_dataset_or_still_packed_is_pointed_to_the_right_folder(tmp_path):
+    ck = tmp_path / "CK+"
+    (ck / "cohn-kanade-images" / "S005" / "001").mkdir(parents=True)
+    (ck / "Emotion" / "S005" / "001").mkdir(parents=True)
+    for given in (ck / "cohn-kanade-images", ck / "cohn-kanade-images" / "S005"):
+        with pytest.raises(UserError) as error:
+            prepare_dataset("ckplus", given, tmp_path / "out", quiet=True)
+        assert str(error.value).endswith(f"cohn-kanade-images is missing; it is under {str(ck)!r}: pass that folder as --root.")
+    (tmp_path / "basic" / "Image").mkdir(parents=True)
+    (tmp_path / "basic" / "Image" / "aligned.zip").write_bytes(b"PK\x03\x04")
+    with pytest.raises(UserError, match=r"Image/aligned is missing; '.*aligned\.zip' is there: unpack it first\.$"):
+        common.require(tmp_path / "basic", "Image", "aligned", what="RAF-DB")
+    packed = tmp_path / "fer2013.tar.gz"
+    packed.write_bytes(b"\x1f\x8b\x08\x00" + bytes(300))
+    with pytest.raises(UserError) as error:
+        prepare_dataset("fer2013", packed, tmp_path / "fer", quiet=True)
+    assert str(error.value) == f"--root {str(packed)!r} is a gzip archive; unpack it and give the fer2013.csv inside."
+    assert not (tmp_path / "out").exists() and not (tmp_path / "fer").exists()
+
+
+def test_an_unfinished_prepare_given_as_data_says_how_to_finish_it(jaffe_root, tmp_path):
+    with pytest.raises(Interrupt):
+        prepare_dataset("jaffe", jaffe_root, tmp_path / "jaffe", on_shard_done=stop_after(1), **ARGS)
+    with pytest.raises(UserError) as error:
+        records.read_manifest(tmp_path / "jaffe.partial")
+    assert str(error.value) == (f"{str(tmp_path / 'jaffe.partial')!r} is an unfinished `fer-keras prepare`: run the same "
+                                "prepare command again to finish it into 'jaffe'.")
+
+
+def test_the_summary_line_counts_in_words_and_warns_of_a_single_subject():
+    from fer_keras.data_prep.adapters import summary
+
+    base = {"num_examples": 7, "kind": "still", "dataset": "kdef", "label_set": "basic7", "_dir": "data/kdef"}
+    one = summary(dict(base, counts_per_subject={"F01": 7}, num_skipped=1, skipped_file="skipped.csv"))
+    assert one.startswith("Prepared 7 still records of 1 subject (kdef, label set basic7) in data/kdef; skipped 1 item ")
+    assert "Note: one subject only" in one
+    two = summary(dict(base, counts_per_subject={"F01": 4, "M02": 3}))
+    assert "of 2 subjects" in two and "Note" not in two
+    assert summary(dict(base, counts_per_subject={"F01": 4, "M02": 3}, _already=True)).startswith("Already prepared 7")
