@@ -695,36 +695,45 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
 
     # Below the file bar (5+ inputs) only on a terminal: off one, tqdm draws nested bars with cursor escapes.
     nested_off_terminal = len(files) + len(sequences) >= 5 and not sys.stderr.isatty()
-    with RecordWriter(out, labels=sorted(predictor.backend.labels),
-                      optional=_optional_columns(predictor, frames=bool(sequences))) as writer:
-        for path in _iter(files, quiet):
-            if path.suffix.lower() in VIDEO_SUFFIXES:
-                count = video_frame_count(path)  # 0: not a video, and predict_video_file says so in its record
-                bar = progress(total=count, desc=path.name, unit="frame", quiet=quiet or count == 0 or nested_off_terminal)
-                try:  # an unreadable video is one record with its error, as an unreadable image is
-                    predictor.predict_video_file(path, annotate=targets.get(path), smoothing=smoothing, progress=bar,
-                                                 on_record=write_one)
+    # An --annotate folder this command makes is removed again if it stops before writing anything into it.
+    made = {t.parent for t in targets.values() if not t.parent.exists()}
+    try:
+        with RecordWriter(out, labels=sorted(predictor.backend.labels),
+                          optional=_optional_columns(predictor, frames=bool(sequences))) as writer:
+            for path in _iter(files, quiet):
+                if path.suffix.lower() in VIDEO_SUFFIXES:
+                    count = video_frame_count(path)  # 0: not a video, and predict_video_file says so in its record
+                    bar = progress(total=count, desc=path.name, unit="frame", quiet=quiet or count == 0 or nested_off_terminal)
+                    try:  # an unreadable video is one record with its error, as an unreadable image is
+                        predictor.predict_video_file(path, annotate=targets.get(path), smoothing=smoothing, progress=bar,
+                                                     on_record=write_one)
+                    finally:
+                        bar.close()
+                else:
+                    found = predictor.predict_file(path)
+                    for record in found:
+                        write_one(record)
+                    if path in targets:
+                        annotate_image(path, found, targets[path])
+            for name, folder, frame_files in sequences:
+                bar = progress(total=len(frame_files), desc=name, unit="frame", quiet=quiet or nested_off_terminal)
+                try:
+                    predictor.predict_frames(name, frame_files, annotate=targets.get(name), smoothing=smoothing, progress=bar,
+                                             on_record=write_one)
                 finally:
                     bar.close()
-            else:
-                found = predictor.predict_file(path)
-                for record in found:
-                    write_one(record)
-                if path in targets:
-                    annotate_image(path, found, targets[path])
-        for name, folder, frame_files in sequences:
-            bar = progress(total=len(frame_files), desc=name, unit="frame", quiet=quiet or nested_off_terminal)
-            try:
-                predictor.predict_frames(name, frame_files, annotate=targets.get(name), smoothing=smoothing, progress=bar,
-                                         on_record=write_one)
-            finally:
-                bar.close()
+    except BaseException:
+        for folder in made:
+            if folder.is_dir() and not any(folder.iterdir()):
+                folder.rmdir()
+        raise
     inputs_count = len(files) + len(sequences)
     window = predictor.clip_length or getattr(predictor.backend, "reset_every", 0)
     waiting = f"; {tally['waiting']} frames filling the clip window of {window} faces in a row" if tally["waiting"] else ""
     if out:
         what = "input" if videos or sequences else "image"
-        _echo(ctx, f"{_plural(tally['faces'], 'face')} in {_plural(inputs_count, what)} ({tally['no_face']} images or frames "
+        no_face = "image or frame" if tally["no_face"] == 1 else "images or frames"
+        _echo(ctx, f"{_plural(tally['faces'], 'face')} in {_plural(inputs_count, what)} ({tally['no_face']} {no_face} "
                    f"without a face"
                    f"{waiting}) -> {out}")
     elif tally["waiting"] and not tally["faces"]:
@@ -943,7 +952,7 @@ def _run_family(run):
 def _iter(files, quiet):
     from fer_keras.progress import progress
 
-    bar = progress(total=len(files), desc="predict", unit="image", quiet=quiet or len(files) < 5)
+    bar = progress(total=len(files), desc="predict", unit="input", quiet=quiet or len(files) < 5)
     for f in files:
         yield f
         bar.update(1)

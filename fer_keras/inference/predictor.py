@@ -460,15 +460,18 @@ class Predictor:
     def predict_frames(self, name, paths, *, annotate=None, smoothing=0.6, progress=None, on_record=None):
         """`predict_video` on a sequence given as image files in order (a CK+ or MUG frame folder).
 
-        Records carry `frame` (the index in `paths`) and `frame_file`. A frame that cannot be read
+        Records carry `frame` (the index in `paths`) and `frame_file`, and their box and landmarks in the pixels of
+        that file (a frame of another size than the first is resized to it to be read). A frame that cannot be read
         ends the sequence with one record of its error, after the records of the frames before it,
         as a truncated video does, and removes its half-written `annotate` video.
         """
         kept = []
         emit = on_record or kept.append
+        files = _FrameFiles(paths)
         try:
-            self._run_capture(_FrameFiles(paths), name, annotate=annotate, smoothing=smoothing, progress=progress,
-                              on_record=lambda r: emit(dict(r, frame_file=pathlib.Path(paths[r["frame"]]).name)))
+            self._run_capture(
+                files, name, annotate=annotate, smoothing=smoothing, progress=progress,
+                on_record=lambda r: emit(dict(files.in_file_pixels(r), frame_file=pathlib.Path(paths[r["frame"]]).name)))
         except _UnreadableVideo as e:
             emit({"file": name, "face": None, "error": str(e)})
         return kept
@@ -657,6 +660,7 @@ class _FrameFiles:
 
     def __init__(self, paths):
         self.paths, self.index, self.shape = list(paths), 0, None
+        self.scales = {}  # frame index -> (x, y) factors from the resized frame back to its file's pixels
 
     def read(self):
         if self.index >= len(self.paths):
@@ -669,9 +673,23 @@ class _FrameFiles:
         if self.shape is None:
             self.shape = frame.shape[:2]
         elif frame.shape[:2] != self.shape:
+            self.scales[self.index] = (frame.shape[1] / self.shape[1], frame.shape[0] / self.shape[0])
             frame = cv2.resize(frame, (self.shape[1], self.shape[0]), interpolation=cv2.INTER_AREA)
         self.index += 1
         return True, frame
+
+    def in_file_pixels(self, record):
+        """`record` with its box and landmarks in the pixels of its frame's file (a frame of another size than the
+        first was resized to it for the sequence)."""
+        scale = self.scales.get(record.get("frame"))
+        if scale is None or not record.get("box"):
+            return record
+        sx, sy = scale
+        x0, y0, x1, y1 = record["box"]
+        box = [int(round(x0 * sx)), int(round(y0 * sy)), int(round(x1 * sx)), int(round(y1 * sy))]
+        points = record.get("landmarks")
+        points = [[round(x * sx, 1), round(y * sy, 1)] for x, y in points] if points else points
+        return dict(record, box=box, landmarks=points)
 
     def get(self, prop):
         return self.FPS if prop == cv2.CAP_PROP_FPS else 0.0

@@ -325,6 +325,27 @@ def test_an_interrupted_video_leaves_no_annotated_file(still_run, face_video, tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ann.mp4"] and target.read_bytes() == b"an earlier good annotation"
 
 
+def test_ctrl_c_leaves_no_empty_annotate_folder_it_made(still_run, face_video, tmp_path, monkeypatch):
+    from fer_keras.inference import predictor as predictor_module
+
+    real, seen = predictor_module.Predictor._faces, []
+
+    def ctrl_c(self, image):  # after three frames: the annotated video had begun, in the folder made for it
+        seen.append(1)
+        if len(seen) % 4 == 0:
+            raise KeyboardInterrupt
+        return real(self, image)
+
+    monkeypatch.setattr(predictor_module.Predictor, "_faces", ctrl_c)
+    result = invoke("predict", still_run, face_video, "--detect", "none", "--annotate", tmp_path / "ann")
+    assert expect_user_error(result, exit_code=130) == "Error: Interrupted."
+    assert list(tmp_path.iterdir()) == []
+    (tmp_path / "mine").mkdir()  # a folder the user made stays
+    result = invoke("predict", still_run, face_video, "--detect", "none", "--annotate", tmp_path / "mine")
+    assert expect_user_error(result, exit_code=130) == "Error: Interrupted."
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"]
+
+
 def test_a_webcam_session_hands_on_each_record_and_keeps_none(still_run, face_video):
     """Live capture (a webcam; here the video through the same OpenCV capture): records go out as they are made."""
     predictor = Predictor(still_run, detect="none")

@@ -102,3 +102,26 @@ def test_the_csv_has_the_columns_the_jsonl_records_have(clip_run, tree, tmp_path
     records = _records(jsonl)
     assert [r["frame_file"] for r in rows] == [r["frame_file"] for r in records]
     assert [r["label"] for r in rows] == [r.get("label", "") for r in records]
+
+
+def test_a_frame_of_another_size_gets_its_box_in_its_own_pixels(clip_run, tmp_path):
+    folder = tmp_path / "mixed" / "001"
+    frames = _write_sequence(folder, 3, "happiness", 6)
+    big = int(VIDEO_SIZE * 1.5)
+    for t in (1, 3, 5):  # every other frame stored at 1.5 times the size
+        cv2.imwrite(str(folder / f"frame{t + 1}.png"), cv2.resize(frames[t][..., ::-1], (big, big), interpolation=cv2.INTER_CUBIC))
+    out = tmp_path / "r.jsonl"
+    expect_ok(invoke("--quiet", "predict", clip_run, folder, "--frames", "--out", out, "--smoothing", 0))
+    records = _records(out)
+    points = {r["frame"]: np.array(r["landmarks"]) for r in records if r.get("landmarks")}
+    assert sorted(points) == list(range(CLIP_LENGTH - 1, 6))
+
+    def eyes(p):  # the two eye centres: where the face is, steadier than dlib's box, whose size moves in steps
+        return p[36:42].mean(0), p[42:48].mean(0)
+
+    for t, p in points.items():
+        near = points.get(t - 1) if t - 1 in points else points[t + 1]
+        (a, b), (c, d) = eyes(p), eyes(near)
+        ratio = np.linalg.norm(b - a) / np.linalg.norm(d - c)
+        assert ratio == pytest.approx(1.5 if t % 2 else 1 / 1.5, rel=0.1), (t, ratio)
+        assert np.all((p > 0) & (p < (big if t % 2 else VIDEO_SIZE)))
