@@ -498,7 +498,11 @@ def explain_cmd(ctx, run, image, out, count):
             raise UserError(f"--out {out!r} lies in the input folder {image!r}, where the overlays would be read as frames "
                             "next time; give a folder outside it.")
     paths = explain_run(run, out_dir=out, count=count, image=image, quiet=ctx.find_root().params["quiet"])
-    fewer = "" if len(paths) >= count or image is not None else f" (all there are: fewer than the {count} asked for)"
+    from fer_keras.inference.images import VIDEO_SUFFIXES
+
+    # --count is the most test samples, or the most clips of a video or frame folder; an image gives one per face
+    counted = image is None or pathlib.Path(image).is_dir() or pathlib.Path(image).suffix.lower() in VIDEO_SUFFIXES
+    fewer = f" (all there are: fewer than the {count} asked for)" if counted and len(paths) < count else ""
     _echo(ctx, f"Wrote {len(paths)} overlay{'' if len(paths) == 1 else 's'}{fewer} to {paths[0].parent}, listed in explain.csv")
 
 

@@ -275,7 +275,7 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
         count: the most clips to return.
         flow_bound: for a two-stream model, the +- bound of its training flow: the clips then come
             with the optical flow of each face crop from the one before it (`data_prep.flow.sequence_flow`,
-            as `predict` feeds it), clipped to the bound.
+            as `predict` feeds it: zeros after a frame without a face), clipped to the bound.
         quiet: no progress bar.
 
     Returns:
@@ -303,12 +303,19 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
             bar.update(1)
     if read == 0:
         raise UserError(f"Cannot read video {str(path)!r}: it holds no readable frame.")
+    if total and total - read >= max(2, 0.05 * total):  # as predict says of it (containers state the count roughly)
+        print(f"Note: {path} ends after {read} of the {total} frames it states (truncated or damaged); the frames "
+              "read are explained.", file=sys.stderr)
     if not faces_kept:
         print(f"dlib found no face in {path}; explaining the whole frames as face crops.", file=sys.stderr)
         faces_kept = wholes
     everything = list(faces_kept)
     short = max(0, steps - len(everything))  # a sequence shorter than a clip: its last frame repeated, as in training
     flows = sequence_flow(np.stack([np.uint8(crop) for _, crop in everything])) if flow_bound is not None else None
+    if flows is not None:  # as predict feeds it: a face after a frame without one starts from zero flow
+        for k in range(1, len(everything)):
+            if everything[k][0] != everything[k - 1][0] + 1:
+                flows[k] = 0
     if short:
         everything += [everything[-1]] * short
         if flows is not None:

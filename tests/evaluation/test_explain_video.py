@@ -87,8 +87,9 @@ def test_a_folder_of_frames_is_read_in_the_order_of_their_numbers(ram, tmp_path)
     for t, frame in enumerate(frames):
         cv2.imwrite(str(folder / f"frame{t + 1}.png"), frame[..., ::-1])  # frame10 would sort before frame2 as text
     (folder / "notes.txt").write_text("not a frame")
-    expect_ok(invoke("--quiet", "explain", ram, folder, "--out", tmp_path / "out"))
+    result = expect_ok(invoke("explain", ram, folder, "--out", tmp_path / "out"))
     assert sorted(p.name for p in (tmp_path / "out").glob("*.png")) == ["001_f0.png", "001_f4.png", "001_f8.png"]
+    assert "Wrote 3 overlays (all there are: fewer than the 8 asked for)" in result.output
     crops = [crop_faces(f, MODEL_SIZE, 1)[0][2] for f in frames]
     _, _, model = fit.load_run(ram)
     top, bottom = _strip_rows(tmp_path / "out" / "001_f8.png")
@@ -151,7 +152,24 @@ def test_a_two_stream_clip_gets_the_flow_of_each_crop_from_the_one_before(video)
     faces = [c for c in video_crops(video, MODEL_SIZE, "dlib") if c is not None]  # the 10 frames with a face
     flow = np.clip(sequence_flow(np.uint8(np.stack(faces))), -5.0, 5.0)
     assert ids == ["face_f3", "face_f7"] and x["rgb"].shape == (2, CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)
-    # The clips are face frames 2-9; the first clip's first flow comes from face frame 1, not zeros.
+    # The clips are face frames 2-9 (video frames 3-10). Face frame 2 comes after the frame without a face, so its
+    # flow is zeros, as predict feeds it; the second clip's first flow comes from the frame before it.
+    flow[2] = 0
     assert np.allclose(x["flow"].reshape(-1, MODEL_SIZE, MODEL_SIZE, 2), flow[2:], atol=1e-5)
-    assert np.abs(x["flow"][0, 0]).max() > 0 and np.abs(flow).max() <= 5.0
+    assert not x["flow"][0, 0].any() and np.abs(x["flow"][1, 0]).max() > 0 and np.abs(flow).max() <= 5.0
 
+
+
+def test_a_truncated_video_is_explained_with_a_note(tmp_path, capsys):
+    """As predict reports it: the frames read are explained, and stderr says the video ends early."""
+    avi = tmp_path / "cut.avi"
+    frames = _frames(3, "happiness", count=20)
+    writer = cv2.VideoWriter(str(avi), cv2.VideoWriter_fourcc(*"MJPG"), 10, (VIDEO_SIZE, VIDEO_SIZE))
+    for frame in frames:
+        writer.write(cv2.cvtColor(frame, cv2.COLOR_RGB2BGR))
+    writer.release()
+    avi.write_bytes(avi.read_bytes()[: avi.stat().st_size // 2])
+    x, _ = sequence_clips(avi, (CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1), 1, quiet=True)
+    assert x.shape == (1, CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)
+    note = capsys.readouterr().err
+    assert note.startswith(f"Note: {avi} ends after ") and "of the 20 frames it states (truncated or damaged)" in note
