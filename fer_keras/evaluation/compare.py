@@ -32,7 +32,8 @@ def run_rows(run_dir):
     rows = []
     sources = [("held-out", run_dir / "metrics.json")]
     sources += [("k-fold", p) for p in sorted(run_dir.glob("kfold-*/metrics.json"))]
-    sources += [("cross-dataset", p) for p in sorted(run_dir.glob("cross/*/metrics.json"))]
+    sources += [("cross-dataset", p) for p in sorted(run_dir.glob("cross/*/metrics.json"))
+                if not p.parent.name.endswith(".old")]  # one set aside while evaluate replaced it
     for kind, path in sources:
         if not path.is_file():
             continue

@@ -143,6 +143,7 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
     out = run_dir / "cross" / safe_name(data_dir.resolve().name, "data")
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    old = out.with_name(out.name + ".old")
     try:
         title = f"{config['model']} (trained on {trained_on}) on {dataset_name}"
         if "video" in meta:
@@ -157,11 +158,16 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
             {k: np.asarray(v)[kept] for k, v in meta.items()}, probabilities[kept], mapped[kept], names)
         (staging / PREDICTIONS).write_text(text)
         (staging / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        # The old evaluation is moved aside, not deleted, until the new one is in place; put back if that fails.
+        shutil.rmtree(old, ignore_errors=True)
         if out.exists():
-            shutil.rmtree(out)
+            os.replace(out, old)
         os.replace(staging, out)
+        shutil.rmtree(old, ignore_errors=True)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
+        if old.exists() and not out.exists():
+            os.replace(old, out)
         raise
     metrics["_dir"] = str(out)
     return metrics

@@ -1,6 +1,7 @@
 """`fer-keras evaluate RUN --data OTHER`: a run scored on every sample of another prepared dataset."""
 
 import json
+import pathlib
 
 import numpy as np
 import pytest
@@ -79,3 +80,22 @@ def test_the_runs_own_subjects_are_not_another_dataset(still_run, still_data):
     line = expect_user_error(invoke("evaluate", still_run, "--data", still_data))
     assert "subjects this run trained or validated on" in line and "it is not another dataset" in line
     assert not (still_run / "cross" / still_data.name).exists()
+
+
+def test_a_failed_second_evaluation_keeps_the_first(still_run, lab_stills, monkeypatch):
+    from fer_keras.evaluation import evaluate as evaluate_module
+
+    expect_ok(invoke("--quiet", "evaluate", still_run, "--data", lab_stills))
+    out = still_run / "cross" / "lab_stills"
+    first = (out / "metrics.json").read_bytes()
+    real = evaluate_module.os.replace
+
+    def disk_gone(src, dst):  # the new evaluation cannot be put in place, after the old one was moved aside
+        if pathlib.Path(src).name.startswith(".lab_stills."):
+            raise OSError(5, "Input/output error")
+        return real(src, dst)
+
+    monkeypatch.setattr(evaluate_module.os, "replace", disk_gone)
+    expect_user_error(invoke("evaluate", still_run, "--data", lab_stills))
+    assert (out / "metrics.json").read_bytes() == first
+    assert sorted(p.name for p in out.parent.iterdir()) == ["lab_stills"]
