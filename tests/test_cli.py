@@ -537,7 +537,7 @@ def test_error_run_from_an_incompatible_version(still_run, tmp_path):
     ("float16", 0.50, False, False, None),
 ])
 def test_an_export_below_the_target_says_what_to_try(quantize, agreement, streaming, clip, expected):
-    from fer_keras.cli import quantization_hint
+    from fer_keras.report import quantization_hint
 
     hint = quantization_hint(quantize, agreement, streaming=streaming, clip=clip)
     if expected is None:
@@ -548,7 +548,7 @@ def test_an_export_below_the_target_says_what_to_try(quantize, agreement, stream
 
 
 def test_the_hint_names_a_per_video_agreement_that_meets_the_target():
-    from fer_keras.cli import quantization_hint
+    from fer_keras.report import quantization_hint
 
     video = {"videos": 300, "top1_agreement": 0.983, "top1_agreement_95ci": [0.96, 0.99]}
     hint = quantization_hint("int8", 0.953, streaming=True, per_video=video)
@@ -559,7 +559,7 @@ def test_the_hint_names_a_per_video_agreement_that_meets_the_target():
 
 
 def test_the_hint_names_the_agreement_where_float_is_sure():
-    from fer_keras.cli import quantization_hint
+    from fer_keras.report import quantization_hint
 
     sure = {"threshold": 0.5, "share": 0.824, "samples": 412, "top1_agreement": 0.982, "top1_agreement_95ci": [0.97, 0.99]}
     hint = quantization_hint("int8", 0.953, streaming=True, confident=sure)
@@ -570,13 +570,13 @@ def test_the_hint_names_the_agreement_where_float_is_sure():
 
 
 def test_the_parity_line_says_how_many_disagreements_are_int8_ties():
-    from fer_keras.cli import _ties_text
+    from fer_keras.report import ties_text
 
     parity = {"samples": 123, "top1_agreement": 0.0, "disagreements_at_ties": 123}
-    assert _ties_text(parity) == ("; 123 of its 123 disagreements are exact ties of the quantised top two classes "
-                                  "(the first label wins them)")
-    assert _ties_text(dict(parity, top1_agreement=0.9, disagreements_at_ties=5)).startswith("; 5 of its 12 disagreements")
-    assert _ties_text(dict(parity, disagreements_at_ties=0)) == ""
+    assert ties_text(parity) == ("; 123 of its 123 disagreements are exact ties of the quantised top two classes "
+                                 "(the first label wins them)")
+    assert ties_text(dict(parity, top1_agreement=0.9, disagreements_at_ties=5)).startswith("; 5 of its 12 disagreements")
+    assert ties_text(dict(parity, disagreements_at_ties=0)) == ""
 
 
 def test_notes_go_to_stderr_even_with_quiet():
@@ -604,7 +604,7 @@ def _fake_run(folder, accuracy, labels=7, columns=("epoch", "accuracy", "loss"))
 
 
 def test_a_run_that_stayed_at_chance_gets_a_note(tmp_path):
-    from fer_keras.cli import chance_hint
+    from fer_keras.report import chance_hint
 
     stuck = _fake_run(tmp_path / "stuck", [0.15, 0.12, 0.14, 0.13, 0.16, 0.143, 0.125, 0.143])
     hint = chance_hint(stuck)
