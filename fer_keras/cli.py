@@ -468,7 +468,8 @@ def compare_cmd(ctx, runs, out):
     if out and pathlib.Path(out).suffix.lower() not in (".md", ".csv", ".json"):
         raise UserError(f"--out must end in .md, .csv or .json. Received: {pathlib.Path(out).name}")
     groups, waiting = compare(runs)
-    click.echo(markdown(groups, waiting), nl=False)
+    if not (out and ctx.find_root().params["quiet"]):  # the table is the result: -q keeps it off the screen only with --out
+        click.echo(markdown(groups, waiting), nl=False)
     if out:
         write(groups, waiting, out)
         _echo(ctx, f"Wrote {out}")
@@ -701,7 +702,7 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
     # Below the file bar (5+ inputs) only on a terminal: off one, tqdm draws nested bars with cursor escapes.
     nested_off_terminal = len(files) + len(sequences) >= 5 and not sys.stderr.isatty()
     # An --annotate folder this command makes is removed again if it stops before writing anything into it.
-    made = {t.parent for t in targets.values() if not t.parent.exists()}
+    made = {p for t in targets.values() for p in t.parents if not p.exists()}  # and the folders above it it makes
     try:
         with RecordWriter(out, labels=sorted(predictor.backend.labels),
                           optional=_optional_columns(predictor, frames=bool(sequences))) as writer:
@@ -728,7 +729,7 @@ def predict_cmd(ctx, model_path, inputs, out, detect, annotate, smoothing, strea
                 finally:
                     bar.close()
     except BaseException:
-        for folder in made:
+        for folder in sorted(made, key=lambda p: len(p.parts), reverse=True):  # the deepest first
             if folder.is_dir() and not any(folder.iterdir()):
                 folder.rmdir()
         raise
@@ -846,7 +847,8 @@ def benchmark_cmd(ctx, target, runs, warmup, threads, out):
         benchmark.check_out(out, target)
     result = benchmark.benchmark_target(target, runs=runs, warmup=warmup, threads=threads,
                                         quiet=ctx.find_root().params["quiet"])
-    click.echo(benchmark.table(result))
+    if not (out and ctx.find_root().params["quiet"]):  # as compare: with --out, -q prints nothing
+        click.echo(benchmark.table(result))
     if out:
         benchmark.write_result(result, out)
         _echo(ctx, f"Wrote {out}")

@@ -64,6 +64,7 @@ def quantization_hint(quantize, agreement, *, streaming, clip=False, per_video=N
 # A classifier whose training accuracy stays within this of chance over its last CHANCE_EPOCHS epochs learned nothing.
 CHANCE_MARGIN = 0.05
 CHANCE_EPOCHS = 3
+TINY_LR = 1e-5  # at or below it, a run at chance moved too little: the note suggests a higher rate
 
 
 def chance_hint(run_dir):
@@ -88,5 +89,6 @@ def chance_hint(run_dir):
     if len(rows) < 2 * CHANCE_EPOCHS or labels < 2 or max(accuracy) > 1 / labels + CHANCE_MARGIN:
         return None
     return (f"Note: {config['model']} stayed at chance on its own training data (accuracy {max(accuracy):.1%} over the "
-            f"last {CHANCE_EPOCHS} epochs, chance {1 / labels:.1%}); train again with more --epochs, a lower --lr "
-            f"(this run: {config['learning_rate']:g}) or another --seed.")
+            f"last {CHANCE_EPOCHS} epochs, chance {1 / labels:.1%}); train again with more --epochs, "
+            f"{'a higher' if config['learning_rate'] <= TINY_LR else 'a lower'} --lr (this run: "
+            f"{config['learning_rate']:g}) or another --seed.")

@@ -39,7 +39,7 @@ def still_model(still_run):
 
 def test_tflite_is_timed_per_thread_count(still_tflite, still_model, tmp_path):
     path = still_tflite["none"]
-    got, output = benchmark(path, tmp_path)
+    got, output = benchmark(path, tmp_path, quiet=False)
     check_timings(got, [1, 2])
     assert got["kind"] == "tflite" and got["model"] == "frame_cnn" and got["quantize"] == "none"
     assert got["file_bytes"] == path.stat().st_size
@@ -53,7 +53,7 @@ def test_tflite_is_timed_per_thread_count(still_tflite, still_model, tmp_path):
 def test_streaming_tflite_is_timed_per_frame(clip_run, exports_dir, tmp_path):
     path = streaming_export(clip_run, exports_dir)
     meta = json.loads(path.with_suffix(".json").read_text())
-    got, output = benchmark(path, tmp_path, "--threads", "2,1,2")
+    got, output = benchmark(path, tmp_path, "--threads", "2,1,2", quiet=False)
     check_timings(got, [2, 1])  # in the order given, each once
     assert got["streaming"] and got["per_call"] == "frame" and "per frame" in output
     expected = {f["name"]: f["shape"] for f in meta["frame_inputs"]} | {s["name"]: s["shape"] for s in meta["states"]}
@@ -64,7 +64,8 @@ def test_streaming_tflite_is_timed_per_frame(clip_run, exports_dir, tmp_path):
 
 def test_savedmodel_serving_default_is_timed_at_batch_1(still_savedmodels, tmp_path):
     version = still_savedmodels["versions"][0]
-    got, _ = benchmark(version, tmp_path)
+    got, output = benchmark(version, tmp_path)
+    assert output == ""  # -q with --out: the result is in the file
     check_timings(got, [None])
     assert got["kind"] == "savedmodel" and got["target"] == str(version) and got["model"] == "frame_cnn"
     assert got["inputs"] == [{"name": "images", "shape": [1, MODEL_SIZE, MODEL_SIZE, 1], "dtype": "float32"}]

@@ -594,9 +594,9 @@ def test_notes_go_to_stderr_even_with_quiet():
     assert result.exit_code == 0 and result.stdout == "" and result.stderr == "Note: int8 agrees 90.0% with float\n"
 
 
-def _fake_run(folder, accuracy, labels=7, columns=("epoch", "accuracy", "loss")):
+def _fake_run(folder, accuracy, labels=7, columns=("epoch", "accuracy", "loss"), lr=0.002):
     folder.mkdir()
-    (folder / "config.json").write_text(json.dumps({"model": "frame_cnn", "learning_rate": 0.002,
+    (folder / "config.json").write_text(json.dumps({"model": "frame_cnn", "learning_rate": lr,
                                                      "dataset": {"labels": [f"c{i}" for i in range(labels)]}}))
     rows = [",".join(columns)] + [",".join(str(v) for v in (i, a, 1.9)[:len(columns)]) for i, a in enumerate(accuracy)]
     (folder / "history.csv").write_text("\n".join(rows) + "\n")
@@ -609,7 +609,8 @@ def test_a_run_that_stayed_at_chance_gets_a_note(tmp_path):
     stuck = _fake_run(tmp_path / "stuck", [0.15, 0.12, 0.14, 0.13, 0.16, 0.143, 0.125, 0.143])
     hint = chance_hint(stuck)
     assert hint.startswith("Note: frame_cnn stayed at chance") and "16.0%" not in hint and "14.3%" in hint
-    assert "--lr" in hint and "0.002" in hint and "--seed" in hint
+    assert "a lower --lr (this run: 0.002)" in hint and "--seed" in hint
+    assert "a higher --lr (this run: 1e-09)" in chance_hint(_fake_run(tmp_path / "tiny_lr", [0.14] * 8, lr=1e-9))
     # Learned in its last epochs, too short to judge, and no training accuracy (vae_swap): no note.
     assert chance_hint(_fake_run(tmp_path / "late", [0.14] * 6 + [0.2, 0.3, 0.4])) is None
     assert chance_hint(_fake_run(tmp_path / "short", [0.14, 0.14])) is None
@@ -714,3 +715,18 @@ def test_export_checks_out_before_any_work(still_run, tmp_path, monkeypatch):
     assert line.startswith(f"Error: --out {str(dotted / still_run.name)!r} cannot be written: ")
     assert line.endswith(f"{str(tmp_path / 'afile')!r} is a file, not a folder.")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+
+
+def test_an_out_that_is_a_broken_link_is_one_line(still_run, tmp_path):
+    (tmp_path / "exports").symlink_to(tmp_path / "gone")
+    line = expect_user_error(invoke("export", still_run, "--format", "savedmodel", "--out", tmp_path / "exports"))
+    assert "cannot be written" in line and "does not exist" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["exports"]
+
+
+def test_prepare_into_a_link_fills_the_folder_it_points_to(tmp_path):
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", tmp_path / "link", "--subjects", 2, "--size", 48))
+    assert (tmp_path / "link").is_symlink() and (tmp_path / "real" / "manifest.json").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real"]

@@ -508,21 +508,27 @@ def _ordered_results(jobs, workers, uses_dlib=True):
     executor = concurrent.futures.ProcessPoolExecutor(
         max_workers=workers, mp_context=_context(uses_dlib), initializer=_init_worker
     )
+    pending = collections.deque()
+    jobs = iter(jobs)
+
+    def broken():
+        return UserError(f"A worker process died (killed, or out of memory with --workers {workers}); run the same "
+                         "command again to go on from the finished shards, with fewer --workers if memory is short.")
+
     try:
-        pending = collections.deque()
-        jobs = iter(jobs)
-        for job in itertools.islice(jobs, 2 * workers + 2):
-            pending.append(executor.submit(_work, *job))
-        while pending:
-            try:
-                result = pending.popleft().result()
-            except concurrent.futures.process.BrokenProcessPool:
-                raise UserError(f"A worker process died (killed, or out of memory with --workers {workers}); run the "
-                                "same command again to go on from the finished shards, with fewer --workers if memory "
-                                "is short.") from None
-            job = next(jobs, None)
-            if job is not None:
+        try:
+            for job in itertools.islice(jobs, 2 * workers + 2):
                 pending.append(executor.submit(_work, *job))
+        except concurrent.futures.process.BrokenProcessPool:
+            raise broken() from None
+        while pending:
+            try:  # a result, or the submit after it, finds the pool broken
+                result = pending.popleft().result()
+                job = next(jobs, None)
+                if job is not None:
+                    pending.append(executor.submit(_work, *job))
+            except concurrent.futures.process.BrokenProcessPool:
+                raise broken() from None
             yield result
     finally:
         executor.shutdown(wait=True, cancel_futures=True)
@@ -673,6 +679,8 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
     if not root.exists():
         raise UserError(f"--root {str(root)!r} does not exist.")
     out = pathlib.Path(out).expanduser().absolute()
+    if out.is_symlink():  # a link to the folder to fill: filled where it points (OUT.partial beside that), the link kept
+        out = out.resolve()
     if out.resolve() == root or root in out.resolve().parents:
         raise UserError(f"--out {str(out)!r} is inside --root {str(root)!r}; write the prepared dataset outside the raw one.")
     if not (out / "manifest.json").exists():  # said now, not after the listing: OUT.partial is made beside OUT

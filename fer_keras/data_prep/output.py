@@ -15,6 +15,8 @@ def staged_output(out, *, overwrite=False):
     Refuses to replace a non-empty `out` unless `overwrite`.
     """
     out = pathlib.Path(out)
+    if out.is_symlink():  # a link to the folder to fill: filled where it points, the link kept
+        out = out.resolve()
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"Output folder {str(out)!r} already exists and is not empty.")
     tmp = out.with_name(out.name + ".partial")

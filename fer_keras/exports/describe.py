@@ -56,7 +56,9 @@ def face_alignment(size):
                  "plane) they find other points, and the crops differ by up to tens of grey levels",
         "orientation": "an image file's EXIF orientation is applied first (PIL.ImageOps.exif_transpose); Android's "
                        "BitmapFactory does not apply it",
-        "faces": "largest box first; on video `predict` follows the largest face of each frame",
+        "faces": "largest box first; on video `predict` follows one face: the largest at the start, then the one "
+                 "overlapping it from frame to frame, or the only one; where several faces are and none overlaps, "
+                 "the largest starts a new window (as after a frame without a face)",
         "landmark_model_licence": "the 68-point model is trained on iBUG 300-W, whose licence excludes commercial use; "
                                   "another landmarker works if it gives the same eye and mouth centres (anchors), with "
                                   "crops that differ by its landmarks' error",
@@ -99,7 +101,8 @@ def check_stamp(path, meta):
     expected = meta.get("model_sha256")
     if expected and hashlib.sha256(pathlib.Path(path).read_bytes()).hexdigest() != expected:
         raise UserError(f"{pathlib.Path(path).with_suffix('.json')} describes another model than {str(path)!r} (its "
-                        "model_sha256 differs): copy a .tflite and its .json together, or export again.")
+                        "model_sha256 differs): copy a .tflite and its .json together, or export again. A .tflite "
+                        "changed on purpose (metadata added) needs its new sha256 in the JSON.")
 
 
 def _run_id(run_dir):

@@ -81,7 +81,7 @@ def export_savedmodel(run_dir, *, out="exports", version=None):
 def export_expression_tflite(run_dir, *, out="exports", samples=16):
     """The expression encoder (z_e mean) as TFLite, builtin ops only; returns (path, metadata)."""
     from fer_keras.data.splits import Split
-    from fer_keras.exports.tflite import LiteRTModel, convert
+    from fer_keras.exports.tflite import POSITIONS, LiteRTModel, convert, tensor_positions
     from fer_keras.training import fit
     from fer_keras.training.vae_swap import load_stills
 
@@ -103,12 +103,14 @@ def export_expression_tflite(run_dir, *, out="exports", samples=16):
     path = folder / "expression_encoder.tflite"
     (input_name, input_details), = lite.inputs.items()
     (output_name, output_details), = lite.outputs.items()
+    in_at, out_at, _ = tensor_positions(lite.interpreter, lite.runner)
     metadata = {**describe.stamp(flatbuffer), "model": config["model"], **describe.source(run_dir, manifest),
                 "format": "tflite", "quantize": "none",
                 "signature": "serving_default",
-                "input": {"name": input_name, "shape": [int(v) for v in input_details["shape"]],
+                "positions": POSITIONS,
+                "input": {"name": input_name, "position": in_at[input_name], "shape": [int(v) for v in input_details["shape"]],
                           "dtype": str(np.dtype(input_details["dtype"])), "layout": "NHWC", "normalisation": describe.PIXELS},
-                "output": {"name": output_name, "shape": [int(v) for v in output_details["shape"]],
+                "output": {"name": output_name, "position": out_at[output_name], "shape": [int(v) for v in output_details["shape"]],
                            "dtype": str(np.dtype(output_details["dtype"])),
                            "meaning": "z_e, the expression encoder's mean: the expression code (paper 004)"},
                 "face_alignment": describe.face_alignment(vae.image_size), "parity": parity}

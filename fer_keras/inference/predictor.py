@@ -281,6 +281,8 @@ def load_backend(path, streaming=False):
     path = pathlib.Path(path)
     if path.is_file() and path.suffix == ".tflite":
         meta_path = path.with_suffix(".json")
+        if not meta_path.exists() and path.is_symlink():  # a link to an export: its JSON is beside the model itself
+            meta_path = path.resolve().with_suffix(".json")
         if not meta_path.exists():
             raise UserError(f"{str(path)!r} has no {meta_path.name} beside it (labels and input size travel in it).")
         meta = read_json_object(meta_path)
@@ -322,7 +324,9 @@ def _prepare(crop, size, channels):
 
 def _follow(found, followed, min_overlap=0.3):
     """The face of `found` (largest first) that goes on the one at box `followed`: the one overlapping it most, by at
-    least `min_overlap` (intersection over union); None when none does (another person); the largest without one."""
+    least `min_overlap` (intersection over union); a lone face wherever it is (the same person, moved or zoomed, as
+    at a low frame rate); None when several faces are there and none is where the followed one was (another
+    person); the largest without a face followed."""
     if not found:
         return None
     if followed is None or found[0][0] is None:  # the first face, or --detect none (the whole image)
@@ -336,7 +340,9 @@ def _follow(found, followed, min_overlap=0.3):
         return inter / union if union > 0 else 0.0
 
     best = max(found, key=lambda f: overlap(f[0]))
-    return best if overlap(best[0]) >= min_overlap else None
+    if overlap(best[0]) >= min_overlap or len(found) == 1:
+        return best
+    return None
 
 
 def crop_faces(image, size, channels, detect="dlib", crop_landmarks=False):
@@ -416,7 +422,8 @@ class Predictor:
 
     def predict_video(self, path, *, annotate=None, smoothing=0.6, progress=None, on_record=None):
         """One record per frame for one face of a video: the largest at the start, then the one that overlaps it
-        from frame to frame (`_follow`); another person elsewhere starts a window of their own.
+        from frame to frame, or the only one (`_follow`); where several are and none overlaps, the largest starts
+        a window of its own.
 
         Still models score each frame; clip models score the last `clip_length` aligned faces
         (the first frames wait until the window is full); a streaming model scores every frame
@@ -424,8 +431,8 @@ class Predictor:
         Probabilities are smoothed over time with an exponential moving average (weight
         `smoothing` on the past). `annotate`: write an .mp4 with the box and the smoothed label
         drawn on every frame. `on_record`: each record goes to it as soon as it is made, and none is
-        kept (an hour of video is not held in memory, and Ctrl-C keeps what was written); else
-        they are returned.
+        kept (an hour of video is not held in memory, and the records printed before a Ctrl-C stay
+        on stdout; an --out file is still written whole or not at all); else they are returned.
         """
         capture = cv2.VideoCapture(str(path))
         if not capture.isOpened():
@@ -507,7 +514,7 @@ class Predictor:
 
     def _run_capture(self, capture, name, *, annotate, smoothing, progress, live=False, show=False, max_frames=None,
                      on_record=None):
-        """Records of the largest face in each frame of `capture` (see `predict_video`).
+        """Records of one face followed through the frames of `capture` (see `predict_video`).
 
         Live (a webcam), each record goes to `on_record` and none is kept, and Ctrl-C ends the
         session normally. The annotated video is written under a temporary name and becomes

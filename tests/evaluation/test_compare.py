@@ -153,7 +153,7 @@ def test_cross_dataset_rows_of_runs_trained_apart_share_the_table_of_their_test_
     still_run, _ = evaluated
     other = pathlib.Path(json.loads((still_run / "cross" / "other_stills" / "metrics.json").read_text())["data"])
     expect_ok(invoke("--quiet", "evaluate", arm_run, "--data", other))
-    expect_ok(invoke("--quiet", "compare", still_run, arm_run, "--out", tmp_path / "cmp.json"))
+    assert expect_ok(invoke("--quiet", "compare", still_run, arm_run, "--out", tmp_path / "cmp.json")).output == ""
     rows = [r for r in json.loads((tmp_path / "cmp.json").read_text())["evaluations"] if r["data"] == str(other)]
     assert len(rows) == 2 and {r["protocol"] for r in rows} == {"cross-dataset, every sample"}
     assert all(r["evaluation"] == "cross-dataset (trained on SynthFER)" for r in rows)

@@ -166,7 +166,8 @@ def test_a_json_of_another_model_is_refused(still_tflite, tmp_path):
                     ["benchmark", tmp_path / "m.tflite", "--runs", 2]):
         line = expect_user_error(invoke(*command))
         assert line == (f"Error: {tmp_path / 'm.json'} describes another model than {str(tmp_path / 'm.tflite')!r} (its "
-                        "model_sha256 differs): copy a .tflite and its .json together, or export again."), command
+                        "model_sha256 differs): copy a .tflite and its .json together, or export again. A .tflite "
+                        "changed on purpose (metadata added) needs its new sha256 in the JSON."), command
 
 
 def test_each_variant_keeps_what_it_promises_on_a_model_far_from_uniform(still_run):

@@ -337,9 +337,9 @@ def test_ctrl_c_leaves_no_empty_annotate_folder_it_made(still_run, face_video, t
         return real(self, image)
 
     monkeypatch.setattr(predictor_module.Predictor, "_faces", ctrl_c)
-    result = invoke("predict", still_run, face_video, "--detect", "none", "--annotate", tmp_path / "ann")
+    result = invoke("predict", still_run, face_video, "--detect", "none", "--annotate", tmp_path / "new" / "ann")
     assert expect_user_error(result, exit_code=130) == "Error: Interrupted."
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == []  # neither ann/ nor the new/ above it
     (tmp_path / "mine").mkdir()  # a folder the user made stays
     result = invoke("predict", still_run, face_video, "--detect", "none", "--annotate", tmp_path / "mine")
     assert expect_user_error(result, exit_code=130) == "Error: Interrupted."
@@ -381,3 +381,11 @@ def test_a_record_names_the_labels_tied_with_its_top_one():
     tied = Predictor._record(me, "x.png", 0, None, None, np.array([0.25, 0.375, 0.375]))
     assert tied["label"] == "b" and tied["tied_with"] == ["c"]
     assert "tied_with" not in Predictor._record(me, "x.png", 0, None, None, np.array([0.2, 0.5, 0.3]))
+
+
+def test_a_link_to_an_export_finds_the_json_beside_the_model(still_tflite, one_image, tmp_path):
+    link = tmp_path / "model.tflite"
+    link.symlink_to(still_tflite["none"])
+    out = tmp_path / "p.jsonl"
+    expect_ok(invoke("--quiet", "predict", link, one_image, "--detect", "none", "--out", out))
+    assert "label" in _jsonl(out)[0]

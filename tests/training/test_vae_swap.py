@@ -231,8 +231,10 @@ def test_export_signatures_and_tflite_parity(vae_run, tmp_path):
     assert "face_alignment" in info and "RGB channel order" in info["normalisation"]
     lite = LiteRTModel(str(tmp_path / vae_run.name / "tflite" / "expression_encoder.tflite"))
     (input_name,), (output_name,) = lite.inputs, lite.outputs
-    assert meta["input"]["name"] == input_name and meta["output"]["name"] == output_name
+    assert meta["input"]["name"] == input_name and meta["output"]["name"] == output_name == "z_e"
     assert meta["output"]["shape"] == [1, 4] and "face_alignment" in meta
+    assert lite.interpreter.get_input_details()[meta["input"]["position"]]["index"] == lite.inputs[input_name]["index"]
+    assert lite.interpreter.get_output_details()[meta["output"]["position"]]["index"] == lite.outputs["z_e"]["index"]
 
 
 def test_cli_export_dispatches_to_the_vae_swap_exporter(vae_run, tmp_path):
