@@ -473,8 +473,9 @@ def streaming_metadata(step, lite, flatbuffer, *, config, manifest, run, quantiz
             + " and the states, run, read 'probabilities'" + (" (and 'attention_map')" if step.has_attention else "")
             + ", then copy every '<state>_next' output into "
             "the '<state>' input for the next frame (int8/int16: dequantise with the output's scale and zero point, "
-            "requantise with the input's), in the order of 'states' or reading every output before writing any input: "
-            "a state marked 'feed_back_is_input' is passed through, its '_next' output is that input tensor. After frame T-1 of a window the probabilities equal the clip model's on "
+            "requantise with the input's), in the order of 'states' or reading every output before writing any "
+            "input: a state marked 'feed_back_is_input' is passed through, its '_next' output is that input tensor. "
+            "After frame T-1 of a window the probabilities equal the clip model's on "
             "those T frames. Zero the states every 'reset_every' frames (the clip length the model was trained on). "
             "`fer-keras predict` also zeroes them after a frame without a face (a window is T faces in a row), decides "
             "once per window and shows that decision until the next, smoothed over windows by an exponential moving "

@@ -290,9 +290,9 @@ def _representative_item(x):
 
 
 def tensor_positions(interpreter, runner):
-    """({input name: position}, {output name: position}) of the signature's tensors in the interpreter's plain input
-    and output lists (`get_input_details()`, Swift's `input(at:)`), for bindings without signature runners; and
-    {output name: input name} where an output is that very input tensor (a state passed through unchanged)."""
+    """({input name: position}, {output name: position}, {output name: input name}): where the signature's tensors
+    lie in the interpreter's plain input and output lists (`get_input_details()`, Swift's `input(at:)`), for
+    bindings without signature runners, and which outputs are that very input tensor (a state passed through)."""
     plain_in = [d["index"] for d in interpreter.get_input_details()]
     plain_out = [d["index"] for d in interpreter.get_output_details()]
     inputs = {n: plain_in.index(d["index"]) for n, d in runner.get_input_details().items()}
