@@ -539,14 +539,16 @@ class Predictor:
                 found = self._faces(rgb)
                 record = {"file": name, "frame": index, "face": None, "error": "no face found"}
                 face = _follow(found, followed)
-                if found and face is None:  # the face followed is gone and another is there: its own window
+                if face is None:
+                    # No face, or the face followed gone and others there: a clip is T faces of one person in a row,
+                    # so the next face starts a new window, unsmoothed, its states and its flow from zeros.
                     window, decided, since_reset, smoothed = [], None, 0, None
                     if self.streaming:
                         self.backend.reset()
                     if flows is not None:
                         flows.reset()
-                    face = found[0]
-                followed = face[0] if found else None
+                    face = found[0] if found else None
+                followed = face[0] if face else None
                 if found:
                     box, points, crop, crop_points = face
                     if self.streaming:
@@ -576,12 +578,6 @@ class Predictor:
                             record = self._record(name, 0, box, points, smoothed, frame=index)
                         else:
                             record = {"file": name, "frame": index, "face": 0, "error": "filling the clip window"}
-                else:  # no face: a clip is T consecutive faces, so the next one starts a new window, unsmoothed
-                    window, decided, since_reset, smoothed = [], None, 0, None
-                    if self.streaming:
-                        self.backend.reset()
-                    if flows is not None:
-                        flows.reset()  # and its flow starts from zeros
                 if on_record is not None:
                     on_record(record)
                 else:
