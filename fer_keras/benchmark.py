@@ -163,11 +163,9 @@ def benchmark_target(target, *, runs=50, warmup=5, threads=None, quiet=False):
 def _load_tflite(path, counts):
     """(what the result says of the .tflite, {threads: its interpreter's invoke}); random inputs are set once."""
     from fer_keras.exports import describe
-    from fer_keras.json_files import read_json_object
     from fer_keras.native_output import native_stderr_captured
 
-    meta_path = path.with_suffix(".json")
-    meta = read_json_object(meta_path) if meta_path.is_file() else {}
+    meta, origin = describe.read_tflite_metadata(path)  # the JSON beside it, or the one inside it
     interpreters = {}
     for n in counts:
         try:
@@ -183,7 +181,10 @@ def _load_tflite(path, counts):
               "parameters": None, "inputs": inputs, "per_call": "frame" if streaming else _per_call(inputs),
               "threads_note": "LiteRT num_threads per row (default op resolver, XNNPACK delegate)"}
     if not meta:
-        result["metadata"] = f"no {meta_path.name} beside it: not a fer-keras export, or its JSON was not copied"
+        result["metadata"] = (f"no {path.with_suffix('.json').name} beside it and none inside it: not a fer-keras "
+                              "export, or an older one whose JSON was not copied")
+    else:
+        result["metadata"] = origin
     if streaming:
         result["note"] = ("streaming step model: one invoke is one frame with its recurrent states in and out, so the "
                           "figures are per frame")

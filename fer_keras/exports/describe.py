@@ -79,17 +79,99 @@ def source(run_dir, manifest):
     }
 
 
-METADATA_VERSION = 2  # 2: TFLite signatures named as the SavedModel's, tensor positions, model_sha256
+METADATA_VERSION = 3  # 2: TFLite signatures named as the SavedModel's, tensor positions, model_sha256; 3: JSON inside
 
 
 def stamp(flatbuffer):
     """What ties a sidecar JSON to its .tflite: the metadata version, the fer-keras version and the model's sha256."""
     import hashlib
 
+    return {"metadata_version": METADATA_VERSION, "fer_keras_version": _version(),
+            "model_sha256": hashlib.sha256(flatbuffer).hexdigest(), "model_bytes": len(flatbuffer)}
+
+
+# The name of the model metadata entry (schema.fbs: Model.metadata) that carries a .tflite's JSON inside the file.
+EMBEDDED = "fer_keras.json"
+
+
+def with_metadata(flatbuffer, metadata):
+    """`flatbuffer` with `metadata` inside it as the UTF-8 JSON of the model metadata entry `EMBEDDED`.
+
+    LiteRT runs the model as before (a metadata entry is data, not an op), so a .tflite copied without its JSON still
+    carries its labels, input and face alignment. The embedded JSON is the sidecar's without `model_sha256` and
+    `model_bytes`, which describe the file it is written into.
+    """
+    import flatbuffers
+    import numpy as np
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    buffer = schema.BufferT()
+    buffer.data = np.frombuffer(json.dumps(metadata, indent=2).encode(), np.uint8)
+    model.buffers.append(buffer)
+    entry = schema.MetadataT()
+    entry.name, entry.buffer = EMBEDDED, len(model.buffers) - 1
+    model.metadata = [m for m in (model.metadata or []) if m.name != EMBEDDED.encode()] + [entry]
+    builder = flatbuffers.Builder(len(flatbuffer) + 4096)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def embedded_metadata(path):
+    """The JSON a fer-keras .tflite carries inside (`EMBEDDED`), or None: not a TFLite file, or exported before it."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = pathlib.Path(path).read_bytes()
+    try:
+        if not schema.Model.ModelBufferHasIdentifier(data, 0):
+            return None
+        model = schema.Model.GetRootAs(data, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() == EMBEDDED.encode():
+                meta = json.loads(model.Buffers(entry.Buffer()).DataAsNumpy().tobytes())
+                return meta if isinstance(meta, dict) else None
+    except Exception:  # a damaged file: opening it as a model then says what is wrong
+        return None
+    return None
+
+
+def write_tflite(path, flatbuffer, metadata):
+    """Writes `path` (the model, `metadata` embedded) and its sidecar JSON together; returns the sidecar's dict.
+
+    The sidecar is `metadata` after `stamp` of the written bytes, so `check_stamp` ties the two files.
+    """
+    from fer_keras import atomic
+
+    versioned = {"metadata_version": METADATA_VERSION, "fer_keras_version": _version(), **metadata}
+    model = with_metadata(flatbuffer, versioned)
+    sidecar = {**stamp(model), **metadata}
+    atomic.write_files([(path, model), (path.with_suffix(".json"), (json.dumps(sidecar, indent=2) + "\n").encode())])
+    return sidecar
+
+
+def read_tflite_metadata(path):
+    """(metadata, where it came from) for a .tflite: its sidecar JSON, else the JSON inside it, else ({}, None).
+
+    A symlinked .tflite without a JSON beside the link reads the one beside its target. The sidecar wins: it has the
+    stamp that `check_stamp` compares (an app may have edited one of them; the sidecar is the one it ships beside).
+    """
+    from fer_keras.json_files import read_json_object
+
+    path = pathlib.Path(path)
+    sidecar = path.with_suffix(".json")
+    if not sidecar.exists() and path.is_symlink():
+        sidecar = path.resolve().with_suffix(".json")
+    if sidecar.exists():
+        return read_json_object(sidecar), str(sidecar)
+    meta = embedded_metadata(path) if path.is_file() else None
+    return (meta, f"{path.name} (inside, {EMBEDDED})") if meta else ({}, None)
+
+
+def _version():
     from fer_keras import __version__
 
-    return {"metadata_version": METADATA_VERSION, "fer_keras_version": __version__,
-            "model_sha256": hashlib.sha256(flatbuffer).hexdigest(), "model_bytes": len(flatbuffer)}
+    return __version__
 
 
 def check_stamp(path, meta):

@@ -32,14 +32,12 @@ Written to ``exports/<run>/tflite/stream_<quantize>.tflite`` with ``stream_<quan
 """
 
 import functools
-import json
 import pathlib
 
 import keras
 import numpy as np
 from keras.src.layers.rnn.conv_lstm import ConvLSTMCell as KerasConvLSTMCell  # the cell of keras.layers.ConvLSTM2D
 
-from fer_keras import atomic
 from fer_keras.errors import UserError
 from fer_keras.exports import describe
 from fer_keras.exports.tflite import QUANTIZATION_FORMAT
@@ -406,14 +404,14 @@ def export_streaming(run_dir, *, out="exports", quantize="none", float_io=False)
     folder = base / "tflite"
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"stream_{quantize}{'_float_io' if float_io and quantize in ('int8', 'int16x8') else ''}.tflite"
-    metadata = streaming_metadata(step, lite, flatbuffer, config=config, manifest=manifest, run=run_dir, quantize=quantize)
+    metadata = streaming_metadata(step, lite, config=config, manifest=manifest, run=run_dir, quantize=quantize)
     metadata["float_io"] = bool(float_io)
     metadata["parity"] = check
-    atomic.write_files([(path, flatbuffer), (path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())])
+    metadata = describe.write_tflite(path, flatbuffer, metadata)  # the JSON beside it and inside it
     return path, metadata
 
 
-def streaming_metadata(step, lite, flatbuffer, *, config, manifest, run, quantize):
+def streaming_metadata(step, lite, *, config, manifest, run, quantize):
     """What an app needs to run the step model: inputs, states (shapes, initial values, feedback), outputs."""
     from fer_keras.exports import tflite
 
@@ -452,7 +450,6 @@ def streaming_metadata(step, lite, flatbuffer, *, config, manifest, run, quantiz
                         "dtype": str(np.dtype(lite.outputs["attention_map"]["dtype"])), "quantization": quant(lite.outputs["attention_map"]),
                         "meaning": "RAM attention map M_t in [0, 1] over the feature grid (paper 001), for overlays"})
     return {
-        **describe.stamp(flatbuffer),
         "model": config["model"],
         **describe.source(run, manifest),
         "format": "tflite",

@@ -7,7 +7,8 @@ need SELECT_TF_OPS fails loudly here instead of on a phone.
 
 Written to ``exports/<run>/tflite/model_<quantize>.tflite`` with ``model_<quantize>.json``
 beside it: labels, every input's shape, dtype and meaning, normalisation, int8/int16 scales, and
-the measured parity.
+the measured parity. The same JSON is inside the .tflite (`describe.write_tflite`), so a model
+copied alone still carries it.
 
 Quantisation: ``none`` (float32), ``float16`` (weights), ``int8`` (full integer, int8 I/O) and
 ``int16x8`` (int8 weights, int16 activations and I/O; closer to float than int8, see
@@ -23,7 +24,6 @@ test would need the non-builtin BitwiseAnd.
 """
 
 import contextlib
-import json
 import pathlib
 import tempfile
 
@@ -31,7 +31,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from fer_keras import atomic
 from fer_keras.errors import UserError
 from fer_keras.exports import describe
 from fer_keras.native_output import native_stderr_captured
@@ -629,7 +628,6 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
     rank = len(main["shape"])
     output_name = next(iter(lite.outputs))
     metadata = {
-        **describe.stamp(flatbuffer),
         "model": config["model"],
         **describe.source(run_dir, manifest),
         "format": "tflite",
@@ -650,7 +648,7 @@ def export_tflite(run_dir, *, out="exports", quantize="none", float_io=False):
         "parity": check,
     }
     # The model and its metadata land together or not at all.
-    atomic.write_files([(path, flatbuffer), (path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())])
+    metadata = describe.write_tflite(path, flatbuffer, metadata)  # the JSON beside it and inside it
     return path, metadata
 
 

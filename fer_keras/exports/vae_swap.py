@@ -15,14 +15,12 @@ TFLite: the expression encoder at batch 1, builtin ops only, checked against Ker
 `vae_swap` equivalents (call them from Python, or wire them into the CLI's export command).
 """
 
-import json
 import pathlib
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from fer_keras import atomic
 from fer_keras.errors import UserError
 from fer_keras.exports import describe
 from fer_keras.exports.savedmodel import signature_io, version_folder, write_version
@@ -104,7 +102,7 @@ def export_expression_tflite(run_dir, *, out="exports", samples=16):
     (input_name, input_details), = lite.inputs.items()
     (output_name, output_details), = lite.outputs.items()
     in_at, out_at, _ = tensor_positions(lite.interpreter, lite.runner)
-    metadata = {**describe.stamp(flatbuffer), "model": config["model"], **describe.source(run_dir, manifest),
+    metadata = {"model": config["model"], **describe.source(run_dir, manifest),
                 "format": "tflite", "quantize": "none",
                 "signature": "serving_default",
                 "positions": POSITIONS,
@@ -114,5 +112,5 @@ def export_expression_tflite(run_dir, *, out="exports", samples=16):
                            "dtype": str(np.dtype(output_details["dtype"])),
                            "meaning": "z_e, the expression encoder's mean: the expression code (paper 004)"},
                 "face_alignment": describe.face_alignment(vae.image_size), "parity": parity}
-    atomic.write_files([(path, flatbuffer), (path.with_suffix(".json"), (json.dumps(metadata, indent=2) + "\n").encode())])
+    metadata = describe.write_tflite(path, flatbuffer, metadata)  # the JSON beside it and inside it
     return path, metadata

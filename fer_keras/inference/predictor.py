@@ -183,13 +183,13 @@ class _KerasStreamingBackend(_StreamingBackend):
 
 
 class _TFLiteStreamingBackend(_StreamingBackend):
-    def __init__(self, path, meta):
+    def __init__(self, path, meta, origin):
         from fer_keras.exports.streaming import StreamingLiteRT
 
         self.source = f"TFLite {path} (streaming)"
-        _check_classifier_metadata(f"TFLite {str(path)!r}", meta, path.with_suffix(".json"), ("labels", "input"))
+        _check_classifier_metadata(f"TFLite {str(path)!r}", meta, origin, ("labels", "input"))
         if not isinstance(meta["input"], dict) or "shape" not in meta["input"]:
-            raise UserError(f"{path.with_suffix('.json')} gives no input shape ('input': {{'shape': ...}}), which predict needs.")
+            raise UserError(f"{origin} gives no input shape ('input': {{'shape': ...}}), which predict needs.")
         self.lite = _open_tflite(StreamingLiteRT, path)
         self._check_streams(self.lite.frame_names)
         self.labels = meta["labels"]
@@ -207,10 +207,10 @@ class _TFLiteStreamingBackend(_StreamingBackend):
 
 
 class _TFLiteBackend:
-    def __init__(self, path, meta):
+    def __init__(self, path, meta, origin):
         from fer_keras.exports.tflite import LiteRTModel
 
-        _check_classifier_metadata(f"TFLite {str(path)!r}", meta, path.with_suffix(".json"), ("labels",))
+        _check_classifier_metadata(f"TFLite {str(path)!r}", meta, origin, ("labels",))
         self.lite = _open_tflite(LiteRTModel, path)
         self.labels = meta["labels"]
         self.takes_landmarks = "landmarks" in self.lite.inputs
@@ -280,18 +280,17 @@ def load_backend(path, streaming=False):
     """
     path = pathlib.Path(path)
     if path.is_file() and path.suffix == ".tflite":
-        meta_path = path.with_suffix(".json")
-        if not meta_path.exists() and path.is_symlink():  # a link to an export: its JSON is beside the model itself
-            meta_path = path.resolve().with_suffix(".json")
-        if not meta_path.exists():
-            raise UserError(f"{str(path)!r} has no {meta_path.name} beside it (labels and input size travel in it).")
-        meta = read_json_object(meta_path)
+        meta, origin = describe.read_tflite_metadata(path)  # the JSON beside it, or the one inside it
+        if origin is None:
+            raise UserError(f"{str(path)!r} has no {path.with_suffix('.json').name} beside it and no fer-keras metadata "
+                            f"inside it (labels and input size travel in them): not a fer-keras export, or one made "
+                            f"before exports carried it inside; copy its .json beside it.")
         if meta.get("streaming"):
-            backend = _TFLiteStreamingBackend(path, meta)
+            backend = _TFLiteStreamingBackend(path, meta, origin)
         elif streaming:
             raise UserError(f"{str(path)!r} is not a streaming model: export it with --streaming.")
         else:
-            backend = _TFLiteBackend(path, meta)
+            backend = _TFLiteBackend(path, meta, origin)
         describe.check_stamp(path, meta)  # after the file opened as a model: a truncated one is said to be that
         return backend
     if path.is_dir() and (path / "config.json").exists():

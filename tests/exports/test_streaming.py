@@ -113,7 +113,7 @@ def test_step_model_matches_the_clip_model_after_T_frames(name, streams):
     assert set(out) == set(step.output_names)
     assert ("attention_map" in out) == name.endswith("_ram")
     # What the app reads: "input" is the camera frame, never the flow; a flow input says how to compute it.
-    meta = streaming.streaming_metadata(step, streaming.StreamingLiteRT(flatbuffer), flatbuffer, config={"model": name},
+    meta = streaming.streaming_metadata(step, streaming.StreamingLiteRT(flatbuffer), config={"model": name},
                                         manifest={"labels": list("abcdefg"), "label_set": "basic7"}, run="r", quantize="none")
     assert meta["input"]["name"] != "flow" and "RGB channel order" in meta["input"]["normalisation"]
     assert [f["name"] for f in meta["frame_inputs"]] == step.frame_names
@@ -234,6 +234,9 @@ def test_cli_streaming_export_matches_the_clip_run(clip_run, exports_dir):
         assert s["feed_back_from"] == s["name"] + "_next"
     assert [o["name"] for o in meta["outputs"]] == ["probabilities"]
     assert meta["parity"]["max_abs_diff"] <= 1e-4 and meta["parity"]["keras_step_max_abs_diff"] <= 1e-4
+    # the same JSON inside the .tflite, so that the step model copied alone still says how to feed its states
+    from tests.exports.test_tflite_export import embedded_json
+    assert embedded_json(path)["states"] == meta["states"] and embedded_json(path)["usage"] == meta["usage"]
 
     config, manifest, model = fit.load_run(clip_run)
     x, _ = tflite.sample(fit.make_dataset(config, manifest, Split.from_dict(config["split_subjects"]), "test", batch_size=8), 6)

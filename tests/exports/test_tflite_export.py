@@ -170,6 +170,50 @@ def test_a_json_of_another_model_is_refused(still_tflite, tmp_path):
                         "changed on purpose (metadata added) needs its new sha256 in the JSON."), command
 
 
+def embedded_json(path):
+    """The fer_keras.json metadata entry of a .tflite, read with the TFLite schema alone (as an app would)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    data = path.read_bytes()
+    model = schema.Model.GetRootAs(data, 0)
+    entries = {model.Metadata(i).Name(): model.Metadata(i).Buffer() for i in range(model.MetadataLength())}
+    return json.loads(model.Buffers(entries[b"fer_keras.json"]).DataAsNumpy().tobytes())
+
+
+@pytest.mark.parametrize("quantize", ["none", "int8"])
+def test_the_json_travels_inside_the_model(still_tflite, tmp_path, quantize):
+    """A .tflite copied alone (an app's assets, a chat attachment) still names its labels, input and alignment."""
+    import cv2
+
+    path = still_tflite[quantize]
+    sidecar = json.loads(path.with_suffix(".json").read_text())
+    inside = embedded_json(path)
+    assert inside == {k: v for k, v in sidecar.items() if k not in ("model_sha256", "model_bytes")}
+    assert inside["metadata_version"] >= 3 and inside["labels"] and inside["parity"] == sidecar["parity"]
+    alone = tmp_path / "alone.tflite"
+    alone.write_bytes(path.read_bytes())
+    image = tmp_path / "face.png"
+    cv2.imwrite(str(image), np.full((MODEL_SIZE, MODEL_SIZE), 128, np.uint8))
+    out = tmp_path / "p.jsonl"
+    expect_ok(invoke("predict", alone, image, "--detect", "none", "--out", out))
+    record = json.loads(out.read_text().splitlines()[0])
+    assert record["label"] in sidecar["labels"] and list(record["scores"]) == sidecar["labels"]
+    expect_ok(invoke("benchmark", alone, "--runs", 2, "--out", tmp_path / "b.json"))
+    result = json.loads((tmp_path / "b.json").read_text())
+    assert result["model"] == "frame_cnn" and result["quantize"] == quantize and "inside" in result["metadata"]
+
+
+def test_a_tflite_with_no_metadata_is_refused(still_run, tmp_path):
+    """The converter's own output (no JSON beside it, none inside): one line, before any image is read."""
+    config, manifest, model = fit.load_run(still_run)
+    bare = tmp_path / "bare.tflite"
+    bare.write_bytes(tflite.convert(tflite.rebuild_for_device(config, manifest, model)))
+    line = expect_user_error(invoke("predict", bare, bare, "--detect", "none"))
+    assert line == (f"Error: {str(bare)!r} has no bare.json beside it and no fer-keras metadata inside it (labels and "
+                    "input size travel in them): not a fer-keras export, or one made before exports carried it "
+                    "inside; copy its .json beside it.")
+
+
 def test_each_variant_keeps_what_it_promises_on_a_model_far_from_uniform(still_run):
     """The run's own model is near chance (probabilities within 0.02 of 1/7), where float16 or a constant int8 output
     would pass the parity bounds too; with its softmax sharpened, each variant must earn them, and store its

@@ -72,15 +72,17 @@ def test_explain_refuses_a_vae_swap_run_in_one_line(vae_run, one_image, tmp_path
     assert not out.exists()
 
 
-@pytest.mark.parametrize("which", ["run", "tflite", "savedmodel", "savedmodel base"])
+@pytest.mark.parametrize("which", ["run", "tflite", "tflite alone", "savedmodel", "savedmodel base"])
 def test_a_vae_swap_run_or_export_is_refused_in_one_line(vae_run, vae_exports, one_image, tmp_path, which):
-    model = {"run": vae_run, "tflite": vae_exports["tflite"], "savedmodel": vae_exports["savedmodel"],
+    alone = tmp_path / "encoder.tflite"  # copied without its JSON: the one inside it says what it is
+    shutil.copy(vae_exports["tflite"], alone)
+    model = {"run": vae_run, "tflite": vae_exports["tflite"], "tflite alone": alone, "savedmodel": vae_exports["savedmodel"],
              "savedmodel base": vae_exports["savedmodel"].parent}[which]
     out = tmp_path / "p.jsonl"
     line = expect_user_error(invoke("predict", model, one_image, "--detect", "none", "--out", out), exit_code=1)
     assert "is a vae_swap identity/expression VAE" in line and "does not classify expressions" in line, line
     assert "predict does not apply" in line and "fer-keras evaluate" in line and "classifier" in line
-    named = vae_run if which == "run" else vae_exports["tflite"] if which == "tflite" else vae_exports["savedmodel"]
+    named = {"run": vae_run, "tflite": vae_exports["tflite"], "tflite alone": alone}.get(which, vae_exports["savedmodel"])
     assert str(named) in line
     assert not out.exists()
 
