@@ -357,6 +357,15 @@ def parse_still(serialized):
     }
 
 
+def stills_with_landmarks(manifest, limit=256):
+    """How many of the first `limit` still records carry 68 landmarks (all of them, or none, as prepare writes them)."""
+    found = 0
+    for serialized in tf.data.TFRecordDataset(shard_paths(manifest)).take(limit):
+        points = tf.io.parse_single_example(serialized, {"landmarks/68": STILL_SPEC["landmarks/68"]})["landmarks/68"]
+        found += int(tf.size(points.values) == 136)
+    return found
+
+
 def parse_sequence(serialized):
     """Serialized SequenceExample -> dict of tensors (frames still encoded)."""
     context, lists = tf.io.parse_single_sequence_example(

@@ -15,12 +15,14 @@ its image id (``train_00001``), so a subject k-fold is an image k-fold; use the 
 
 Faces are the aligned images, as in paper 003 and its baseline:
 
-* ``--landmarks dataset`` (paper 003): the aligned image resized to --size; the 5 manual and
-  37 automatic points, given in original-image coordinates, are mapped into it as paper 003
-  section 4.4 does: the affine map taking the left eye, right eye and mouth centre (midpoint of
-  the mouth corners) of the 5 manual points to (25, 35), (75, 35), (50, 75) of a 100 x 100
-  frame (scaled to --size) is applied to both point sets (`fer_keras.data.heatmaps`). They go
-  to the records' ``landmarks/5`` and ``landmarks/37``.
+* ``--landmarks dataset`` (the points paper 003 draws): the aligned image resized to --size; the
+  5 manual and 37 automatic points, given in original-image coordinates, are mapped into it as
+  paper 003 section 4.4 does: the affine map taking the left eye, right eye and mouth centre
+  (midpoint of the mouth corners) of the 5 manual points to (25, 35), (75, 35), (50, 75) of a
+  100 x 100 frame (scaled to --size) is applied to both point sets (`fer_keras.data.heatmaps`).
+  They go to the records' ``landmarks/5`` and ``landmarks/37``, for study: `landmark_arm` draws
+  dlib's 68 points (which `predict` can compute on a new photo; see its module docstring) and
+  refuses data without them.
 * ``--landmarks dlib`` (default): the aligned image resized, with dlib's 68 landmarks
   predicted in it. There is no detection: the aligned frame (eyes at 25 % and 75 % of the
   width) is where dlib's detector puts the box of a face aligned this way, and the detector
@@ -28,8 +30,8 @@ Faces are the aligned images, as in paper 003 and its baseline:
   the same way: 1.4 px mean landmark error in the 100 px frame with the frame as the box).
 * ``--no-detect``: the aligned image resized, no landmarks.
 
-Example (paper 003):
-    fer-keras prepare rafdb --root RAF-DB/basic --out data/rafdb --size 224 --landmarks dataset
+Example (paper 003's 224 px; arm_resnet18 and landmark_arm train on it):
+    fer-keras prepare rafdb --root RAF-DB/basic --out data/rafdb --size 224
 """
 
 import re

@@ -20,7 +20,7 @@ class LandmarkFusion(keras.layers.Layer):
     The output is `[F_rgb, F'_landmark]` concatenated on the last axis (sec. 4.1), for the
     final fully connected classifier.
 
-    The four weighting modes of the paper's ablation (sec. 5.3):
+    The four weighting modes of the paper's ablation (sec. 5.4, Tables 7 and 8):
     - "none": `F' = F_landmark`;
     - "uncertainty": `F' = p_landmark * F_landmark` (eq. 1 only);
     - "agreement": `F' = w * F_landmark`;
@@ -48,7 +48,7 @@ class LandmarkFusion(keras.layers.Layer):
 
     References:
         Paper 003 (Kanamori et al.), sec. 4.1 (concatenation), sec. 4.2 eqs. (1) and (2),
-        sec. 5.3 (w sweep, Fig. 4; the weighting ablation).
+        sec. 5.3 (w sweep, Fig. 4), sec. 5.4 (the weighting ablation, Tables 7 and 8).
     """
 
     def __init__(self, mode="both", disagreement_weight=0.6, **kwargs):

@@ -67,7 +67,10 @@ def arm_resnet18(
     a few features on small inputs: 32 px -> 3x3, 64 px -> 7x7, 112 px -> 15x15. The ARM
     output side is `(ceil(H / 32) * r - k) // s + 1` and must be >= 1.
 
-    Paper 003 trains this network with AdaBelief (Table 4), which the registration names.
+    The registration names AdaBelief, which paper 003 uses for its proposed model (sec. 5.1, Table 4). For this
+    baseline the paper says its authors used Adam (sec. 5.1), and paper 003 itself took their pre-trained model
+    (sec. 4.3). fer-keras trains it with AdaBelief too, so that the baseline and `landmark_arm` are trained alike
+    (docs/benchmarks.md was measured so).
 
     Args:
         input_shape: `(H, W, C)`, C = 1 or 3, static H and W.

@@ -1,7 +1,8 @@
 """Conv-RNN clip classifiers of paper 000: ConvLSTM, ConvGRU and their Enhanced versions.
 
-Paper 000 (三好ら, "動画からの表情認識のための表情の時空間的変化に着目した Enhanced
-Convolutional LSTM の提案", MIRU 2020) sec. 2.2 and fig. 2: one stream per input modality
+Paper 000 (三好ら; our copy has no title page: the MIRU 2020 title "動画からの表情認識のための
+表情の時空間的変化に着目した Enhanced Convolutional LSTM の提案" is how paper 001 cites it, ref. [4])
+sec. 2.2 and fig. 2: one stream per input modality
 (RGB frames and optical flow), each a stack of (Enhanced) Conv-RNN layers, the streams
 concatenated and classified by three fully connected layers. Sec. 3 compares ConvGRU,
 ConvLSTM, Enhanced ConvGRU and Enhanced ConvLSTM (table 1); they are registered here as
@@ -27,6 +28,17 @@ He's default, which paper 001 eq. (2) cites), FC 512-256-K. "small": conv 8, Con
 (8, 8, 16, 16), 4 groups, FC 64-32-K: measured at 64 px, T=8, batch 16 on 2 shared CPU cores,
 about 0.1 s per clip and training step after 20-60 s of graph tracing, so an epoch of a
 thousand clips takes a minute or two.
+
+Also not from paper 000:
+- Streams: the method of sec. 2.2 is two-stream (RGB + optical flow), but `fer-keras train`
+  defaults to `--streams rgb` (one stream, half the cost, and data prepared without --flow
+  works); pass `--streams rgb,flow` (data prepared with `--flow`) for the paper's method.
+- Clips: paper 000 gives no clip length or per-video decision; its models take paper 001's
+  (sec. 3.1): 8-frame clips at stride 2, and the majority vote of a video's clips.
+- "Concat + Point-wise convolution" is a figure legend at the end of our copy of paper 000,
+  whose figures are missing, so where that block sits (Fig. 1's cell or Fig. 2's fusion) is
+  unknown. No 1x1 convolution is added: the streams' states are concatenated and go straight
+  to the three fully connected layers that sec. 2.2's text names.
 """
 
 import keras

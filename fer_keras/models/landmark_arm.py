@@ -24,6 +24,13 @@ Choices where the paper is silent, or where this project differs:
   zero), so training starts from the baseline's predictions. Without `rgb_run` the RGB branch
   is a randomly initialised, frozen ResNet-18 + ARM: only for architecture tests and sweeps;
   `fer-keras train` refuses it (`fit.build_model`).
+- The landmarks are dlib's 68 points, not the paper's. Sec. 4.4 draws RAF-DB's 37 automatic (Face++) points, aligned
+  by its 5 manual ones. Neither set can be computed on a new photo offline, which `predict` and the exports must do,
+  so `prepare rafdb --landmarks dlib` (the default) predicts 68 points in the aligned images. `--landmarks dataset`
+  stores the 5 and 37 points (for study) and no 68, and `fer-keras train` refuses this model on such data
+  (`fit.load_dataset`): every heatmap would be black.
+- Batch size: the paper's 256 (training) and 64 (test) are not the default (32); pass `--batch-size 256` where memory
+  allows it.
 - The landmark branch has its own softmax classifier (p_landmark of eq. 1, and L_landmark).
 - Grey images feed the RGB branch as `arm_resnet18` does (R = G = B).
 """
@@ -298,7 +305,7 @@ def landmark_arm(
         rgb_run: None, or a trained `arm_resnet18` run folder (or its model.keras) with the
             same input shape and classes; its network becomes the frozen RGB branch. None: a
             randomly initialised frozen RGB branch (tests only; `fer-keras train` needs it).
-        fusion_mode: "none", "uncertainty", "agreement" or "both" (sec. 5.3 ablation).
+        fusion_mode: "none", "uncertainty", "agreement" or "both" (sec. 5.4 ablation, Tables 7 and 8).
         disagreement_weight: `w` when the two branches disagree (paper: 0.6).
         num_landmarks: points per face (68 dlib, 5 RAF-DB manual).
         heatmap_size: side of the heatmap (Table 1: 224; at least 128).

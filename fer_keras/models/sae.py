@@ -121,6 +121,12 @@ class StackedAutoencoderClassifier(keras.Model):
       pretraining); decoder units are sigmoid like the encoder (pixels and codes lie in [0, 1]).
     - pretraining optimiser: Adam with `pretrain_learning_rate`, `epochs` epochs per layer
       (the `epochs` of `fer-keras train`), the batches of the training set.
+    - output: paper 002 has one sigmoid unit per emotion and takes the largest (sec. 2.1,
+      3.2); here W5 ends in a softmax trained with cross-entropy, which picks the same class
+      and gives probabilities that the other models' exports and metrics share.
+    - split: paper 002 draws 10 test images per emotion at random (sec. 3.1, Table 2; an image
+      split, so a subject can be on both sides) and averages 6 seeds; fer-keras splits by
+      subject (k-fold, or a dataset's official split), which is stricter.
 
     Args:
         image_shape: `(H, W, C)` of the input images, C = 1 (grey) or 3 (RGB).

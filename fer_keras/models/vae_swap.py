@@ -9,6 +9,11 @@ Networks (paper 004, Tables 1 and 2):
   64 px (128 px with the extra pair) -> image.
 * Discriminator: the encoder structure with a single (logit) output.
 
+Choices where Tables 1 and 2 are silent: ReLU after every encoder and decoder convolution,
+LeakyReLU(0.2) in the discriminator (DCGAN's); the "fc sigma" head is the log-variance; Table 1's
+"4x4 average pooling, pad 1" would leave a 3x3 map, not the 1x1 that the fc sizes imply, so the
+pooling averages the whole 4x4 map.
+
 He initialisation everywhere. The networks are plain functional `keras.Model`s so each one
 saves, loads and exports on its own; `VAESwap` holds them together with the training
 hyper-parameters, so one trainer (`fer_keras.training.vae_swap`) serves every Table 3 row.

@@ -99,6 +99,13 @@ def load_dataset(config, run_dir, *, quiet=False):
         )
     if "flow" in str(config["streams"]) and not manifest.get("flow_bound"):
         raise UserError(f"{manifest['_dir']!r} has no optical flow, which --streams rgb,flow takes; prepare it with --flow.")
+    if manifest["kind"] == "still" and builder_takes(spec.name, "num_landmarks") and not records.stills_with_landmarks(manifest):
+        # Without them every heatmap is black and the landmark branch learns a constant, silently.
+        raise UserError(
+            f"Model {spec.name!r} draws its heatmaps from dlib's 68 landmarks, and {manifest['_dir']!r} has none "
+            f"(prepared with --no-detect, or from RAF-DB with --landmarks dataset, whose 5 and 37 points predict cannot "
+            f"compute on a new photo); prepare it again with --landmarks dlib, the default."
+        )
     return manifest
 
 

@@ -1,7 +1,11 @@
 """Training of paper 004's `vae_swap` (and its Table 3 baselines): losses, stages, iterated rounds.
 
 Stage 1, identity (eq. 1): IdentityEncoder + Decoder with z = [z_i, 0]; the reconstruction
-target is a random *other* image of the input's subject, never the input itself.
+target is a random *other* image of the input's subject, never the input itself. Eq. 1 samples
+x_rand_id from the subject's whole set, which includes x; excluding it (a choice) keeps every
+step's target a different expression, so z_i cannot carry the input's own expression.
+
+Stage 2 uses the identity encoder's mean for z_i (it is frozen there), not a sample (a choice).
 
 Stage 2, expression (eqs. 2-5): IdentityEncoder frozen; ExpressionEncoder + Decoder (+
 Discriminator) with L'_e = L_e + beta L_gan + gamma L_switch.

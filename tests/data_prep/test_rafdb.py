@@ -145,6 +145,9 @@ def test_dlib_mode_predicts_68_landmarks_in_the_aligned_images(tree, tmp_path):
     no_detect = prepare_dataset("rafdb", base, tmp_path / "plain", size=64, detect=False, quiet=True)
     assert no_detect["num_examples"] == len(stills)
     assert not any(s["has_landmarks"] for s in trees.read_stills(tmp_path / "plain")[1])
+    from fer_keras.data import records
+    assert records.stills_with_landmarks(records.read_manifest(tmp_path / "rafdb")) == len(stills)  # what landmark_arm needs
+    assert records.stills_with_landmarks(records.read_manifest(tmp_path / "plain")) == 0
 
 
 def test_a_label_file_saved_with_a_byte_order_mark_keeps_its_first_line(tree, tmp_path):
@@ -175,3 +178,22 @@ def test_an_upper_case_extension_is_found_and_a_superscript_code_skipped(tree, t
     assert by_id["train_00002"]["path"].endswith("train_00002_aligned.JPG")
     assert "train_00003" not in by_id
     assert dict(skipped)["Image/aligned/train_00003_aligned.jpg"] == "unknown RAF-DB emotion code '\u00b2' (known: 1..7)"
+
+
+def test_landmark_arm_refuses_data_without_68_landmarks(prepared, tmp_path):
+    """RAF-DB's own 5 and 37 points are not the 68 the heatmap layer draws: every heatmap would be black."""
+    import json
+
+    from fer_keras.data import records
+    from tests.conftest import expect_user_error, invoke
+
+    out, manifest, _ = prepared
+    assert records.stills_with_landmarks(records.read_manifest(out)) == 0
+    config = tmp_path / "c.json"
+    config.write_text(json.dumps({"model_args": {"rgb_run": str(tmp_path / "arm")}}))
+    line = expect_user_error(invoke("train", "--model", "landmark_arm", "--config", config, "--data", out,
+                                    "--epochs", 1, "--out", tmp_path / "runs", "--name", "r"))
+    assert line == (f"Error: Model 'landmark_arm' draws its heatmaps from dlib's 68 landmarks, and {str(out)!r} has none "
+                    "(prepared with --no-detect, or from RAF-DB with --landmarks dataset, whose 5 and 37 points predict "
+                    "cannot compute on a new photo); prepare it again with --landmarks dlib, the default.")
+    assert not (tmp_path / "runs" / "r").exists()
