@@ -275,10 +275,14 @@ def _add_dataset_command(name, help_text):
     if name in LANDMARK_DATASETS:
         options.append(click.option("--landmarks", type=click.Choice(["dlib", "dataset"]), default="dlib", show_default=True,
                                     help="dlib's 68 points, or the dataset's own landmarks."))
-    if name == "ckplus":
+    if name in ("ckplus", "mug"):
+        still = ("the last 3 frames, and the first frame as neutral" if name == "ckplus"
+                 else "the 3 frames around each take's centre, its apex")
+        spread = "onset to apex" if name == "ckplus" else "the whole take"
         options.append(click.option(
-            "--protocol", type=click.Choice(["sequence", "still"]), default=None,
-            help="Sequences onset->apex (default), or stills (the last 3 frames, and the first frame as neutral)."))
+            "--protocol", type=click.Choice(["sequence", "still", "spread"]), default=None,
+            help=f"Sequences (default); still: stills of {still} (paper 004's evaluation set); spread: stills of 8 "
+                 f"frames at equal intervals over {spread} (paper 004's training set)."))
     if name == "kdef":
         options.append(click.option("--angles", default="S", show_default=True,
                                     help="KDEF camera angles, comma-separated, of S (straight), HL, HR (half left, "
@@ -301,7 +305,7 @@ def _add_dataset_command(name, help_text):
 for _name, _help in (
     ("ckplus", "CK+ (cohn-kanade-images/, Emotion/, Landmarks/): labelled sequences or the still protocol."),
     ("rafdb", "RAF-DB basic (Image/aligned, EmoLabel/, Annotation/): official train/test split."),
-    ("mug", "MUG facial expression database: subject/session/emotion/take sequences."),
+    ("mug", "MUG facial expression database: subject/session/emotion/take sequences, or stills (--protocol)."),
     ("jaffe", "JAFFE (KA.AN1.39.tiff file names)."),
     ("kdef", "KDEF (AF01ANS.JPG file names); frontal by default, --angles to choose."),
     ("fer2013", "FER2013 (fer2013.csv with its Training/PublicTest/PrivateTest split)."),
@@ -417,7 +421,8 @@ def train_cmd(ctx, model, data, model_size, epochs, pretrain_epochs, batch_size,
 @click.option("--epochs", default=None, type=click.IntRange(1), help="Epochs per fold for --protocol kfold (default: the run's).")
 @click.option("--data", "cross_data", default=None, type=click.Path(),
               help="Cross-dataset: score the run on every sample of this other prepared dataset (labels matched by "
-                   "emotion name) into RUN/cross/<its folder name>/.")
+                   "emotion name) into RUN/cross/<its folder name>/. A vae_swap run: its own subjects on this folder "
+                   "of stills of its dataset (paper 004's evaluation set, e.g. prepare mug --protocol still).")
 @click.pass_context
 def evaluate_cmd(ctx, run, protocol, folds, epochs, cross_data):
     """Evaluate a run on held-out subjects (or, with --data, on another dataset): metrics.json and confusion_matrix.png."""
@@ -428,6 +433,9 @@ def evaluate_cmd(ctx, run, protocol, folds, epochs, cross_data):
             raise UserError("--data scores the trained run on another dataset; --protocol kfold, --folds and --epochs do not apply.")
         metrics = evaluate_cross(run, cross_data, quiet=ctx.find_root().params["quiet"])
         _echo(ctx, summary_line(metrics))
+        if metrics.get("evaluation_set"):  # a vae_swap run on its evaluation set: k-means, no confusions
+            _echo(ctx, f"Wrote {pathlib.Path(metrics['_dir']) / 'metrics.json'}")
+            return
         if metrics["left_out"]:
             unit = metrics["level"]  # "clip" or "image": what left_out counts
             left = ", ".join(f"{n} {name} {unit}{'' if n == 1 else 's'}" for name, n in sorted(metrics["left_out"].items()))

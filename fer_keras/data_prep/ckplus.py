@@ -14,7 +14,12 @@ Protocols:
 * ``sequence`` (default; papers 000 and 001): each labelled sequence from its first (neutral)
   frame to the labelled apex frame, one record, label set ckplus7 (no neutral).
 * ``still``: the last three frames of each labelled sequence as its emotion and the first frame
-  as neutral, label set ckplus8 (neutral + the seven).
+  as neutral, label set ckplus8 (neutral + the seven); paper 004's evaluation set uses CK+'s
+  last frames so.
+* ``spread`` (paper 004's training set, sec. 5.1): 8 frames of each labelled sequence at equal
+  intervals from its first frame to the apex (`common.spread_indices`), as stills labelled with
+  the sequence's emotion (the first ones look neutral: paper 004's model learns from subjects,
+  not labels), label set ckplus7.
 
 The subject id is the CK+ subject (``S005``); the 10-fold subject split is made at train time
 (`fer_keras.data.splits`). Sequences without an emotion file are unlabelled in CK+ and are
@@ -43,10 +48,10 @@ class CKPlusAdapter(common.DatasetAdapter):
     name = "ckplus"
     title = "CK+"
     has_landmarks = True
-    protocols = ("sequence", "still")
+    protocols = ("sequence", "still", "spread")
 
     def kind(self, options):
-        return "still" if options.protocol == "still" else "sequence"
+        return "sequence" if options.protocol == "sequence" else "still"
 
     def label_set(self, options):
         return "ckplus8" if options.protocol == "still" else "ckplus7"
@@ -114,9 +119,12 @@ class CKPlusAdapter(common.DatasetAdapter):
             if options.protocol == "sequence":
                 items.append(dict(base, id=rel, source_path=rel, emotion=emotion, frames=paths, landmarks=landmarks))
                 continue
-            # still protocol: first frame neutral, last frames the emotion (no frame used twice)
-            last = list(range(max(1, len(paths) - STILL_APEX_FRAMES), len(paths)))
-            for index, label in [(0, "neutral")] + [(i, emotion) for i in last]:
+            if options.protocol == "spread":
+                chosen = [(i, emotion) for i in common.spread_indices(len(paths))]
+            else:  # still protocol: first frame neutral, last frames the emotion (no frame used twice)
+                last = list(range(max(1, len(paths) - STILL_APEX_FRAMES), len(paths)))
+                chosen = [(0, "neutral")] + [(i, emotion) for i in last]
+            for index, label in chosen:
                 frame_rel = common.relative(paths[index], root)
                 items.append(dict(base, id=frame_rel, source_path=frame_rel, emotion=label,
                                   frames=[paths[index]], landmarks=[landmarks[index]]))
@@ -130,7 +138,7 @@ class CKPlusAdapter(common.DatasetAdapter):
             import numpy as np
 
             landmarks = np.stack([common.read_points(p, 68, "landmark file") for p in item["landmarks"]])
-        if options.protocol == "still":
+        if options.protocol != "sequence":
             crop, points = common.face_still(common.read_image(item["frames"][0]), options,
                                              None if landmarks is None else landmarks[0])
             return common.still_sample(item, crop, points)

@@ -1,4 +1,4 @@
-"""MUG Facial Expression Database -> sequence records (neutral -> apex -> neutral), basic7.
+"""MUG Facial Expression Database -> sequence records (neutral -> apex -> neutral), or stills; basic7.
 
 Layout of the posed part (``subjects3/`` in the distribution; its parent is accepted too)::
 
@@ -11,8 +11,18 @@ frames (896 x 896 colour) that start and end neutral. The subject id is the subj
 (``001``); a record is one take. MUG's 80-point landmark annotation (for some frames only) is
 not in the 68-point scheme, so faces come from dlib (or ``--no-detect``).
 
-Example (paper 004 uses MUG with CK+):
-    fer-keras prepare mug --root MUG/subjects3 --out data/mug --size 64 --workers 4
+Protocols:
+
+* ``sequence`` (default): one record per take, every frame.
+* ``spread`` (paper 004's training set, sec. 5.1): 8 frames of each take at equal intervals
+  (`common.spread_indices`), first and last included, as stills: neutral, onset, apex and offset
+  faces, each labelled with the take's emotion (paper 004's model learns from subjects, not labels).
+* ``still`` (paper 004's evaluation set): the 3 frames around each take's centre, where MUG's
+  apex is, as stills labelled with the take's emotion.
+
+Example (paper 004 uses MUG with CK+): the training set, and the evaluation set beside it
+    fer-keras prepare mug --root MUG/subjects3 --out data/mug_spread --size 64 --protocol spread --workers 4
+    fer-keras prepare mug --root MUG/subjects3 --out data/mug_apex --size 64 --protocol still --workers 4
 """
 
 import re
@@ -25,6 +35,7 @@ SUBJECT_PATTERN = re.compile(r"^\d{3}$")
 SESSION_PATTERN = re.compile(r"^session\d+$", re.IGNORECASE)
 TAKE_PATTERN = re.compile(r"^take\d+$", re.IGNORECASE)
 FRAME_PATTERN = re.compile(r"(\d+)\.jpe?g$", re.IGNORECASE)
+CENTRE_FRAMES = 3  # the `still` protocol's frames around a take's centre
 
 
 class MUGAdapter(common.DatasetAdapter):
@@ -32,9 +43,10 @@ class MUGAdapter(common.DatasetAdapter):
 
     name = "mug"
     title = "MUG"
+    protocols = ("sequence", "still", "spread")
 
     def kind(self, options):
-        return "sequence"
+        return "sequence" if options.protocol == "sequence" else "still"
 
     def _root(self, root):
         if not any(SUBJECT_PATTERN.match(p.name) for p in root.iterdir() if p.is_dir()) and (root / "subjects3").is_dir():
@@ -74,13 +86,29 @@ class MUGAdapter(common.DatasetAdapter):
                             skipped.append((take_rel, f"{len(frames)} frames; a sequence needs at least 2"))
                             continue
                         parts = [subject.name] + ([session] if session else []) + [emotion_dir.name.lower(), take.name]
-                        items.append({
+                        item = {
                             "id": take_rel, "source_path": take_rel, "subject_id": subject.name,
                             "sequence_id": "_".join(parts), "emotion": emotion, "session": session,
                             "frames": [str(p) for _, p in frames],
-                        })
+                        }
+                        items.extend(self._stills(item, root, options.protocol) if options.protocol != "sequence" else [item])
         return items, skipped
 
+    @staticmethod
+    def _stills(take, root, protocol):
+        """The `still` or `spread` protocol's frames of one take, one item each."""
+        count = len(take["frames"])
+        if protocol == "spread":
+            indices = common.spread_indices(count)
+        else:  # the centre frames, where a take from neutral to neutral has its apex
+            first = max(0, (count - CENTRE_FRAMES) // 2)
+            indices = list(range(first, min(count, first + CENTRE_FRAMES)))
+        return [dict(take, id=common.relative(take["frames"][i], root), source_path=common.relative(take["frames"][i], root),
+                     frames=[take["frames"][i]]) for i in indices]
+
     def load(self, item, options):
+        if options.protocol != "sequence":
+            crop, points = common.face_still(common.read_image(item["frames"][0]), options)
+            return common.still_sample(item, crop, points)
         frames, points = common.face_sequence(common.frame_reader(item["frames"]), len(item["frames"]), options)
         return common.sequence_sample(item, frames, points, options)

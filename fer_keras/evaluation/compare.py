@@ -95,6 +95,8 @@ def _row(kind, metrics):
         left_out = sorted(metrics.get("left_out") or {})
         protocol = "cross-dataset, every sample" + (f" but {', '.join(left_out)}" if left_out else "")
         evaluation = f"cross-dataset (trained on {metrics.get('trained_on')})"
+    if metrics.get("evaluation_set"):  # vae_swap on its evaluation set: the run's own subjects, another folder
+        protocol, evaluation = metrics.get("protocol"), f"evaluation set {metrics['evaluation_set']}"
     return {
         "evaluation": evaluation,
         "dataset": metrics.get("dataset"),

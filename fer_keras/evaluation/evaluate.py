@@ -87,10 +87,9 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
     run_dir, data_dir = pathlib.Path(run_dir), pathlib.Path(data_dir)
     config, manifest, model = fit.load_run(run_dir, needs_data=False)  # the other dataset is the one read
     spec = get_spec(config["model"])
-    if spec.evaluator:
-        raise UserError(f"{config['model']!r} is scored by its own evaluator, not by class labels; cross-dataset "
-                        "evaluation takes classifier runs.")
     target = records.read_manifest(data_dir, verify=True)
+    if spec.evaluator:
+        return _evaluation_set(run_dir, data_dir, config, manifest, target, spec)
     if target["kind"] != manifest["kind"]:
         raise UserError(f"{str(data_dir)!r} holds {target['kind']} records; {config['model']!r} was trained on "
                         f"{manifest['kind']} records.")
@@ -169,6 +168,29 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
         if old.exists() and not out.exists():
             os.replace(old, out)
         raise
+    metrics["_dir"] = str(out)
+    return metrics
+
+
+def _evaluation_set(run_dir, data_dir, config, manifest, target, spec):
+    """A run scored by its own evaluator (vae_swap) on another folder of its own dataset: paper 004's evaluation set.
+
+    Paper 004 (sec. 5.1) trains on frames sampled along whole sequences and scores the stills that show the labelled
+    expression (MUG's centre frames, CK+'s last ones), of its training and test subjects alike: `prepare mug|ckplus
+    --protocol spread` and `--protocol still` make the two folders. The run's own split picks the subjects.
+    """
+    if target["kind"] != "still" or target["dataset"] != manifest["dataset"]:
+        raise UserError(f"{config['model']!r} is scored by its own evaluator: --data takes its evaluation set, stills of "
+                        f"the same dataset's subjects ({_dataset_name(manifest)}, e.g. `prepare mug --protocol still`); "
+                        f"{str(data_dir)!r} holds {target['kind']}s of {_dataset_name(target)}.")
+    split = Split.from_dict(config["split_subjects"])
+    metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=config, manifest=target, split=split)
+    metrics.update(data=str(data_dir.resolve()), trained_on=_dataset_name(manifest), target_label_set=target["label_set"],
+                   evaluation_set=data_dir.name, protocol=f"evaluation set {data_dir.name}: {split.description}",
+                   summary=metrics["summary"] + f"; on the evaluation set {data_dir.name}")
+    out = run_dir / "cross" / safe_name(data_dir.resolve().name, "data")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic.write_files([(out / "metrics.json", (json.dumps(metrics, indent=2) + "\n").encode())])
     metrics["_dir"] = str(out)
     return metrics
 

@@ -145,6 +145,21 @@ def test_still_protocol_first_frame_neutral_last_three_the_emotion(root, tmp_pat
     assert all(s["image"].shape == (SIZE, SIZE, 3) and s["has_landmarks"] for s in stills)
 
 
+def test_spread_protocol_samples_each_sequence_up_to_its_apex_as_stills(root, tmp_path):
+    """Paper 004's training set: frames at equal intervals from onset to apex, each with the sequence's emotion."""
+    manifest = prepare_dataset("ckplus", root, tmp_path / "ck", protocol="spread", size=SIZE, grey=True, detect=False,
+                               quiet=True)
+    assert manifest["label_set"] == "ckplus7" and manifest["kind"] == "still"
+    _, stills = trees.read_stills(tmp_path / "ck")
+    by_source = {s["source"]: s for s in stills}
+    for subject, number in USABLE:
+        frame = lambda t: f"cohn-kanade-images/{subject}/{number}/{subject}_{number}_{t:08d}.png"  # noqa: E731
+        assert [by_source[frame(t)]["label_name"] for t in range(1, FRAMES + 1)] == [NAMES[SEQUENCES[(subject, number)][0]]] * FRAMES
+    assert "cohn-kanade-images/S005/002/S005_002_00000006.png" not in by_source  # after the apex
+    assert not any("/S011/003/" in k for k in by_source)  # neutral is not in ckplus7
+    assert "neutral" not in manifest["counts_per_class"]
+
+
 def test_dataset_landmarks_without_landmark_files_is_one_clear_error_and_no_folder(root, tmp_path):
     import shutil
 

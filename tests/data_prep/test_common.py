@@ -169,8 +169,12 @@ def test_option_checks():
         ADAPTERS["jaffe"].resolve(size=8)
     with pytest.raises(UserError, match="--landmarks"):
         ADAPTERS["ckplus"].resolve(landmarks="mediapipe")
-    with pytest.raises(UserError, match="--protocol 'still' does not apply to MUG"):
-        ADAPTERS["mug"].resolve(protocol="still")
+    with pytest.raises(UserError, match="--protocol 'apex' does not apply to MUG; expected one of"):
+        ADAPTERS["mug"].resolve(protocol="apex")
+    with pytest.raises(UserError, match="--protocol 'still' does not apply to JAFFE"):
+        ADAPTERS["jaffe"].resolve(protocol="still")
+    with pytest.raises(UserError, match="--flow needs sequence records; MUG"):
+        ADAPTERS["mug"].resolve(protocol="spread", flow=True)
     with pytest.raises(UserError, match="--angles"):
         ADAPTERS["kdef"].resolve(angles=("S", "UP"))
     assert ADAPTERS["kdef"].resolve(angles="hl, S").angles == ("S", "HL")

@@ -88,3 +88,30 @@ def test_no_detect_resizes_whole_frames(tree, tmp_path):
     _, records = trees.read_sequences(tmp_path / "mug")
     assert manifest["num_examples"] == len(TAKES) and manifest["flow_bound"] is None
     assert all(r["landmarks"] is None and r["flow"] is None and r["frames"].shape[1:] == (32, 32, 1) for r in records)
+
+
+@pytest.mark.parametrize("protocol, frames", [("still", [5, 6, 7]), ("spread", [1, 2, 4, 5, 7, 8, 10, 11])])
+def test_paper_004_stills_from_each_take(tree, tmp_path, protocol, frames):
+    """still: the frames around a take's centre (its apex); spread: frames at equal intervals over the take."""
+    import shutil
+
+    raw = tmp_path / "MUG"
+    shutil.copytree(tree.parent, raw)
+    for i in range(FRAMES + 1, 12):  # a take of 11 frames: spread samples 8 of them, first and last included
+        trees.save(raw / "subjects3/001/happiness/take000" / f"img_{i:04d}.jpg", trees.photo_sequence(FRAMES)[-1])
+    manifest = prepare_dataset("mug", raw, tmp_path / protocol, size=32, grey=True, detect=False, protocol=protocol,
+                               quiet=True)
+    assert manifest["kind"] == "still" and manifest["label_set"] == "basic7"
+    _, stills = trees.read_stills(tmp_path / protocol)
+    happy = sorted(s["source"] for s in stills if s["source"].startswith("subjects3/001/happiness/"))
+    if protocol == "spread":
+        assert happy == [f"subjects3/001/happiness/take000/img_{i:04d}.jpg" for i in frames]
+        other = sorted(s["source"] for s in stills if s["source"].startswith("subjects3/001/surprise/"))
+        assert len(other) == FRAMES  # a take of 6 frames gives all 6
+    else:
+        assert happy == [f"subjects3/001/happiness/take000/img_{i:04d}.jpg" for i in frames]
+    assert {s["label_name"] for s in stills if "/happiness/" in s["source"]} == {"happiness"}
+    assert {s["subject"] for s in stills} == {"001", "002", "003"}
+    skipped = dict(common.read_skipped(tmp_path / protocol))  # the corrupt frame only, not its whole take
+    assert skipped["subjects3/003/fear/take000/img_0002.jpg"].startswith("corrupt or unreadable image")
+    assert any(s["source"].startswith("subjects3/003/fear/take000/") for s in stills)

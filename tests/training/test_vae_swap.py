@@ -173,6 +173,25 @@ def test_kfold_is_refused_before_any_fold_trains(vae_run):
     assert not (vae_run / "kfold-2").exists()
 
 
+def test_evaluation_set_scores_the_runs_subjects_on_another_folder(vae_run, tmp_path):
+    """Paper 004 scores apex stills of its training and test subjects: `evaluate RUN --data EVALSET` for vae_swap."""
+    evalset = tmp_path / "apex"
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", evalset, "--kind", "still", "--subjects", 6, "--size", 48))
+    result = expect_ok(invoke("evaluate", vae_run, "--data", evalset))
+    metrics = json.loads((vae_run / "cross" / "apex" / "metrics.json").read_text())
+    assert metrics["evaluation_set"] == "apex" and metrics["data"] == str(evalset.resolve())
+    assert metrics["kmeans_train"]["images"] > 0 and metrics["kmeans_test"]["images"] > 0
+    assert metrics["protocol"].startswith("evaluation set apex: ") and "on the evaluation set apex" in result.output
+    own = json.loads((vae_run / "metrics.json").read_text()) if (vae_run / "metrics.json").exists() else None
+    assert own is None or own.get("data") is None  # the run's own evaluation is untouched
+    table = expect_ok(invoke("compare", vae_run)).output
+    assert "evaluation set apex" in table
+    sequences = tmp_path / "seq"
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", sequences, "--kind", "sequence", "--subjects", 3, "--size", 48))
+    line = expect_user_error(invoke("evaluate", vae_run, "--data", sequences))
+    assert "--data takes its evaluation set, stills of the same dataset's subjects" in line and "holds sequences" in line
+
+
 def _train_tiny(out, model, name):
     """`fer-keras train --model MODEL --data synth` at the smallest size that trains: 6 subjects, 48 px, 1 epoch."""
     config = out / "config.json"
