@@ -29,6 +29,7 @@ def run_rows(run_dir):
     common = {"run": str(run_dir), "model": config["model"], "size": config.get("size"), "params": _params(run_dir)}
     own_data = fit.run_data_dir(run_dir, config) if (config.get("dataset") or {}).get("dir") else (
         run_dir / "data" if config["data"] == "synth" else pathlib.Path(config["data"]))
+    recorded = (config.get("dataset") or {}).get("fingerprint")
     rows = []
     sources = [("held-out", run_dir / "metrics.json")]
     sources += [("k-fold", p) for p in sorted(run_dir.glob("kfold-*/metrics.json"))]
@@ -44,21 +45,24 @@ def run_rows(run_dir):
         data = metrics["data"] if kind == "cross-dataset" and metrics.get("data") else own_data
         if kind == "k-fold" and "num_samples" not in metrics:  # written before k-fold summaries counted them
             metrics["num_samples"] = _fold_samples(path.parent, metrics.get("folds") or 0)
-        rows.append(dict(common, data=str(pathlib.Path(data).resolve()), data_id=_data_id(data), **_row(kind, metrics),
-                         predictions=_predictions_files(kind, path, metrics)))
+        # The samples the evaluation saw: recorded by evaluate (a data folder may be replaced afterwards), else those
+        # the run trained on, else the folder as it is now.
+        seen = metrics.get("data_fingerprint") or (None if kind == "cross-dataset" else recorded)
+        rows.append(dict(common, data=str(pathlib.Path(data).resolve()), data_id=f"shards {seen}" if seen else _data_id(data),
+                         **_row(kind, metrics), predictions=_predictions_files(kind, path, metrics)))
     return rows
 
 
 def _data_id(data_dir):
     """What identifies a data folder's samples: the sha256 of its shards (two runs generating the same SynthFER set
     into their own folders, or a copied dataset, hold the same samples), else its path."""
-    import hashlib
+    from fer_keras.training import fit
 
     try:
-        shards = json.loads((pathlib.Path(data_dir) / "manifest.json").read_text())["shards"]
-        return "shards " + hashlib.sha256("".join(s["sha256"] for s in shards).encode()).hexdigest()[:16]
-    except (OSError, ValueError, KeyError, TypeError):
-        return str(pathlib.Path(data_dir).resolve())
+        fingerprint = fit.data_fingerprint(json.loads((pathlib.Path(data_dir) / "manifest.json").read_text()))
+    except (OSError, ValueError):
+        fingerprint = None
+    return f"shards {fingerprint}" if fingerprint else str(pathlib.Path(data_dir).resolve())
 
 
 def _fold_samples(root, folds):

@@ -53,6 +53,7 @@ def evaluate_run(run_dir, *, side="test", quiet=True):
         "dataset": dataset_name,
         "label_set": manifest["label_set"],
         "protocol": split.description,
+        "data_fingerprint": fit.data_fingerprint(manifest),  # which samples: compare groups rows by it
         "side": side,
         "subjects": len(getattr(split, side)) or None,
         "level": "clip" if "video" in meta else "image",
@@ -128,6 +129,7 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
         "model": config["model"],
         "dataset": dataset_name,
         "data": str(data_dir.resolve()),
+        "data_fingerprint": fit.data_fingerprint(target),
         "trained_on": trained_on,
         "label_set": manifest["label_set"],
         "target_label_set": target["label_set"],

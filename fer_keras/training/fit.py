@@ -569,7 +569,8 @@ def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None
             run_id=uuid.uuid4().hex,  # the run's identity wherever its folder is moved (exports check it)
             dataset={"dir": os.path.relpath(manifest["_dir"], run_dir) if config["data"] == "synth" else os.path.abspath(manifest["_dir"]),
                      "name": manifest["dataset"], "kind": manifest["kind"], "label_set": manifest["label_set"], "labels": manifest["labels"],
-                     "flow_bound": manifest.get("flow_bound"), "people": people(manifest), "image": manifest.get("image")},
+                     "flow_bound": manifest.get("flow_bound"), "people": people(manifest), "image": manifest.get("image"),
+                     "fingerprint": data_fingerprint(manifest)},
             split_subjects=split.to_dict(),
             init_from=os.path.abspath(config["init_from"]) if config.get("init_from") else None,
             # absolute, as init_from: the leak checks follow it from any folder
@@ -685,6 +686,9 @@ def load_run(run_dir, *, needs_data=True):
     data_dir = run_data_dir(run_dir, config)
     try:
         manifest = records.read_manifest(data_dir)
+        replaced = _replaced_data(run_dir, config, manifest)
+        if replaced:
+            raise UserError(replaced)
     except UserError as e:
         if isinstance(needs_data, str):  # why this command needs the data, for the user whose data folder moved
             raise UserError(f"{e} {needs_data}") from None
@@ -696,6 +700,33 @@ def load_run(run_dir, *, needs_data=True):
                     "_dir": str(data_dir)}
     model = load_model(model_path)
     return config, manifest, model
+
+
+def data_fingerprint(manifest):
+    """What identifies a data folder's samples: the sha256 of its shards' sha256s (the same for a copy), or None."""
+    import hashlib
+
+    try:
+        return hashlib.sha256("".join(s["sha256"] for s in manifest["shards"]).encode()).hexdigest()[:16]
+    except (KeyError, TypeError):
+        return None
+
+
+def _replaced_data(run_dir, config, manifest):
+    """Why the run's data folder no longer holds the data it was trained on (other people, kind or labels), or None.
+
+    Scoring such a folder as the run's held-out subjects would report other people, or other images under the same
+    sample ids, as its result.
+    """
+    recorded = config.get("dataset") or {}
+    theirs = {"people": people(manifest), "kind": manifest.get("kind"), "labels": manifest.get("labels")}
+    differ = [k for k in ("people", "kind", "labels") if recorded.get(k) is not None and recorded[k] != theirs[k]]
+    if not differ:
+        return None
+    what = ", ".join(f"{k} {theirs[k]!r}, not {recorded[k]!r}" for k in differ)
+    return (f"Data folder {str(manifest['_dir'])!r} was replaced since run {pathlib.Path(run_dir).name!r} trained on it "
+            f"({what}): prepare it again as it was, or score the run on it as another dataset with `fer-keras evaluate "
+            f"RUN --data {manifest['_dir']}`.")
 
 
 def check_version(run_dir, config):

@@ -206,3 +206,41 @@ def test_the_same_samples_in_another_folder_share_a_table_and_runs_keep_their_or
     (rows,) = [rows for rows in groups.values() if rows[0]["evaluation"] == "held-out"]
     assert [r["run"] for r in rows] == [str(twin), str(still_run)]  # a tie keeps the order given; each run once
     assert rows[1]["vs_best"]["only_best_right"] == rows[1]["vs_best"]["only_this_right"] == 0
+
+
+def test_a_data_folder_replaced_after_training_is_refused_and_kept_apart(evaluated, still_data, tmp_path):
+    """Other people under the same sample ids: evaluate must not score them as the run's held-out subjects, and
+    compare must not pair an evaluation of the old samples with one of the new."""
+    from fer_keras.evaluation.compare import compare
+    from fer_keras.training import fit
+
+    still_run, _ = evaluated
+    data = tmp_path / "data"
+    shutil.copytree(still_data, data)
+    old = tmp_path / "old"
+    shutil.copytree(still_run, old, ignore=shutil.ignore_patterns("cross", "kfold-*"))
+    config = json.loads((old / "config.json").read_text())
+    config["dataset"]["dir"] = str(data)
+    (old / "config.json").write_text(json.dumps(config))
+    expect_ok(invoke("--quiet", "evaluate", old))
+    fingerprint = json.loads((old / "metrics.json").read_text())["data_fingerprint"]
+    assert fingerprint and fingerprint == config["dataset"]["fingerprint"]
+
+    shutil.rmtree(data)  # the same command with another seed: other people, the same sample ids
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", data, "--kind", "still", "--subjects", 6,
+                     "--samples-per-emotion", 5, "--size", DATA_SIZE, "--grey", "--seed", 1))
+    line = expect_user_error(invoke("evaluate", old))
+    assert line == (f"Error: Data folder {str(data)!r} was replaced since run 'old' trained on it (people 'synthfer seed "
+                    f"1', not 'synthfer seed 0'): prepare it again as it was, or score the run on it as another dataset "
+                    f"with `fer-keras evaluate RUN --data {data}`.")
+    assert json.loads((old / "metrics.json").read_text())["data_fingerprint"] == fingerprint  # kept as it was
+
+    new = tmp_path / "new"  # a run trained on the new data (its weights do not matter for the tables)
+    shutil.copytree(old, new)
+    manifest = json.loads((data / "manifest.json").read_text())
+    config["dataset"].update(people="synthfer seed 1", fingerprint=fit.data_fingerprint(manifest))
+    (new / "config.json").write_text(json.dumps(config))
+    expect_ok(invoke("--quiet", "evaluate", new))
+    groups, _ = compare([old, new])
+    held_out = [rows for rows in groups.values() if rows[0]["evaluation"] == "held-out"]
+    assert sorted(len(rows) for rows in held_out) == [1, 1]  # two tables, no McNemar test across them
