@@ -403,6 +403,9 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
         atomic.write_text(config_path, json.dumps(dict(saved, epochs=epochs), indent=2) + "\n")
     if distribute.is_chief(strategy):
         _remove_evaluation(run_dir, quiet)
+        # A finished run being extended is unfinished until the extension ends: its model.keras (the shorter run's)
+        # would be evaluated and compared under the new length if the extension stopped. Its checkpoints keep every epoch.
+        (run_dir / "model.keras").unlink(missing_ok=True)
     # Every worker reads the chief's checkpoint (a shared folder, or a copy at the same path).
     write_dir, throw_away = distribute.worker_run_dir(run_dir, strategy)
     try:

@@ -143,6 +143,32 @@ def test_cosine_schedule_resumes_exactly_and_stretches_when_extended(workdir):
     assert done.returncode == 1 and "more than 4" in done.stderr
 
 
+def test_an_extension_stopped_midway_leaves_an_unfinished_run(workdir, uninterrupted):
+    """The 3-epoch model.keras must not stand for a run whose config.json now says 6 epochs."""
+    run = workdir / "runs" / "ext"
+    shutil.copytree(uninterrupted, run)
+    assert _run(["evaluate", str(run)], workdir).returncode == 0
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    process = subprocess.Popen(CLI + ["train", "--resume", str(run), "--epochs", "6"], cwd=workdir, env=env,
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 300
+    while not (run / "checkpoints" / "epoch-0004").exists():
+        assert process.poll() is None, "the extension ended before its first checkpoint"
+        assert time.time() < deadline
+        time.sleep(0.01)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 130 and "are kept in" in stderr, stderr[-2000:]
+    assert not (run / "checkpoints" / "epoch-0006").exists(), "the extension finished before it was stopped"
+    assert json.loads((run / "config.json").read_text())["epochs"] == 6
+    assert not (run / "model.keras").exists() and not (run / "metrics.json").exists()
+    done = _run(["evaluate", str(run)], workdir)
+    assert done.returncode == 1 and "has no model.keras: its training did not finish" in done.stderr
+    done = _run(["train", "--resume", str(run)], workdir)  # goes on to the 6 epochs
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert (run / "model.keras").exists() and len(_history(run)) == 1 + 6
+
+
 def _kill_after_first_checkpoint(args, cwd, run, last):
     """Starts `fer-keras ARGS`, SIGKILLs it once checkpoints/epoch-0001 is committed; checks it was cut short."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
