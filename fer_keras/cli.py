@@ -475,6 +475,10 @@ def compare_cmd(ctx, runs, out):
         raise click.UsageError("Give one or more run folders to compare.")
     if out and pathlib.Path(out).suffix.lower() not in (".md", ".csv", ".json"):
         raise UserError(f"--out must end in .md, .csv or .json. Received: {pathlib.Path(out).name}")
+    if out:
+        inside = [r for r in runs if pathlib.Path(out).resolve().is_relative_to(pathlib.Path(r).resolve())]
+        if inside:  # it would replace the run's metrics.json or predictions.csv, or sit among its evaluations
+            raise UserError(f"--out {str(out)!r} is inside run {str(inside[0])!r}; write the comparison outside the runs.")
     groups, waiting = compare(runs)
     if not (out and ctx.find_root().params["quiet"]):  # the table is the result: -q keeps it off the screen only with --out
         click.echo(markdown(groups, waiting), nl=False)

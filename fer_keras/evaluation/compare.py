@@ -42,6 +42,8 @@ def run_rows(run_dir):
             metrics = json.loads(path.read_text())
         except (OSError, ValueError) as e:
             raise UserError(f"Cannot read {path}: {e}") from None
+        if not isinstance(metrics, dict) or not ("accuracy" in metrics or "summary" in metrics):
+            raise UserError(f"{path} is not an evaluation of fer-keras (no accuracy in it); run `fer-keras evaluate` again.")
         data = metrics["data"] if kind == "cross-dataset" and metrics.get("data") else own_data
         if kind == "k-fold" and "num_samples" not in metrics:  # written before k-fold summaries counted them
             metrics["num_samples"] = _fold_samples(path.parent, metrics.get("folds") or 0)

@@ -89,6 +89,20 @@ def test_bad_arguments_are_one_line_errors(still_run, tmp_path):
     assert not (tmp_path / "x.txt").exists()
 
 
+def test_out_inside_a_run_and_a_metrics_file_that_is_no_evaluation_are_refused(still_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(still_run, run, ignore=shutil.ignore_patterns("cross", "kfold-*"))
+    before = (run / "metrics.json").read_text()
+    for out in (run / "metrics.json", run / "sub" / "cmp.md"):
+        line = expect_user_error(invoke("compare", still_run, run, "--out", out))
+        assert line == f"Error: --out {str(out)!r} is inside run {str(run)!r}; write the comparison outside the runs."
+    assert (run / "metrics.json").read_text() == before and not (run / "sub").exists()
+    (run / "metrics.json").write_text(json.dumps({"tables": []}))  # a comparison written there by an older fer-keras
+    line = expect_user_error(invoke("compare", run))
+    assert line == (f"Error: {run / 'metrics.json'} is not an evaluation of fer-keras (no accuracy in it); run "
+                    "`fer-keras evaluate` again.")
+
+
 def test_evaluate_writes_one_prediction_per_test_unit(evaluated):
     still_run, clip_run = evaluated
     for run, level, report in ((still_run, "image", lambda m: m), (clip_run, "video", lambda m: m["video"])):
