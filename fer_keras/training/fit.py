@@ -314,6 +314,11 @@ def _new_run_dir(out, name):
         raise UserError(f"--name must be a plain folder name inside --out, without '/'. Received: {name!r}")
     run_dir = pathlib.Path(out) / name
     if run_dir.exists() and any(run_dir.iterdir()):
+        checkpoint = latest_checkpoint(run_dir) if (run_dir / "config.json").is_file() else None
+        if checkpoint is not None and not (run_dir / "model.keras").exists():  # stopped: removing it loses the epochs
+            epoch = json.loads((checkpoint / "state.json").read_text())["epoch"]
+            raise UserError(f"Run folder {str(run_dir)!r} holds an unfinished run (epochs 1-{epoch} kept); go on with "
+                            f"`fer-keras train --resume {run_dir}`, or choose another --name.")
         raise UserError(f"Run folder {str(run_dir)!r} already exists; choose another --name or remove it.")
     created = [folder for folder in run_dir.parents if not folder.exists()]
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -169,6 +169,19 @@ def test_an_extension_stopped_midway_leaves_an_unfinished_run(workdir, uninterru
     assert (run / "model.keras").exists() and len(_history(run)) == 1 + 6
 
 
+def test_the_same_train_command_after_a_stop_points_to_resume(workdir, uninterrupted):
+    run = workdir / "runs" / "stopped"
+    shutil.copytree(uninterrupted, run)
+    (run / "model.keras").unlink()  # as a run stopped after its third epoch leaves it
+    done = _run(TRAIN + ["--data", "data", "--name", "stopped"], workdir)
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"Error: Run folder 'runs/stopped' holds an unfinished run (epochs 1-3 kept); go on with `fer-keras train "
+        f"--resume runs/stopped`, or choose another --name.")
+    done = _run(TRAIN + ["--data", "data", "--name", "A"], workdir)  # a finished run: another name, or remove it
+    assert "Error: Run folder 'runs/A' already exists; choose another --name or remove it." in done.stderr
+
+
 def _kill_after_first_checkpoint(args, cwd, run, last):
     """Starts `fer-keras ARGS`, SIGKILLs it once checkpoints/epoch-0001 is committed; checks it was cut short."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
