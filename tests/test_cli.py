@@ -322,6 +322,30 @@ def test_error_truncated_shard(still_data, tmp_path, out_dir):
     assert listing(out_dir) == []
 
 
+def test_error_shard_damaged_after_training_on_evaluate(still_run, still_data, tmp_path):
+    """evaluate reads the samples: a damaged shard is said to be that, not a TensorFlow DataLossError."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(still_data, data)
+    shutil.copytree(still_run, run, ignore=shutil.ignore_patterns("cross", "kfold-*"))
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(config, dataset=dict(config["dataset"], dir=str(data)))))
+    shard = data / records.read_manifest(data)["shards"][0]["file"]
+    shard.write_bytes(shard.read_bytes()[: shard.stat().st_size // 2])
+    line = expect_user_error(invoke("evaluate", run))
+    assert line.startswith(f"Error: Shard {shard} is corrupt: its sha256 does not match the manifest")
+
+
+def test_error_model_args_the_builder_does_not_take_or_refuses(still_data, sequence_data, tmp_path, out_dir):
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_args": {"bogus": 3}}))
+    line = expect_user_error(invoke(*train_args(still_data, out_dir, "--config", config)))
+    assert line.startswith("Error: frame_cnn takes no model_args 'bogus'; it takes: ") and "TypeError" not in line
+    line = expect_user_error(invoke("train", "--model", "convlstm_ram", "--data", sequence_data, "--streams", "rgb,flow",
+                                    "--epochs", 1, "--out", out_dir, "--name", "bad"))
+    assert line.startswith("Error: convlstm_ram: ") and "ValueError" not in line and "RGB" in line
+    assert listing(out_dir) == []
+
+
 def test_error_unknown_config_key(still_data, tmp_path, out_dir):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"epochs": 1, "learning_rte": 0.1}))

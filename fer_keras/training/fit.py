@@ -25,7 +25,7 @@ import tensorflow as tf
 
 from fer_keras import atomic
 from fer_keras.data import pipeline, records, splits
-from fer_keras.errors import UserError
+from fer_keras.errors import UserError, first_line
 from fer_keras.json_files import read_json_object
 from fer_keras.models.registry import builder_takes, get_model, get_spec
 
@@ -161,7 +161,24 @@ def build_model(config, manifest, **overrides):
             f"{config['model']} needs rgb_run=<arm_resnet18 run folder> for its frozen RGB branch (paper 003): train "
             'arm_resnet18 first, then pass --config with {"model_args": {"rgb_run": "runs/<that run>"}}.'
         )
-    return get_model(config["model"], model_input_shape(config, manifest), len(manifest["labels"]), size=config["size"], **args)
+    _check_model_args(config["model"], config["model_args"])
+    try:
+        return get_model(config["model"], model_input_shape(config, manifest), len(manifest["labels"]), size=config["size"], **args)
+    except ValueError as e:  # the builders validate their arguments (STYLE.md 6): a user's choice, said in one line
+        raise UserError(f"{config['model']}: {first_line(e)}") from None
+
+
+def _check_model_args(model, model_args):
+    """UserError naming a `model_args` key that `model`'s builder does not take, and those it does."""
+    import inspect
+
+    parameters = inspect.signature(get_spec(model).builder).parameters
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    taken = [n for n in parameters if n not in ("input_shape", "num_classes", "batch_size")]
+    unknown = sorted(set(model_args) - set(parameters))
+    if unknown:
+        raise UserError(f"{model} takes no model_args {', '.join(repr(k) for k in unknown)}; it takes: {', '.join(taken)}.")
 
 
 def make_optimizer(config, steps_per_epoch=None):
@@ -693,7 +710,8 @@ def load_run(run_dir, *, needs_data=True):
         raise UserError(f"Run {str(run_dir)!r} has no model.keras: its training did not finish.")
     data_dir = run_data_dir(run_dir, config)
     try:
-        manifest = records.read_manifest(data_dir)
+        # Commands that read the samples check the shards first: a damaged one is then said to be that (train does too).
+        manifest = records.read_manifest(data_dir, verify=bool(needs_data))
         replaced = _replaced_data(run_dir, config, manifest)
         if replaced:
             raise UserError(replaced)
