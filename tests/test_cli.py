@@ -346,6 +346,13 @@ def test_error_model_args_the_builder_does_not_take_or_refuses(still_data, seque
     assert listing(out_dir) == []
 
 
+def test_error_synth_subjects_with_a_data_folder(still_data, out_dir):
+    line = expect_user_error(invoke(*train_args(still_data, out_dir, "--synth-subjects", 5)))
+    assert line == (f"Error: --synth-subjects applies to --data synth only (SynthFER generated into the run); "
+                    f"{str(still_data)!r} is a prepared folder, whose subjects are its own.")
+    assert listing(out_dir) == []
+
+
 def test_error_unknown_config_key(still_data, tmp_path, out_dir):
     config = tmp_path / "config.json"
     config.write_text(json.dumps({"epochs": 1, "learning_rte": 0.1}))

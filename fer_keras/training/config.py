@@ -84,6 +84,9 @@ def resolve(file_config=None, **cli):
                 config["synth"].update(value)
             else:
                 config[key] = value
+    if cli.get("synth") and config["data"] != "synth":
+        raise UserError(f"--synth-subjects applies to --data synth only (SynthFER generated into the run); "
+                        f"{config['data']!r} is a prepared folder, whose subjects are its own.")
     _validate(config)
     return config
 
