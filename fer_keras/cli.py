@@ -454,7 +454,10 @@ def evaluate_cmd(ctx, run, protocol, folds, epochs, cross_data):
         raise UserError("--folds and --epochs apply to --protocol kfold only.")
     metrics = evaluate_run(run, quiet=ctx.find_root().params["quiet"])
     _echo(ctx, summary_line(metrics))
-    confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics.get("largest_confusions", []))
+    if "largest_confusions" not in metrics:  # a run scored by its own evaluator (vae_swap): no class predictions
+        _echo(ctx, f"Wrote {pathlib.Path(run) / 'metrics.json'}")
+        return
+    confusions = ", ".join(f"{t}->{p} ({n})" for t, p, n in metrics["largest_confusions"])
     _echo(ctx, f"Largest confusions: {confusions or 'none'}. Wrote {pathlib.Path(run) / 'metrics.json'}")
 
 

@@ -38,11 +38,14 @@ def evaluate_run(run_dir, *, side="test", quiet=True):
     split = Split.from_dict(config["split_subjects"])
     spec = get_spec(config["model"])
     if spec.evaluator:
-        metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=config, manifest=manifest, split=split)
+        metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=config, manifest=manifest, split=split, quiet=quiet)
         _write_metrics(run_dir, metrics)
         return metrics
     dataset = fit.make_dataset(config, manifest, split, side, with_meta=True)
-    with progress(desc=f"evaluate {run_dir.name}", unit="sample", quiet=quiet) as bar:
+    # A total (and so a time left) where the manifest gives it for free: stills of a subject split
+    total = (pipeline.count_examples(manifest, subjects=getattr(split, side))
+             if manifest["kind"] == "still" and not split.official else None)
+    with progress(total=total, desc=f"evaluate {run_dir.name}", unit="image" if total else "sample", quiet=quiet) as bar:
         probabilities, labels, meta = fit.predict_numpy(model, dataset, progress=bar)
     names = manifest["labels"]
     dataset_name = _dataset_name(manifest)
@@ -90,7 +93,7 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
     spec = get_spec(config["model"])
     target = records.read_manifest(data_dir, verify=True)
     if spec.evaluator:
-        return _evaluation_set(run_dir, data_dir, config, manifest, target, spec)
+        return _evaluation_set(run_dir, data_dir, config, manifest, target, spec, quiet)
     if target["kind"] != manifest["kind"]:
         raise UserError(f"{str(data_dir)!r} holds {target['kind']} records; {config['model']!r} was trained on "
                         f"{manifest['kind']} records.")
@@ -174,7 +177,7 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
     return metrics
 
 
-def _evaluation_set(run_dir, data_dir, config, manifest, target, spec):
+def _evaluation_set(run_dir, data_dir, config, manifest, target, spec, quiet):
     """A run scored by its own evaluator (vae_swap) on another folder of its own dataset: paper 004's evaluation set.
 
     Paper 004 (sec. 5.1) trains on frames sampled along whole sequences and scores the stills that show the labelled
@@ -186,7 +189,7 @@ def _evaluation_set(run_dir, data_dir, config, manifest, target, spec):
                         f"the same dataset's subjects ({_dataset_name(manifest)}, e.g. `prepare mug --protocol still`); "
                         f"{str(data_dir)!r} holds {target['kind']}s of {_dataset_name(target)}.")
     split = Split.from_dict(config["split_subjects"])
-    metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=config, manifest=target, split=split)
+    metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=config, manifest=target, split=split, quiet=quiet)
     metrics.update(data=str(data_dir.resolve()), trained_on=_dataset_name(manifest), target_label_set=target["label_set"],
                    evaluation_set=data_dir.name, protocol=f"evaluation set {data_dir.name}: {split.description}",
                    summary=metrics["summary"] + f"; on the evaluation set {data_dir.name}")

@@ -23,7 +23,7 @@ from sklearn.cluster import KMeans
 from fer_keras.training import vae_swap as training
 
 
-def kmeans_accuracy(latents, labels, *, k=9, trials=100, seed=0):
+def kmeans_accuracy(latents, labels, *, k=9, trials=100, seed=0, on_trial=None):
     """Paper 004's protocol on `latents` (N, D): (mean accuracy, std, per-trial accuracies).
 
     Each trial runs k-means++ once (n_init=1: the trials are the restarts the paper averages)
@@ -39,16 +39,18 @@ def kmeans_accuracy(latents, labels, *, k=9, trials=100, seed=0):
         nearest = distances.argmin(axis=0)  # the point nearest each centroid
         predicted = labels[nearest][km.labels_]
         scores.append(float(np.mean(predicted == labels)))
+        if on_trial:
+            on_trial()
     scores = np.array(scores)
     return float(scores.mean()), float(scores.std()), scores
 
 
-def chance_accuracy(labels, dims, *, k=9, trials=100, seed=0):
+def chance_accuracy(labels, dims, *, k=9, trials=100, seed=0, on_trial=None):
     """The protocol's score on latents that carry nothing: `kmeans_accuracy` of Gaussian noise (N, dims) with the
     same labels, k and trials. Far above 1/classes on few images (each cluster is labelled by one of its own points:
     k=9 on 28 images scores about 37 %), so a z_e score means something only against this."""
     noise = np.random.default_rng(seed).normal(size=(len(labels), dims))
-    return kmeans_accuracy(noise, labels, k=k, trials=trials, seed=seed)[0]
+    return kmeans_accuracy(noise, labels, k=k, trials=trials, seed=seed, on_trial=on_trial)[0]
 
 
 def subtract_subject_mean(latents, subjects):
@@ -116,23 +118,31 @@ def au_r2(z_train, aus_train, z_test, aus_test):
     return float(r2_score(aus_test[:, varying], model.predict(z_test)[:, varying]))
 
 
-def evaluate_model(vae, train, test, *, trials=100, seed=0, k=None, num_classes=7, with_swaps=True, train_subject_index=None):
-    """All metrics of one trained model on NumPy train/test sides (dicts from `training.load_stills`)."""
+def evaluate_model(vae, train, test, *, trials=100, seed=0, k=None, num_classes=7, with_swaps=True, train_subject_index=None,
+                   quiet=True):
+    """All metrics of one trained model on NumPy train/test sides (dicts from `training.load_stills`).
+
+    `quiet`: no progress bar over the k-means trials (hundreds of k-means++ fits: tens of seconds on a laptop).
+    """
+    from fer_keras.progress import progress
+
     k = k or vae.kmeans_k
     cond = vae.conditional
     z_e_train, z_i_train = training.encode(vae, train["images"], subjects=train_subject_index if cond else None)
     z_e_test, _ = training.encode(vae, test["images"], subjects=np.zeros(len(test["images"]), np.int32) if cond else None)
     metrics = {"k": k, "trials": trials}
     sides = {"train": (z_e_train, train), "test": (z_e_test, test)}
-    for name, (z, side) in sides.items():
-        if vae.subtract_subject_mean:
-            if name == "test":
-                continue  # eq. 6 needs the subject ids, unknown for test subjects by the paper's assumption
-            z = subtract_subject_mean(z, side["subjects"])
-        for kk in sorted({k, num_classes}):
-            mean, std, _ = kmeans_accuracy(z, side["labels"], k=kk, trials=trials, seed=seed)
-            metrics[f"kmeans_{name}_k{kk}"] = {"mean": mean, "std": std, "images": int(len(z)),
-                                               "chance": chance_accuracy(side["labels"], z.shape[1], k=kk, trials=trials, seed=seed)}
+    if vae.subtract_subject_mean:
+        del sides["test"]  # eq. 6 needs the subject ids, unknown for test subjects by the paper's assumption
+    ks = sorted({k, num_classes})
+    with progress(total=len(sides) * len(ks) * 2 * trials, desc="k-means++ trials", unit="fit", quiet=quiet) as bar:
+        for name, (z, side) in sides.items():
+            if vae.subtract_subject_mean:
+                z = subtract_subject_mean(z, side["subjects"])
+            for kk in ks:
+                mean, std, _ = kmeans_accuracy(z, side["labels"], k=kk, trials=trials, seed=seed, on_trial=bar.update)
+                chance = chance_accuracy(side["labels"], z.shape[1], k=kk, trials=trials, seed=seed, on_trial=bar.update)
+                metrics[f"kmeans_{name}_k{kk}"] = {"mean": mean, "std": std, "images": int(len(z)), "chance": chance}
     metrics["kmeans_train"] = metrics[f"kmeans_train_k{k}"]
     metrics["kmeans_test"] = metrics.get(f"kmeans_test_k{k}")
     if train["aus"].size and test["aus"].size:
@@ -145,7 +155,7 @@ def evaluate_model(vae, train, test, *, trials=100, seed=0, k=None, num_classes=
     return metrics
 
 
-def evaluate(*, run_dir, config, manifest, split):
+def evaluate(*, run_dir, config, manifest, split, quiet=True):
     """The `vae_swap` evaluator hook of `fer-keras evaluate`: the metrics dict for metrics.json."""
     from fer_keras.training import fit
 
@@ -155,7 +165,7 @@ def evaluate(*, run_dir, config, manifest, split):
     test = training.load_stills(manifest, split.test, size, channels)
     index, _ = training.subject_indices(train["subjects"])
     metrics = evaluate_model(vae, train, test, seed=config["seed"], num_classes=len(manifest["labels"]),
-                             train_subject_index=index)
+                             train_subject_index=index, quiet=quiet)
     dataset = "SynthFER" if manifest["dataset"] == "synthfer" else manifest["dataset"]
 
     def fmt(m):

@@ -39,6 +39,7 @@ import json
 import math
 import os
 import pathlib
+import sys
 import time
 
 import keras
@@ -452,6 +453,10 @@ def train_vae(vae, images, subject_index, *, epochs, batch_size=32, seed=0, verb
             continue
         start = max(done - k * epochs, 0)
         extra = [saver.at(k * epochs, r, stage)] if saver else []
+        if verbose:  # Keras numbers each stage's epochs from 1; the checkpoints and a stop count them over all stages
+            span = f"epoch {k + 1}" if epochs == 1 else f"epochs {k * epochs + 1}-{(k + 1) * epochs}"
+            print(f"Stage {k + 1} of {len(plan)}: {stage}, round {r + 1}; {span} of {len(plan) * epochs} in all",
+                  file=sys.stderr)
         run_stage(vae, stage, data, epochs=epochs, optimizers=optimizers, counts=counts, rows=rows, round_index=r,
                   batch_size=batch_size, seed=seed, verbose=verbose, stages=stages, start_epoch=start, callbacks=extra)
     return rows

@@ -182,6 +182,7 @@ def test_evaluation_set_scores_the_runs_subjects_on_another_folder(vae_run, tmp_
     assert metrics["evaluation_set"] == "apex" and metrics["data"] == str(evalset.resolve())
     assert metrics["kmeans_train"]["images"] > 0 and metrics["kmeans_test"]["images"] > 0
     assert metrics["protocol"].startswith("evaluation set apex: ") and "on the evaluation set apex" in result.output
+    assert "k-means++ trials" in result.output and "Largest confusions" not in result.output  # a bar; no classes
     own = json.loads((vae_run / "metrics.json").read_text()) if (vae_run / "metrics.json").exists() else None
     assert own is None or own.get("data") is None  # the run's own evaluation is untouched
     table = expect_ok(invoke("compare", vae_run)).output
