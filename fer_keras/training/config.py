@@ -23,7 +23,7 @@ DEFAULTS = {
     "batch_size": 32,
     "learning_rate": 1e-3,
     # constant | cosine: from learning_rate down to 0 at the last step of the last epoch (cosine decay,
-    # Loshchilov and Hutter's SGDR without restarts). Constant is the default every recorded run used.
+    # Loshchilov and Hutter's SGDR without restarts). Constant is the default (the README says which recorded runs used cosine).
     "lr_schedule": "constant",
     "folds": 5,
     "fold": 0,
