@@ -692,10 +692,34 @@ def test_extending_a_run_removes_the_evaluation_of_its_old_model(still_run, tmp_
     (run / "cross" / "other").mkdir(parents=True, exist_ok=True)  # as `evaluate --data` leaves it
     result = expect_ok(invoke("train", "--resume", run, "--epochs", 3))
     # (the session's run may also hold other tests' cross/ and explain/ outputs: they go too)
-    assert "Removed the evaluation of the model before this resume (metrics.json, predictions.csv, confusion_matrix.png" in result.output
+    assert "Set aside the evaluation of the model before this resume (metrics.json, predictions.csv, confusion_matrix.png" in result.output
     assert not (run / "metrics.json").exists() and not (run / "confusion_matrix.png").exists()
-    assert not (run / "cross").exists() and not (run / "explain").exists()
+    assert not (run / "cross").exists() and not (run / "explain").exists() and not (run / ".before-resume").exists()
     assert "has been evaluated yet" in expect_user_error(invoke("compare", run))  # no longer shown as the run's accuracy
+
+
+def test_an_extension_that_trains_no_epoch_leaves_the_finished_run_as_it_was(still_run, tmp_path, monkeypatch):
+    """A moved data folder, or a stop before the first new epoch: model.keras, evaluation and epochs stay."""
+    from fer_keras.training import fit
+
+    run = tmp_path / still_run.name
+    shutil.copytree(still_run, run)
+    expect_ok(invoke("--quiet", "evaluate", run))
+    before = {name: (run / name).read_bytes() for name in ("model.keras", "metrics.json", "config.json")}
+    config = json.loads(before["config.json"])
+    moved = dict(config, dataset=dict(config["dataset"], dir=str(tmp_path / "gone")), data=str(tmp_path / "gone"))
+    (run / "config.json").write_text(json.dumps(moved))
+    line = expect_user_error(invoke("train", "--resume", run, "--epochs", config["epochs"] + 2))
+    assert "does not exist" in line and (run / "model.keras").read_bytes() == before["model.keras"]
+    assert json.loads((run / "config.json").read_text()) == moved and (run / "metrics.json").exists()
+    (run / "config.json").write_bytes(before["config.json"])
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(fit, "_train", stopped)
+    expect_user_error(invoke("train", "--resume", run, "--epochs", config["epochs"] + 2), exit_code=130)
+    assert {name: (run / name).read_bytes() for name in before} == before and not (run / ".before-resume").exists()
+    assert "Largest confusions" in expect_ok(invoke("evaluate", run)).output  # still a finished run
 
 
 def test_ctrl_c_during_training_says_which_epochs_are_kept(still_data, tmp_path, monkeypatch):

@@ -396,6 +396,7 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
     """
     run_dir = pathlib.Path(run_dir)
     config_path = run_dir / "config.json"
+    _settle_aside(run_dir)  # what a resume killed outright (SIGKILL) set aside
     saved = read_run_config(run_dir)
     check_version(run_dir, saved)
     from fer_keras.training.config import resolve
@@ -420,41 +421,81 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
     if epochs is not None and epochs < state["epoch"]:
         raise UserError(f"Run {str(run_dir)!r} has trained {state['epoch']} epochs; --epochs {epochs} would not extend it.")
     strategy = distribute.make_strategy(config["strategy"])
-    if epochs is not None and epochs != saved.get("epochs") and distribute.is_chief(strategy):
-        # The run's own record of its length: a later plain --resume, --protocol kfold and --config follow the extension.
-        atomic.write_text(config_path, json.dumps(dict(saved, epochs=epochs), indent=2) + "\n")
-    if distribute.is_chief(strategy):
-        _remove_evaluation(run_dir, quiet)
-        # A finished run being extended is unfinished until the extension ends: its model.keras (the shorter run's)
-        # would be evaluated and compared under the new length if the extension stopped. Its checkpoints keep every epoch.
-        (run_dir / "model.keras").unlink(missing_ok=True)
+    # The data this resume trains on, checked before anything of the run is touched: a moved, replaced or damaged
+    # folder fails here and leaves a finished run as it was.
+    replaced = _replaced_data(run_dir, saved, load_dataset(config, run_dir, quiet=True))
+    if replaced:
+        raise UserError(replaced)
+    chief = distribute.is_chief(strategy)
+    if chief:
+        # Until this resume has trained, the run's model.keras (the shorter run's: an extended run is unfinished until
+        # it ends), its evaluation and its config.json are set aside, and put back if it stops before a new epoch.
+        _set_aside(run_dir, state["epoch"], quiet)
+        if epochs is not None and epochs != saved.get("epochs"):
+            # The run's own record of its length: a later plain --resume, --protocol kfold and --config follow it.
+            atomic.write_text(config_path, json.dumps(dict(saved, epochs=epochs), indent=2) + "\n")
     # Every worker reads the chief's checkpoint (a shared folder, or a copy at the same path).
     write_dir, throw_away = distribute.worker_run_dir(run_dir, strategy)
     try:
         _train(config, write_dir, quiet=quiet, checkpoint=checkpoint, state=state, strategy=strategy)
     except KeyboardInterrupt:
+        if chief:
+            _settle_aside(run_dir)
         raise _kept(run_dir) from None
+    except BaseException:
+        if chief:
+            _settle_aside(run_dir)
+        raise
     finally:
         if throw_away:
             distribute.remove_worker_dir(write_dir)
+    if chief:
+        _settle_aside(run_dir)
     return run_dir
+
+
+ASIDE = ".before-resume"  # RUN/.before-resume/: what a resume replaces, until it has trained a new epoch
+
+
+def _set_aside(run_dir, epoch, quiet):
+    """Moves the run's model.keras and evaluation (and a copy of config.json) into RUN/.before-resume/."""
+    aside = run_dir / ASIDE
+    aside.mkdir()
+    stale = [run_dir / name for name in ("model.keras", *EVALUATION_OUTPUTS) if (run_dir / name).exists()]
+    if run_dir.parent.name.startswith("kfold-") and (run_dir.parent / "metrics.json").exists():
+        stale.append(run_dir.parent / "metrics.json")  # a fold of a k-fold protocol: its summary no longer holds
+    moved = [[str(run_dir / "config.json"), "0-config.json"]] + [[str(p), f"{i}-{p.name}"] for i, p in enumerate(stale, 1)]
+    atomic.write_text(aside / "moved.json", json.dumps({"epoch": epoch, "moved": moved}) + "\n")  # first: a kill loses nothing
+    shutil.copy2(run_dir / "config.json", aside / "0-config.json")
+    for path, (_, name) in zip(stale, moved[1:]):
+        os.replace(path, aside / name)
+    evaluation = [p for p in stale if p.name != "model.keras"]
+    if evaluation and not quiet:
+        names = [p.name if p.parent == run_dir else f"the k-fold summary {p}" for p in evaluation]
+        print(f"Set aside the evaluation of the model before this resume ({', '.join(names)}): it is removed once "
+              f"the resume has trained an epoch; run `fer-keras evaluate {run_dir}` again when it has finished.",
+              file=sys.stderr)
+
+
+def _settle_aside(run_dir):
+    """RUN/.before-resume/ put back where its resume trained no new epoch, else removed."""
+    aside = run_dir / ASIDE
+    record_path = aside / "moved.json"
+    if not record_path.is_file():
+        shutil.rmtree(aside, ignore_errors=True)  # killed while setting aside: nothing was moved yet
+        return
+    record = json.loads(record_path.read_text())
+    checkpoint = latest_checkpoint(run_dir)
+    trained = checkpoint is not None and json.loads((checkpoint / "state.json").read_text())["epoch"] > record["epoch"]
+    if not trained:
+        for original, name in record["moved"]:
+            if (aside / name).exists():
+                os.replace(aside / name, original)
+    shutil.rmtree(aside, ignore_errors=True)
 
 
 # What `evaluate` (held-out and cross-dataset) and `explain` write into a run folder, of the model it held then.
 EVALUATION_OUTPUTS = ("metrics.json", "predictions.csv", "confusion_matrix.png", "confusion_matrix_clips.png", "cross", "explain")
-
-
-def _remove_evaluation(run_dir, quiet):
-    """Removes the evaluation of the model a resumed run is about to replace, so `compare` cannot show it as the run's."""
-    stale = [run_dir / name for name in EVALUATION_OUTPUTS if (run_dir / name).exists()]
-    if run_dir.parent.name.startswith("kfold-") and (run_dir.parent / "metrics.json").exists():
-        stale.append(run_dir.parent / "metrics.json")  # a fold of a k-fold protocol: its summary no longer holds
-    for path in stale:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
-    if stale and not quiet:
-        names = [p.name if p.parent == run_dir else f"the k-fold summary {p}" for p in stale]
-        print(f"Removed the evaluation of the model before this resume ({', '.join(names)}); "
-              f"run `fer-keras evaluate {run_dir}` again when it has finished.", file=sys.stderr)
 
 
 def _kept(run_dir):
