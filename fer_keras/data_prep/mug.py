@@ -82,7 +82,7 @@ class MUGAdapter(common.DatasetAdapter):
                         frames = sorted(
                             (int(m.group(1)), p) for p in take.iterdir() if p.is_file() and (m := FRAME_PATTERN.search(p.name))
                         )
-                        if len(frames) < 2:
+                        if len(frames) < (2 if options.protocol == "sequence" else 1):
                             skipped.append((take_rel, f"{len(frames)} frames; a sequence needs at least 2"))
                             continue
                         parts = [subject.name] + ([session] if session else []) + [emotion_dir.name.lower(), take.name]

@@ -184,13 +184,21 @@ def _evaluation_set(run_dir, data_dir, config, manifest, target, spec, quiet):
     expression (MUG's centre frames, CK+'s last ones), of its training and test subjects alike: `prepare mug|ckplus
     --protocol spread` and `--protocol still` make the two folders. The run's own split picks the subjects.
     """
-    if target["kind"] != "still" or target["dataset"] != manifest["dataset"]:
+    recorded = (config.get("dataset") or {}).get("people") or manifest["dataset"]
+    if target["kind"] != "still" or fit.people(target) != recorded:
         raise UserError(f"{config['model']!r} is scored by its own evaluator: --data takes its evaluation set, stills of "
-                        f"the same dataset's subjects ({_dataset_name(manifest)}, e.g. `prepare mug --protocol still`); "
-                        f"{str(data_dir)!r} holds {target['kind']}s of {_dataset_name(target)}.")
+                        f"the people it trained on ({recorded}, e.g. `prepare mug --protocol still`); "
+                        f"{str(data_dir)!r} holds {target['kind']}s of {fit.people(target)}.")
+    if target.get("params", {}).get("protocol") == "spread":
+        raise UserError(f"{str(data_dir)!r} is paper 004's training set (--protocol spread): its evaluation set is the same "
+                        f"dataset prepared with --protocol still.")
     split = Split.from_dict(config["split_subjects"])
-    metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=config, manifest=target, split=split, quiet=quiet)
-    metrics.update(data=str(data_dir.resolve()), trained_on=_dataset_name(manifest), target_label_set=target["label_set"],
+    # At the run's own input size and channels, whatever the folder's (as cross-dataset evaluation does)
+    size, channels = fit.input_geometry(config, manifest)
+    metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=dict(config, image_size=size, channels=channels),
+                                           manifest=target, split=split, quiet=quiet)
+    metrics.update(data=str(data_dir.resolve()), data_fingerprint=fit.data_fingerprint(target),
+                   trained_on=_dataset_name(manifest), target_label_set=target["label_set"],
                    evaluation_set=data_dir.name, protocol=f"evaluation set {data_dir.name}: {split.description}",
                    summary=metrics["summary"] + f"; on the evaluation set {data_dir.name}")
     out = run_dir / "cross" / safe_name(data_dir.resolve().name, "data")

@@ -159,7 +159,7 @@ def evaluate(*, run_dir, config, manifest, split, quiet=True):
     """The `vae_swap` evaluator hook of `fer-keras evaluate`: the metrics dict for metrics.json."""
     from fer_keras.training import fit
 
-    _, _, vae = fit.load_run(run_dir)
+    _, _, vae = fit.load_run(run_dir, needs_data=False)  # the caller read `manifest` (the run's data, or another set)
     size, channels = fit.input_geometry(config, manifest)
     train = training.load_stills(manifest, split.train, size, channels)
     test = training.load_stills(manifest, split.test, size, channels)
@@ -185,6 +185,7 @@ def evaluate(*, run_dir, config, manifest, split, quiet=True):
             summary += (f", the target's identity {100 * s['identity_retention']:.1f}% "
                         f"(chance {100 / subjects:.1f}%: {subjects} test subjects)")
     return {"run": pathlib_name(run_dir), "model": config["model"], "dataset": dataset, "protocol": split.description,
+            "data_fingerprint": fit.data_fingerprint(manifest),
             "label_set": manifest["label_set"], **metrics, "summary": summary}
 
 

@@ -282,6 +282,9 @@ def load_backend(path, streaming=False):
     if path.is_file() and path.suffix == ".tflite":
         meta, origin = describe.read_tflite_metadata(path)  # the JSON beside it, or the one inside it
         if origin is None:
+            from fer_keras.exports.tflite import LiteRTModel
+
+            _open_tflite(LiteRTModel, path)  # a damaged file is said to be that, before what it lacks
             raise UserError(f"{str(path)!r} has no {path.with_suffix('.json').name} beside it and no fer-keras metadata "
                             f"inside it (labels and input size travel in them): not a fer-keras export, or one made "
                             f"before exports carried it inside; copy its .json beside it.")

@@ -104,7 +104,7 @@ def load_dataset(config, run_dir, *, quiet=False):
         raise UserError(
             f"Model {spec.name!r} draws its heatmaps from dlib's 68 landmarks, and {manifest['_dir']!r} has none "
             f"(prepared with --no-detect, or from RAF-DB with --landmarks dataset, whose 5 and 37 points predict cannot "
-            f"compute on a new photo); prepare it again with --landmarks dlib, the default."
+            f"compute on a new photo); prepare it again with dlib's detection and landmarks, the default."
         )
     return manifest
 
@@ -786,8 +786,9 @@ def _replaced_data(run_dir, config, manifest):
     sample ids, as its result.
     """
     recorded = config.get("dataset") or {}
-    theirs = {"people": people(manifest), "kind": manifest.get("kind"), "labels": manifest.get("labels")}
-    differ = [k for k in ("people", "kind", "labels") if recorded.get(k) is not None and recorded[k] != theirs[k]]
+    theirs = {"people": people(manifest), "kind": manifest.get("kind"), "labels": manifest.get("labels"),
+              "image": manifest.get("image")}
+    differ = [k for k in ("people", "kind", "labels", "image") if recorded.get(k) is not None and recorded[k] != theirs[k]]
     if not differ:
         return None
     what = ", ".join(f"{k} {theirs[k]!r}, not {recorded[k]!r}" for k in differ)

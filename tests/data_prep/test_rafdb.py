@@ -195,5 +195,5 @@ def test_landmark_arm_refuses_data_without_68_landmarks(prepared, tmp_path):
                                     "--epochs", 1, "--out", tmp_path / "runs", "--name", "r"))
     assert line == (f"Error: Model 'landmark_arm' draws its heatmaps from dlib's 68 landmarks, and {str(out)!r} has none "
                     "(prepared with --no-detect, or from RAF-DB with --landmarks dataset, whose 5 and 37 points predict "
-                    "cannot compute on a new photo); prepare it again with --landmarks dlib, the default.")
+                    "cannot compute on a new photo); prepare it again with dlib's detection and landmarks, the default.")
     assert not (tmp_path / "runs" / "r").exists()

@@ -258,3 +258,14 @@ def test_a_data_folder_replaced_after_training_is_refused_and_kept_apart(evaluat
     groups, _ = compare([old, new])
     held_out = [rows for rows in groups.values() if rows[0]["evaluation"] == "held-out"]
     assert sorted(len(rows) for rows in held_out) == [1, 1]  # two tables, no McNemar test across them
+
+
+def test_a_data_folder_prepared_again_at_another_size_is_refused(still_run, still_data, tmp_path):
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(still_run, run, ignore=shutil.ignore_patterns("cross", "kfold-*"))
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(config, dataset=dict(config["dataset"], dir=str(data)))))
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", data, "--kind", "still", "--subjects", 6,
+                     "--samples-per-emotion", 5, "--size", DATA_SIZE + 16, "--grey"))
+    line = expect_user_error(invoke("evaluate", run))
+    assert f"was replaced since run 'run' trained on it (image {{'size': {DATA_SIZE + 16}" in line

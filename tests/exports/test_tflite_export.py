@@ -203,7 +203,7 @@ def test_the_json_travels_inside_the_model(still_tflite, tmp_path, quantize):
     assert result["model"] == "frame_cnn" and result["quantize"] == quantize and "inside" in result["metadata"]
 
 
-def test_a_tflite_with_no_metadata_is_refused(still_run, tmp_path):
+def test_a_tflite_with_no_metadata_is_refused(still_run, still_tflite, tmp_path):
     """The converter's own output (no JSON beside it, none inside): one line, before any image is read."""
     config, manifest, model = fit.load_run(still_run)
     bare = tmp_path / "bare.tflite"
@@ -212,6 +212,11 @@ def test_a_tflite_with_no_metadata_is_refused(still_run, tmp_path):
     assert line == (f"Error: {str(bare)!r} has no bare.json beside it and no fer-keras metadata inside it (labels and "
                     "input size travel in them): not a fer-keras export, or one made before exports carried it "
                     "inside; copy its .json beside it.")
+    cut = tmp_path / "cut.tflite"  # an export copied alone, and cut short: said to be damaged, not foreign
+    data = still_tflite["none"].read_bytes()
+    cut.write_bytes(data[: int(len(data) * 0.9)])
+    line = expect_user_error(invoke("predict", cut, cut, "--detect", "none"))
+    assert line.startswith(f"Error: {cut} is not a valid TFLite model"), line
 
 
 def test_each_variant_keeps_what_it_promises_on_a_model_far_from_uniform(still_run):

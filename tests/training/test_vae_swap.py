@@ -1,6 +1,7 @@
 """vae_swap training (paper 004 eqs. 1-5): loss terms, stage data, frozen encoder, gradients, tiny runs, CLI."""
 
 import json
+import shutil
 import math
 
 import keras
@@ -190,7 +191,20 @@ def test_evaluation_set_scores_the_runs_subjects_on_another_folder(vae_run, tmp_
     sequences = tmp_path / "seq"
     expect_ok(invoke("--quiet", "prepare", "synth", "--out", sequences, "--kind", "sequence", "--subjects", 3, "--size", 48))
     line = expect_user_error(invoke("evaluate", vae_run, "--data", sequences))
-    assert "--data takes its evaluation set, stills of the same dataset's subjects" in line and "holds sequences" in line
+    assert "--data takes its evaluation set, stills of the people it trained on (synthfer seed 0" in line
+    assert "holds sequences of synthfer seed 0" in line
+    others = tmp_path / "others"  # the same subject ids, other people
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", others, "--kind", "still", "--subjects", 6, "--size", 48, "--seed", 3))
+    assert "holds stills of synthfer seed 3" in expect_user_error(invoke("evaluate", vae_run, "--data", others))
+    larger = tmp_path / "larger"  # another size and RGB: scored at the run's own input size and channels
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", larger, "--kind", "still", "--subjects", 6, "--size", 64, "--rgb"))
+    expect_ok(invoke("--quiet", "evaluate", vae_run, "--data", larger))
+    assert json.loads((vae_run / "cross" / "larger" / "metrics.json").read_text())["kmeans_test"]["images"] > 0
+    spread = tmp_path / "spread"  # paper 004's training set, as prepare mug|ckplus --protocol spread records it
+    shutil.copytree(evalset, spread)
+    manifest = json.loads((spread / "manifest.json").read_text())
+    (spread / "manifest.json").write_text(json.dumps(dict(manifest, params=dict(manifest["params"], protocol="spread"))))
+    assert "is paper 004's training set (--protocol spread)" in expect_user_error(invoke("evaluate", vae_run, "--data", spread))
 
 
 def _train_tiny(out, model, name):
