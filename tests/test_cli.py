@@ -717,9 +717,49 @@ def test_an_extension_that_trains_no_epoch_leaves_the_finished_run_as_it_was(sti
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
     monkeypatch.setattr(fit, "_train", stopped)
-    expect_user_error(invoke("train", "--resume", run, "--epochs", config["epochs"] + 2), exit_code=130)
+    line = expect_user_error(invoke("train", "--resume", run, "--epochs", config["epochs"] + 2), exit_code=130)
+    assert line == (f"Error: Interrupted: no new epoch was complete, so {run} is as it was ({config['epochs']} epochs); go "
+                    f"on with `fer-keras train --resume {run} --epochs {config['epochs'] + 2}`.")
     assert {name: (run / name).read_bytes() for name in before} == before and not (run / ".before-resume").exists()
     assert "Largest confusions" in expect_ok(invoke("evaluate", run)).output  # still a finished run
+
+
+def test_a_resume_killed_before_a_new_epoch_is_put_back_where_the_run_is_now(still_run, tmp_path):
+    """As SIGKILL leaves it (model and evaluation in .before-resume/), then the run folder moved: nothing is lost."""
+    import os
+
+    from fer_keras.training import fit
+
+    run = tmp_path / "run"
+    shutil.copytree(still_run, run)
+    expect_ok(invoke("--quiet", "evaluate", run))
+    before = {name: (run / name).read_bytes() for name in ("model.keras", "metrics.json", "config.json")}
+    epoch = json.loads((fit.latest_checkpoint(run) / "state.json").read_text())["epoch"]
+    fit._set_aside(run, epoch, quiet=True)
+    (run / "config.json").write_text(json.dumps(dict(json.loads(before["config.json"]), epochs=epoch + 5)))
+    (run / fit.LOCK).write_text("999999999")  # the killed resume's lock: no such process
+    moved = tmp_path / "moved"
+    os.replace(run, moved)
+    line = expect_user_error(invoke("evaluate", moved))
+    assert line == (f"Error: Run {str(moved)!r} stopped while it was being resumed: its model is set aside in "
+                    f".before-resume/, and `fer-keras train --resume {moved}` puts it back or goes on.")
+    line = expect_user_error(invoke("train", "--resume", moved))
+    assert f"already finished its {epoch} epochs" in line  # put back: the extension never trained
+    assert {name: (moved / name).read_bytes() for name in before} == before
+    assert not (moved / ".before-resume").exists() and not (moved / fit.LOCK).exists()
+
+
+def test_a_run_being_resumed_is_not_resumed_twice(still_run, tmp_path):
+    import os
+
+    from fer_keras.training import fit
+
+    run = tmp_path / "run"
+    shutil.copytree(still_run, run)
+    (run / fit.LOCK).write_text(str(os.getpid()))  # a live process holds it
+    line = expect_user_error(invoke("train", "--resume", run, "--epochs", 9))
+    assert line == f"Error: Run {str(run)!r} is being resumed by process {os.getpid()}; wait for it to end, or stop it first."
+    assert (run / "model.keras").exists() and not (run / ".before-resume").exists()
 
 
 def test_ctrl_c_during_training_says_which_epochs_are_kept(still_data, tmp_path, monkeypatch):

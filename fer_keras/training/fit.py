@@ -395,8 +395,16 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
     update does not depend on how the global batch is split.
     """
     run_dir = pathlib.Path(run_dir)
+    read_run_config(run_dir)  # not a run folder: said before any lock file is made
+    if not _chief_process():  # a multiworker worker other than the chief reads the chief's run, and writes nothing
+        return _resume(run_dir, epochs=epochs, quiet=quiet, strategy=strategy)
+    with _resume_lock(run_dir):
+        _settle_aside(run_dir)  # what a resume killed outright (SIGKILL) set aside
+        return _resume(run_dir, epochs=epochs, quiet=quiet, strategy=strategy)
+
+
+def _resume(run_dir, *, epochs, quiet, strategy):
     config_path = run_dir / "config.json"
-    _settle_aside(run_dir)  # what a resume killed outright (SIGKILL) set aside
     saved = read_run_config(run_dir)
     check_version(run_dir, saved)
     from fer_keras.training.config import resolve
@@ -427,20 +435,23 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
     if replaced:
         raise UserError(replaced)
     chief = distribute.is_chief(strategy)
-    if chief:
-        # Until this resume has trained, the run's model.keras (the shorter run's: an extended run is unfinished until
-        # it ends), its evaluation and its config.json are set aside, and put back if it stops before a new epoch.
-        _set_aside(run_dir, state["epoch"], quiet)
-        if epochs is not None and epochs != saved.get("epochs"):
-            # The run's own record of its length: a later plain --resume, --protocol kfold and --config follow it.
-            atomic.write_text(config_path, json.dumps(dict(saved, epochs=epochs), indent=2) + "\n")
-    # Every worker reads the chief's checkpoint (a shared folder, or a copy at the same path).
     write_dir, throw_away = distribute.worker_run_dir(run_dir, strategy)
     try:
+        if chief:
+            # Until this resume has trained, the run's model.keras (the shorter run's: an extended run is unfinished
+            # until it ends), its evaluation, config.json and history.csv are set aside, and put back if it stops
+            # before a new epoch.
+            _set_aside(run_dir, state["epoch"], quiet)
+            if epochs is not None and epochs != saved.get("epochs"):
+                # The run's own record of its length: a later plain --resume, --protocol kfold and --config follow it.
+                atomic.write_text(config_path, json.dumps(dict(saved, epochs=epochs), indent=2) + "\n")
+        # Every worker reads the chief's checkpoint (a shared folder, or a copy at the same path).
         _train(config, write_dir, quiet=quiet, checkpoint=checkpoint, state=state, strategy=strategy)
     except KeyboardInterrupt:
-        if chief:
-            _settle_aside(run_dir)
+        if chief and _settle_aside(run_dir):  # put back: the run is as it was
+            extend = f" --epochs {epochs}" if epochs is not None and epochs != saved.get("epochs") else ""
+            raise KeyboardInterrupt(f"no new epoch was complete, so {run_dir} is as it was ({state['epoch']} epochs); "
+                                    f"go on with `fer-keras train --resume {run_dir}{extend}`") from None
         raise _kept(run_dir) from None
     except BaseException:
         if chief:
@@ -454,44 +465,107 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
     return run_dir
 
 
+def _chief_process():
+    """Whether this process writes the run folder: `distribute.is_chief`, read from TF_CONFIG before any strategy."""
+    try:
+        spec = json.loads(os.environ.get("TF_CONFIG") or "{}")
+    except ValueError:
+        return True  # make_strategy says what is wrong with it
+    task = spec.get("task") or {}
+    if not task or task.get("type") == "chief":
+        return True
+    return task.get("type") == "worker" and int(task.get("index", 0)) == 0 and "chief" not in (spec.get("cluster") or {})
+
+
+LOCK = ".resume.lock"  # RUN/.resume.lock: the process id of the resume running on this run
+
+
+class _resume_lock:
+    """One resume of a run at a time: a second would put back, or set aside, what the first is replacing."""
+
+    def __init__(self, run_dir):
+        self.path = pathlib.Path(run_dir) / LOCK
+
+    def __enter__(self):
+        for _ in range(2):
+            try:
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                try:
+                    pid = int(self.path.read_text().strip() or 0)
+                except (OSError, ValueError):
+                    pid = 0
+                if pid and _alive(pid):
+                    raise UserError(f"Run {str(self.path.parent)!r} is being resumed by process {pid}; wait for it to "
+                                    f"end, or stop it first.") from None
+                self.path.unlink(missing_ok=True)  # a resume that was killed
+                continue
+            os.write(fd, str(os.getpid()).encode())
+            os.close(fd)
+            return self
+        raise UserError(f"Run {str(self.path.parent)!r} is being resumed by another process; wait for it to end.")
+
+    def __exit__(self, *exc):
+        self.path.unlink(missing_ok=True)
+        return False
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 ASIDE = ".before-resume"  # RUN/.before-resume/: what a resume replaces, until it has trained a new epoch
 
 
 def _set_aside(run_dir, epoch, quiet):
-    """Moves the run's model.keras and evaluation (and a copy of config.json) into RUN/.before-resume/."""
+    """Moves the run's model.keras and evaluation (copies of config.json and history.csv) into RUN/.before-resume/.
+
+    moved.json records each path relative to the run folder, so a run moved or copied meanwhile settles in place.
+    """
     aside = run_dir / ASIDE
+    moved = [name for name in ("model.keras", *EVALUATION_OUTPUTS) if (run_dir / name).exists()]
+    if run_dir.parent.name.startswith("kfold-"):  # a fold of a k-fold protocol: its summary no longer holds
+        moved += [f"../{n}" for n in ("metrics.json", "confusion_matrix.png", "confusion_matrix_clips.png")
+                  if (run_dir.parent / n).exists()]
+    copied = [name for name in ("config.json", "history.csv") if (run_dir / name).exists()]  # the resume rewrites them
+    entries = [[rel, f"{i}-{pathlib.PurePath(rel).name}", "copy" if rel in copied else "move"]
+               for i, rel in enumerate(copied + moved)]
     aside.mkdir()
-    stale = [run_dir / name for name in ("model.keras", *EVALUATION_OUTPUTS) if (run_dir / name).exists()]
-    if run_dir.parent.name.startswith("kfold-") and (run_dir.parent / "metrics.json").exists():
-        stale.append(run_dir.parent / "metrics.json")  # a fold of a k-fold protocol: its summary no longer holds
-    moved = [[str(run_dir / "config.json"), "0-config.json"]] + [[str(p), f"{i}-{p.name}"] for i, p in enumerate(stale, 1)]
-    atomic.write_text(aside / "moved.json", json.dumps({"epoch": epoch, "moved": moved}) + "\n")  # first: a kill loses nothing
-    shutil.copy2(run_dir / "config.json", aside / "0-config.json")
-    for path, (_, name) in zip(stale, moved[1:]):
-        os.replace(path, aside / name)
-    evaluation = [p for p in stale if p.name != "model.keras"]
+    atomic.write_text(aside / "moved.json", json.dumps({"epoch": epoch, "entries": entries}) + "\n")  # first: a kill loses nothing
+    for rel, name, how in entries:
+        (shutil.copy2 if how == "copy" else os.replace)(run_dir / rel, aside / name)
+    evaluation = [rel for rel in moved if rel != "model.keras"]
     if evaluation and not quiet:
-        names = [p.name if p.parent == run_dir else f"the k-fold summary {p}" for p in evaluation]
+        names = [rel if not rel.startswith("../") else f"the k-fold summary's {rel[3:]}" for rel in evaluation]
         print(f"Set aside the evaluation of the model before this resume ({', '.join(names)}): it is removed once "
               f"the resume has trained an epoch; run `fer-keras evaluate {run_dir}` again when it has finished.",
               file=sys.stderr)
 
 
 def _settle_aside(run_dir):
-    """RUN/.before-resume/ put back where its resume trained no new epoch, else removed."""
+    """RUN/.before-resume/ put back where its resume trained no new epoch, else removed; True when put back."""
     aside = run_dir / ASIDE
     record_path = aside / "moved.json"
     if not record_path.is_file():
-        shutil.rmtree(aside, ignore_errors=True)  # killed while setting aside: nothing was moved yet
-        return
+        shutil.rmtree(aside, ignore_errors=True)  # killed before it recorded anything: nothing was moved yet
+        return False
     record = json.loads(record_path.read_text())
     checkpoint = latest_checkpoint(run_dir)
     trained = checkpoint is not None and json.loads((checkpoint / "state.json").read_text())["epoch"] > record["epoch"]
     if not trained:
-        for original, name in record["moved"]:
-            if (aside / name).exists():
-                os.replace(aside / name, original)
+        for rel, name, how in record.get("entries", []):
+            source, target = aside / name, run_dir / rel
+            # A copy replaces what the resume rewrote; a moved file never replaces one written since
+            if source.exists() and (how == "copy" or not target.exists()):
+                os.replace(source, target)
     shutil.rmtree(aside, ignore_errors=True)
+    return not trained
 
 
 # What `evaluate` (held-out and cross-dataset) and `explain` write into a run folder, of the model it held then.
@@ -747,6 +821,9 @@ def load_run(run_dir, *, needs_data=True):
     config = read_run_config(run_dir)
     check_version(run_dir, config)
     model_path = run_dir / "model.keras"
+    if not model_path.exists() and (run_dir / ASIDE).exists():
+        raise UserError(f"Run {str(run_dir)!r} stopped while it was being resumed: its model is set aside in "
+                        f"{ASIDE}/, and `fer-keras train --resume {run_dir}` puts it back or goes on.")
     if not model_path.exists():
         raise UserError(f"Run {str(run_dir)!r} has no model.keras: its training did not finish.")
     data_dir = run_data_dir(run_dir, config)
@@ -787,11 +864,13 @@ def _replaced_data(run_dir, config, manifest):
     """
     recorded = config.get("dataset") or {}
     theirs = {"people": people(manifest), "kind": manifest.get("kind"), "labels": manifest.get("labels"),
-              "image": manifest.get("image")}
-    differ = [k for k in ("people", "kind", "labels", "image") if recorded.get(k) is not None and recorded[k] != theirs[k]]
+              "image": manifest.get("image"), "fingerprint": data_fingerprint(manifest)}
+    differ = [k for k in theirs if recorded.get(k) is not None and recorded[k] != theirs[k]]
     if not differ:
         return None
-    what = ", ".join(f"{k} {theirs[k]!r}, not {recorded[k]!r}" for k in differ)
+    # the samples themselves (other images of the same people, or fewer subjects) say least: named last, and alone
+    what = ", ".join(f"{k} {theirs[k]!r}, not {recorded[k]!r}" for k in differ if k != "fingerprint") or (
+        "other samples: its shards' fingerprint differs")
     return (f"Data folder {str(manifest['_dir'])!r} was replaced since run {pathlib.Path(run_dir).name!r} trained on it "
             f"({what}): prepare it again as it was, or score the run on it as another dataset with `fer-keras evaluate "
             f"RUN --data {manifest['_dir']}`.")

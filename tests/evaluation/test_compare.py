@@ -269,3 +269,17 @@ def test_a_data_folder_prepared_again_at_another_size_is_refused(still_run, stil
                      "--samples-per-emotion", 5, "--size", DATA_SIZE + 16, "--grey"))
     line = expect_user_error(invoke("evaluate", run))
     assert f"was replaced since run 'run' trained on it (image {{'size': {DATA_SIZE + 16}" in line
+
+
+def test_a_data_folder_with_other_samples_of_the_same_people_is_refused(still_run, tmp_path):
+    """Fewer samples (or fewer subjects) under the same seed: the same people, other test images."""
+    data, run = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(still_run, run, ignore=shutil.ignore_patterns("cross", "kfold-*"))
+    config = json.loads((run / "config.json").read_text())
+    (run / "config.json").write_text(json.dumps(dict(config, dataset=dict(config["dataset"], dir=str(data)))))
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", data, "--kind", "still", "--subjects", 6,
+                     "--samples-per-emotion", 4, "--size", DATA_SIZE, "--grey"))
+    line = expect_user_error(invoke("evaluate", run))
+    assert "was replaced since run 'run' trained on it (other samples: its shards' fingerprint differs)" in line
+    assert "was replaced" in expect_user_error(invoke("train", "--resume", run, "--epochs", config["epochs"] + 1))
+    assert (run / "model.keras").exists() and not (run / ".before-resume").exists()
