@@ -148,14 +148,8 @@ def test_an_extension_stopped_midway_leaves_an_unfinished_run(workdir, uninterru
     run = workdir / "runs" / "ext"
     shutil.copytree(uninterrupted, run)
     assert _run(["evaluate", str(run)], workdir).returncode == 0
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    process = subprocess.Popen(CLI + ["train", "--resume", str(run), "--epochs", "6"], cwd=workdir, env=env,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-    while not (run / "checkpoints" / "epoch-0004").exists():
-        assert process.poll() is None, "the extension ended before its first checkpoint"
-        assert time.time() < deadline
-        time.sleep(0.01)
+    process = _start_until(["train", "--resume", str(run), "--epochs", "6"], workdir, run / "checkpoints" / "epoch-0004",
+                           stderr=subprocess.PIPE)
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=300)
     assert process.returncode == 130 and "are kept in" in stderr, stderr[-2000:]
@@ -182,15 +176,21 @@ def test_the_same_train_command_after_a_stop_points_to_resume(workdir, uninterru
     assert "Error: Run folder 'runs/A' already exists; choose another --name or remove it." in done.stderr
 
 
-def _kill_after_first_checkpoint(args, cwd, run, last):
-    """Starts `fer-keras ARGS`, SIGKILLs it once checkpoints/epoch-0001 is committed; checks it was cut short."""
+def _start_until(args, cwd, path, stderr=subprocess.DEVNULL):
+    """Starts `fer-keras ARGS` and returns its process once `path` exists (checking that it had not ended before)."""
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    process = subprocess.Popen(CLI + args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(CLI + args, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=stderr, text=True)
     deadline = time.time() + 300
-    while not (run / "checkpoints" / "epoch-0001").exists():
-        assert process.poll() is None, "training ended before its first checkpoint"
+    while not path.exists():
+        assert process.poll() is None, f"it ended before {path.name} was written"
         assert time.time() < deadline
         time.sleep(0.01)
+    return process
+
+
+def _kill_after_first_checkpoint(args, cwd, run, last):
+    """Starts `fer-keras ARGS`, SIGKILLs it once checkpoints/epoch-0001 is committed; checks it was cut short."""
+    process = _start_until(args, cwd, run / "checkpoints" / "epoch-0001")
     process.send_signal(signal.SIGKILL)
     assert process.wait() == -signal.SIGKILL
     assert not (run / "checkpoints" / last).exists(), "the run finished before it was killed"
