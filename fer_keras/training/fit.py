@@ -398,7 +398,7 @@ def resume(run_dir, *, epochs=None, quiet=False, strategy=None):
     read_run_config(run_dir)  # not a run folder: said before any lock file is made
     if not _chief_process():  # a multiworker worker other than the chief reads the chief's run, and writes nothing
         return _resume(run_dir, epochs=epochs, quiet=quiet, strategy=strategy)
-    with _resume_lock(run_dir):
+    with _ResumeLock(run_dir):
         _settle_aside(run_dir)  # what a resume killed outright (SIGKILL) set aside
         return _resume(run_dir, epochs=epochs, quiet=quiet, strategy=strategy)
 
@@ -480,7 +480,7 @@ def _chief_process():
 LOCK = ".resume.lock"  # RUN/.resume.lock: the process id of the resume running on this run
 
 
-class _resume_lock:
+class _ResumeLock:
     """One resume of a run at a time: a second would put back, or set aside, what the first is replacing."""
 
     def __init__(self, run_dir):
@@ -857,7 +857,10 @@ def data_fingerprint(manifest):
 
 
 def _replaced_data(run_dir, config, manifest):
-    """Why the run's data folder no longer holds the data it was trained on (other people, kind or labels), or None.
+    """Why the run's data folder no longer holds the data it was trained on, or None.
+
+    Compared with what config.json recorded: its people, record kind, labels, image size and channels, and the
+    fingerprint of its shards (other samples of the same people); a run made before a key was recorded skips it.
 
     Scoring such a folder as the run's held-out subjects would report other people, or other images under the same
     sample ids, as its result.
