@@ -164,6 +164,6 @@ def test_predictor_rejects_bad_arguments(still_run, clip_run, tmp_path):
         Predictor(clip_run, detect="none").predict_image(np.zeros((32, 32, 3), np.uint8))
     with pytest.raises(UserError, match="not a run folder"):
         load_backend(tmp_path)
-    (tmp_path / "model.tflite").write_bytes(b"")
-    with pytest.raises(UserError, match="model.json"):
+    (tmp_path / "model.tflite").write_bytes(b"")  # no JSON beside it, none inside: the file itself is what is wrong
+    with pytest.raises(UserError, match="model.tflite is not a valid TFLite model"):
         load_backend(tmp_path / "model.tflite")
