@@ -431,7 +431,8 @@ def _resume(run_dir, *, epochs, quiet, strategy):
     strategy = distribute.make_strategy(config["strategy"])
     # The data this resume trains on, checked before anything of the run is touched: a moved, replaced or damaged
     # folder fails here and leaves a finished run as it was.
-    replaced = _replaced_data(run_dir, saved, load_dataset(config, run_dir, quiet=True))
+    manifest = load_dataset(config, run_dir, quiet=True)
+    replaced = _replaced_data(run_dir, saved, manifest)
     if replaced:
         raise UserError(replaced)
     chief = distribute.is_chief(strategy)
@@ -446,7 +447,8 @@ def _resume(run_dir, *, epochs, quiet, strategy):
                 # The run's own record of its length: a later plain --resume, --protocol kfold and --config follow it.
                 atomic.write_text(config_path, json.dumps(dict(saved, epochs=epochs), indent=2) + "\n")
         # Every worker reads the chief's checkpoint (a shared folder, or a copy at the same path).
-        _train(config, write_dir, quiet=quiet, checkpoint=checkpoint, state=state, strategy=strategy)
+        _train(config, write_dir, quiet=quiet, checkpoint=checkpoint, state=state, strategy=strategy,
+               manifest=manifest if write_dir == run_dir else None)  # its shards verified once
     except KeyboardInterrupt:
         if chief and _settle_aside(run_dir):  # put back: the run is as it was
             extend = f" --epochs {epochs}" if epochs is not None and epochs != saved.get("epochs") else ""
@@ -668,12 +670,13 @@ def _restore_history(run_dir, checkpoint, epochs):
         path.write_bytes(b"".join(lines[: 1 + epochs]))
 
 
-def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None):
+def _train(config, run_dir, *, quiet, checkpoint=None, state=None, strategy=None, manifest=None):
+    """Trains (or, from `checkpoint`, resumes) the run in `run_dir`; `manifest`: its data, when the caller read it."""
     from fer_keras.training import distribute
 
     strategy = strategy or tf.distribute.get_strategy()
     set_seed(config["seed"])
-    manifest = load_dataset(config, run_dir, quiet=quiet)
+    manifest = manifest or load_dataset(config, run_dir, quiet=quiet)
     split = make_split(config, manifest)
     start_epoch = state["epoch"] if state else 0
     selection = {"split_name": "train"} if split.official else {"subjects": split.train}
