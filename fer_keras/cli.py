@@ -238,7 +238,7 @@ _DETECT_HELP = {
 
 # Which datasets have sequences (--flow) and landmarks of their own (--landmarks dataset); a test keeps these in
 # step with the adapters, which the CLI does not import until a command runs.
-SEQUENCE_DATASETS = ("ckplus", "mug")
+SEQUENCE_DATASETS = ("ckplus", "mug", "ravdess")
 LANDMARK_DATASETS = ("ckplus", "rafdb")
 
 
@@ -247,6 +247,8 @@ _ROOT_HELP = {
     "ckplus": "The folder holding cohn-kanade-images/ and Emotion/ (and Landmarks/), as the archives unzip side by side.",
     "rafdb": "The basic/ folder (Image/aligned, EmoLabel/), or the folder holding it.",
     "mug": "The subjects3/ folder, or the folder holding it.",
+    "ravdess": "The folder holding the Actor_NN/ folders of the Video_Speech_Actor_NN and Video_Song_Actor_NN archives, "
+               "at any depth.",
     "jaffe": "The folder holding the .tiff images, at any depth.",
     "kdef": "The KDEF/ folder holding the AF01/ ... BM35/ session folders.",
     "fer2013": "The fer2013.csv file or its folder.",
@@ -283,18 +285,28 @@ def _add_dataset_command(name, help_text):
             "--protocol", type=click.Choice(["sequence", "still", "spread"]), default=None,
             help=f"Sequences (default); still: stills of {still} (paper 004's evaluation set); spread: stills of 8 "
                  f"frames at equal intervals over {spread} (paper 004's training set)."))
+    if name == "ravdess":
+        options.append(click.option(
+            "--protocol", type=click.Choice(["sequence", "spread"]), default=None,
+            help="Sequences of every frame (default); spread: stills of 8 frames at equal intervals over each video "
+                 "(paper 004's training set)."))
+        options.append(click.option("--vocal", type=click.Choice(["speech", "song", "both"]), default="both",
+                                    show_default=True, help="Vocal channel (paper 004 uses the song videos)."))
+        options.append(click.option("--label-set", type=click.Choice(["ravdess8", "basic7"]), default="ravdess8",
+                                    show_default=True, help="RAVDESS's eight emotions, or basic7 (calm skipped)."))
     if name == "kdef":
         options.append(click.option("--angles", default="S", show_default=True,
                                     help="KDEF camera angles, comma-separated, of S (straight), HL, HR (half left, "
                                          "right), FL, FR (full left, right); e.g. S,HL,HR."))
 
     @click.pass_context
-    def command(ctx, root, out, size, grey, detect, workers, flow=False, landmarks="dlib", protocol=None, angles="S"):
+    def command(ctx, root, out, size, grey, detect, workers, flow=False, landmarks="dlib", protocol=None, angles="S",
+                vocal=None, label_set=None):
         from fer_keras.data_prep.adapters import prepare_dataset, summary
 
         manifest = prepare_dataset(name, root, out, size=size, grey=grey, flow=flow, landmarks=landmarks,
-                                   workers=workers, detect=detect, angles=angles, protocol=protocol,
-                                   quiet=ctx.find_root().params["quiet"])
+                                   workers=workers, detect=detect, angles=angles, protocol=protocol, vocal=vocal,
+                                   label_set=label_set, quiet=ctx.find_root().params["quiet"])
         _echo(ctx, summary(manifest))
 
     for option in reversed(options):
@@ -306,6 +318,7 @@ for _name, _help in (
     ("ckplus", "CK+ (cohn-kanade-images/, Emotion/, Landmarks/): labelled sequences or the still protocol."),
     ("rafdb", "RAF-DB basic (Image/aligned, EmoLabel/, Annotation/): official train/test split."),
     ("mug", "MUG facial expression database: subject/session/emotion/take sequences, or stills (--protocol)."),
+    ("ravdess", "RAVDESS videos (02-01-03-01-01-01-01.mp4 file names): sequences, or paper 004's stills (--protocol)."),
     ("jaffe", "JAFFE (KA.AN1.39.tiff file names)."),
     ("kdef", "KDEF (AF01ANS.JPG file names); frontal by default, --angles to choose."),
     ("fer2013", "FER2013 (fer2013.csv with its Training/PublicTest/PrivateTest split)."),

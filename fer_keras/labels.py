@@ -4,6 +4,9 @@ An emotion is always carried by its canonical name (``"happiness"``, never ``"ha
 ``"HA"``); a label set fixes the order of the names, i.e. the class index a model predicts.
 Each dataset adapter maps its own codes to canonical names through ``DATASET_CODES`` and then
 to indices through a label set, so the two steps can never disagree between datasets.
+
+`EMOTIONS` are the eight that SynthFER draws and most datasets label; RAVDESS adds "calm"
+(label set ``ravdess8``), a canonical name of its own.
 """
 
 EMOTIONS = (
@@ -25,6 +28,8 @@ LABEL_SETS = {
     "ckplus8": ("neutral", "anger", "contempt", "disgust", "fear", "happiness", "sadness", "surprise"),
     # RAF-DB basic order (its label file codes 1..7), used by paper 003.
     "basic7": ("surprise", "fear", "disgust", "happiness", "sadness", "anger", "neutral"),
+    # RAVDESS's eight, in the order of its file-name codes 01..08; "calm" is RAVDESS's own.
+    "ravdess8": ("neutral", "calm", "happiness", "sadness", "anger", "fear", "disgust", "surprise"),
 }
 
 # Each dataset's own codes -> canonical emotion names.
@@ -79,6 +84,17 @@ DATASET_CODES = {
         "NE": "neutral",
         "SA": "sadness",
         "SU": "surprise",
+    },
+    # RAVDESS file names' third field: 02-01-03-01-01-01-01.mp4 is happy.
+    "ravdess": {
+        "01": "neutral",
+        "02": "calm",
+        "03": "happiness",
+        "04": "sadness",
+        "05": "anger",
+        "06": "fear",
+        "07": "disgust",
+        "08": "surprise",
     },
     # MUG folder names.
     "mug": {

@@ -12,12 +12,14 @@ from fer_keras.data_prep.jaffe import JAFFEAdapter
 from fer_keras.data_prep.kdef import KDEFAdapter
 from fer_keras.data_prep.mug import MUGAdapter
 from fer_keras.data_prep.rafdb import RAFDBAdapter
+from fer_keras.data_prep.ravdess import RAVDESSAdapter
 from fer_keras.errors import UserError
 
 ADAPTERS = {
     "ckplus": CKPlusAdapter(),
     "rafdb": RAFDBAdapter(),
     "mug": MUGAdapter(),
+    "ravdess": RAVDESSAdapter(),
     "jaffe": JAFFEAdapter(),
     "kdef": KDEFAdapter(),
     "fer2013": FER2013Adapter(),
@@ -47,19 +49,20 @@ def prepare_dataset(
     items_per_shard=None,
     label_set=None,
     subject_pattern=None,
+    vocal=None,
     quiet=False,
     on_shard_done=None,
 ):
     """Prepares raw dataset `name` found under `root` into sharded TFRecords in `out`.
 
     Args:
-        name: one of `ADAPTERS` (ckplus, rafdb, mug, jaffe, kdef, fer2013, folder).
+        name: one of `ADAPTERS` (ckplus, rafdb, mug, ravdess, jaffe, kdef, fer2013, folder).
         root: the dataset's folder as distributed (see docs/datasets.md).
         out: output folder; built as ``<out>.partial`` and renamed when complete. Re-running
             with the same arguments resumes an interrupted run, or returns the finished one.
         size: side of the square face crop.
         grey: one channel instead of RGB.
-        flow: store optical flow per frame (sequence datasets: ckplus, mug).
+        flow: store optical flow per frame (sequence datasets: ckplus, mug, ravdess).
         landmarks: "dlib" (detect, 68 dlib landmarks, align) or "dataset" (the dataset's own
             landmarks: CK+ 68 points, RAF-DB 5 manual + 37 automatic points).
         workers: worker processes for the image work (1: in this process).
@@ -68,10 +71,12 @@ def prepare_dataset(
         angles: KDEF camera angles (S, HL, HR, FL, FR); ignored by the other datasets.
         protocol: CK+ "sequence" (default; onset -> apex, ckplus7) or "still" (last three
             frames as the emotion, first frame as neutral; ckplus8); folder: "still" (default)
-            or "sequence", the kind of records.
+            or "sequence", the kind of records; MUG "sequence", "still" or "spread"; RAVDESS "sequence"
+            or "spread".
         items_per_shard: items per shard (default 512 for stills, 16 for sequences).
-        label_set: folder: the label set (basic7, ckplus7 or ckplus8; default basic7).
+        label_set: folder: the label set (default basic7); RAVDESS: default ravdess8 (basic7 skips calm).
         subject_pattern: folder: regular expression whose first group is the subject id.
+        vocal: RAVDESS: "speech", "song" or "both" (default).
         quiet: no progress bar.
         on_shard_done: optional callback(index, num_shards) after each finished shard.
 
@@ -82,6 +87,7 @@ def prepare_dataset(
     options = adapter.resolve(
         size=size, grey=grey, flow=flow, landmarks=landmarks, detect=detect, angles=angles,
         protocol=protocol, items_per_shard=items_per_shard, label_set=label_set, subject_pattern=subject_pattern,
+        vocal=vocal,
     )
     return common.run(adapter, root, out, options, workers=workers, quiet=quiet, on_shard_done=on_shard_done)
 

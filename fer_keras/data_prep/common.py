@@ -83,6 +83,7 @@ class Options:
         items_per_shard: items per planned shard (fixed, so shards can be resumed).
         label_set: the folder adapter's label set (default basic7).
         subject_pattern: the folder adapter's regular expression for subject ids.
+        vocal: RAVDESS's vocal channel, "speech", "song" or "both" (None: both).
     """
 
     size: int = 112
@@ -95,6 +96,7 @@ class Options:
     items_per_shard: int = 512
     label_set: str = None
     subject_pattern: str = None
+    vocal: str = None
 
     @property
     def channels(self):
@@ -107,7 +109,7 @@ class Options:
     def params(self):
         d = dataclasses.asdict(self)
         d["angles"] = list(self.angles)
-        for key in ("label_set", "subject_pattern"):  # the folder adapter's; unset for the others
+        for key in ("label_set", "subject_pattern", "vocal"):  # the folder's and RAVDESS's; unset for the others
             if d[key] is None:
                 del d[key]
         return d
@@ -335,7 +337,7 @@ class DatasetAdapter:
         return "basic7"
 
     def resolve(self, *, size=112, grey=False, flow=False, landmarks="dlib", detect=None, angles=("S",),
-                protocol=None, items_per_shard=None, label_set=None, subject_pattern=None):
+                protocol=None, items_per_shard=None, label_set=None, subject_pattern=None, vocal=None):
         """Checks the options for this dataset and fills in its defaults -> `Options`."""
         if not isinstance(size, int) or not 16 <= size <= 1024:
             raise UserError(f"--size must be an integer in 16..1024. Received: size={size!r}")
@@ -368,6 +370,7 @@ class DatasetAdapter:
             items_per_shard=items_per_shard or 1,
             label_set=label_set,
             subject_pattern=subject_pattern,
+            vocal=vocal,
         )
         if items_per_shard is None:
             options = dataclasses.replace(options, items_per_shard=16 if self.kind(options) == "sequence" else 512)
