@@ -514,7 +514,8 @@ def explain_cmd(ctx, run, image, out, count):
     """Overlay what a run's model attends to, on test samples or on INPUT's faces.
 
     INPUT: an image for a still model; a video or a folder of one sequence's frames for a clip model
-    (its last --count clips, each frame's face aligned as predict does).
+    (its last --count clips of one face followed through the frames, aligned as predict does; a clip never spans
+    frames without it).
 
     RAM attention maps; Grad-CAM++ (clip models: on the last Conv-RNN state; landmark_arm: on the RGB
     branch's ResNet stage 4 and on the landmark CNN's 5th conv); sae/sdae: thresholded first-layer

@@ -259,14 +259,20 @@ def image_inputs(path, input_shape, with_landmarks=False):
     return images, landmarks, ids
 
 
+MIN_FOLLOW_OVERLAP = 0.3  # as predict's `_follow`: a face overlapping the followed one's box less is someone else
+
+
 def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
     """The clips of a video file, or of a folder holding one sequence's frames, for a clip model.
 
-    Each frame's first face is found and aligned as `fer-keras predict` does (dlib); frames without
-    a face are left out, and when no frame has one the whole frames are the faces. The face frames
-    are cut into clips of T frames counted back from the last one (the apex of a CK+ or MUG
-    sequence), at most `count` clips, so that only their crops are kept in memory. A sequence with fewer
-    face frames than T gives one clip, its last frame repeated, as training pads it.
+    Faces are found and aligned as `fer-keras predict` does (dlib), and one face is followed through the
+    frames (`_followed_face`): the largest of the first frame with a face, then the face overlapping it
+    most from frame to frame. A frame where it is not found ends a run of frames; clips of T frames are
+    cut from each run counted back from its last frame (the apex of a CK+ or MUG sequence), so that a clip
+    never spans a gap nor mixes two people, and the last `count` of them are kept (only their crops stay
+    in memory). Runs shorter than T give no clip unless no run makes one: then the longest gives one
+    clip, its last frame repeated, as training pads a short sequence. When no frame has a face the
+    whole frames are the faces. stderr says when more than one face was seen.
 
     Args:
         path: a video file (`inference.images.VIDEO_SUFFIXES`) or a folder of image files, taken in
@@ -275,7 +281,7 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
         count: the most clips to return.
         flow_bound: for a two-stream model, the +- bound of its training flow: the clips then come
             with the optical flow of each face crop from the one before it (`data_prep.flow.sequence_flow`,
-            as `predict` feeds it: zeros after a frame without a face), clipped to the bound.
+            as `predict` feeds it: zeros on the first frame of a run), clipped to the bound.
         quiet: no progress bar.
 
     Returns:
@@ -289,16 +295,36 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
     steps, size, channels = int(input_shape[0]), int(input_shape[1]), int(input_shape[-1])
     frames, total = _sequence_frames(pathlib.Path(path))
     kept = count * steps + 1  # one more: the flow of a clip's first frame comes from the frame before it
-    faces_kept = collections.deque(maxlen=kept)  # (frame index, crop)
+    clips = collections.deque(maxlen=count)  # the latest clips: (first frame index, crops, flow or None)
+    run = collections.deque(maxlen=kept)  # (frame index, crop): the frames in a row showing the followed face
+    longest = []  # the longest run shorter than a clip, padded when no run makes one
     wholes = collections.deque(maxlen=kept)  # whole frames, used when no frame has a face
+    followed = None  # the box of the followed face where it was last found
+    first, several = None, None  # frame indices: the followed face's first, the first showing more than one face
+
+    def end_run():
+        nonlocal longest
+        if len(run) >= steps:
+            clips.extend(_run_clips(run, steps, count, flow_bound is not None))
+        elif len(run) >= len(longest):  # the later of equals: nearer the end, where the clips are counted from
+            longest = list(run)
+        run.clear()
+
     read = 0
     with progress(total=total, desc=pathlib.Path(path).name, unit="frame", quiet=quiet) as bar:
         for index, rgb in frames:
             read += 1
             found = crop_faces(rgb, size, channels, detect="dlib")
-            if found:
-                faces_kept.append((index, found[0][2]))
-            elif not faces_kept:
+            if len(found) > 1 and several is None:
+                several = index
+            face = _followed_face(found, followed)
+            if face is not None:
+                first = index if first is None else first
+                followed = face[0]
+                run.append((index, face[2]))
+            elif run:
+                end_run()
+            elif followed is None:
                 wholes.append((index, crop_faces(rgb, size, channels, detect="none")[0][2]))
             bar.update(1)
     if read == 0:
@@ -306,30 +332,64 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
     if total and total - read >= max(2, 0.05 * total):  # as predict says of it (containers state the count roughly)
         print(f"Note: {path} ends after {read} of the {total} frames it states (truncated or damaged); the frames "
               "read are explained.", file=sys.stderr)
-    if not faces_kept:
-        print(f"dlib found no face in {path}; explaining the whole frames as face crops.", file=sys.stderr)
-        faces_kept = wholes
-    everything = list(faces_kept)
-    short = max(0, steps - len(everything))  # a sequence shorter than a clip: its last frame repeated, as in training
-    flows = sequence_flow(np.stack([np.uint8(crop) for _, crop in everything])) if flow_bound is not None else None
-    if flows is not None:  # as predict feeds it: a face after a frame without one starts from zero flow
-        for k in range(1, len(everything)):
-            if everything[k][0] != everything[k - 1][0] + 1:
-                flows[k] = 0
-    if short:
-        everything += [everything[-1]] * short
-        if flows is not None:
-            flows = np.concatenate([flows, np.repeat(flows[-1:], short, axis=0)])
-    clips = min(len(everything) // steps, count)
-    items = everything[len(everything) - clips * steps:]
-    stacked = np.stack([crop for _, crop in items]).astype(np.float32).reshape((clips, steps) + items[0][1].shape)
+    if several is not None:
+        print(f"Note: {path} shows more than one face (from frame {several}); the clips follow one, the largest in "
+              f"frame {first}, by its overlap from frame to frame, and leave out the frames where it is not found.",
+              file=sys.stderr)
+    end_run()
+    if not clips:
+        if followed is None:
+            print(f"dlib found no face in {path}; explaining the whole frames as face crops.", file=sys.stderr)
+            longest = list(wholes)
+        clips.extend(_run_clips(longest, steps, count, flow_bound is not None))
     stem = safe_name(pathlib.Path(path).stem, "sequence")
-    ids = [f"{stem}_f{items[i * steps][0]}" for i in range(clips)]
+    ids = [f"{stem}_f{start}" for start, _, _ in clips]
+    rgb = np.stack([crops for _, crops, _ in clips]).astype(np.float32)  # (N, T, S, S, C)
     if flow_bound is None:
-        return stacked, ids
-    flows = flows[len(everything) - clips * steps:]
-    flows = np.clip(flows, -flow_bound, flow_bound).reshape((clips, steps) + flows.shape[1:])
-    return {"rgb": stacked, "flow": flows}, ids
+        return rgb, ids
+    flow = np.clip(np.stack([flow for _, _, flow in clips]), -flow_bound, flow_bound)  # (N, T, S, S, 2)
+    return {"rgb": rgb, "flow": flow}, ids
+
+
+def _followed_face(found, followed, min_overlap=MIN_FOLLOW_OVERLAP):
+    """The face of `found` (`crop_faces`'s, largest first) that is the one followed, last seen at box `followed`.
+
+    The largest when none is followed yet; then the one overlapping `followed` most, by at least
+    `min_overlap` (intersection over union), or None: the face is lost in this frame. Unlike predict's
+    `_follow`, a lone face elsewhere is not taken for the followed one: a frame left out costs explain
+    one clip at most, while dlib missing the followed face beside another person would put that person
+    in its clip.
+    """
+    if not found or followed is None:
+        return found[0] if found else None
+    best = max(found, key=lambda face: _box_overlap(face[0], followed))
+    return best if _box_overlap(best[0], followed) >= min_overlap else None
+
+
+def _box_overlap(a, b):
+    """Intersection over union of boxes (x0, y0, x1, y1)."""
+    inter = max(0, min(a[2], b[2]) - max(a[0], b[0])) * max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _run_clips(run, steps, count, with_flow):
+    """Up to `count` clips of T = `steps` frames of one run [(frame index, crop)] of frames in a row, counted back
+    from its last frame, in chronological order: [(first frame index, crops (T, S, S, C), flow (T, S, S, 2) or None)].
+
+    A run shorter than T gives one clip, its last frame repeated, as training pads a short sequence.
+    The run's first flow is zeros: it follows a frame without the face (as predict feeds it) or, in a
+    run longer than `count` clips, lies before the first clip.
+    """
+    crops = np.stack([crop for _, crop in run])  # (L, S, S, C)
+    flows = sequence_flow(np.uint8(crops)) if with_flow else None  # (L, S, S, 2)
+    short = max(0, steps - len(run))
+    if short:
+        crops = np.concatenate([crops, np.repeat(crops[-1:], short, axis=0)])
+        if with_flow:
+            flows = np.concatenate([flows, np.repeat(flows[-1:], short, axis=0)])
+    starts = range(len(crops) - min(len(crops) // steps, count) * steps, len(crops), steps)
+    return [(run[s][0], crops[s:s + steps], flows[s:s + steps] if with_flow else None) for s in starts]
 
 
 def _sequence_frames(path):
