@@ -285,13 +285,16 @@ class ShardedWriter:
         return False
 
 
-def read_manifest(data_dir, *, verify=False):
+def read_manifest(data_dir, *, verify=False, remedy=None):
     """Loads and checks ``manifest.json`` of a prepared dataset folder.
 
     Raises `UserError` with one clear line when the folder is missing or empty, the schema
     version differs, a shard is missing, or (`verify=True`) a shard's sha256 does not match.
+    `remedy`: what the user does about a missing or damaged shard, ending that line (default: delete the folder and
+    prepare it again, which fits a folder the user prepared; a run's generated SynthFER set says how to regenerate it).
     """
     data_dir = pathlib.Path(data_dir)
+    remedy = remedy or f"delete {str(data_dir)!r} and prepare it again."
     if not data_dir.is_dir():
         state = "is a file, not a prepared dataset folder" if data_dir.exists() else "does not exist"
         raise UserError(f"Data folder {str(data_dir)!r} {state}.")
@@ -316,12 +319,11 @@ def read_manifest(data_dir, *, verify=False):
     for shard in manifest["shards"]:
         shard_path = data_dir / shard["file"]
         if not shard_path.exists():
-            raise UserError(f"Shard {shard['file']} listed in {path} is missing; delete {str(data_dir)!r} and "
-                            "prepare it again.")
+            raise UserError(f"Shard {shard['file']} listed in {path} is missing; {remedy}")
         if verify and sha256(shard_path) != shard["sha256"]:
             raise UserError(
                 f"Shard {shard_path} is corrupt: its sha256 does not match the manifest (truncated or modified file); "
-                f"delete {str(data_dir)!r} and prepare it again."
+                f"{remedy}"
             )
     manifest["_dir"] = str(data_dir)
     return manifest

@@ -50,7 +50,8 @@ def register_model(name, *, kind, sizes, description, family="baseline", optimiz
     Models that are not classifiers trained by one compile + fit (e.g. `vae_swap`'s iterated
     stages) name their own `trainer` and `evaluator` as "module:function" strings:
     `trainer(config=, manifest=, split=, run_dir=, quiet=, resume=)` writes ``run_dir/model.keras``;
-    `evaluator(run_dir=, config=, manifest=, split=, quiet=)` returns the metrics dict for metrics.json.
+    `evaluator(run_dir=, config=, manifest=, split=, model=, quiet=)` returns the metrics dict for metrics.json
+    (`model`: the run's model, already loaded by `fit.load_run`).
     """
     if optimizer not in ("adam", "adabelief"):
         raise ValueError(f"optimizer must be 'adam' or 'adabelief'. Received: {optimizer!r}")

@@ -41,7 +41,8 @@ DEFAULTS = {
     "model_args": {},
     # default | mirrored (this machine's GPUs) | multiworker (TF_CONFIG); batch_size is the global batch.
     "strategy": "default",
-    # Used when data == "synth": the SynthFER set generated into the run folder.
+    # Used when data == "synth": the SynthFER set generated into the run folder. Only then kept in the resolved
+    # configuration (and config.json); an old run's config.json may hold it with other data, and is read as before.
     "synth": {
         "subjects": 30,
         "samples_per_emotion": 4,
@@ -64,7 +65,7 @@ def load_config_file(path):
 
 
 def resolve(file_config=None, **cli):
-    """Defaults <- config file <- CLI options that were given (not None)."""
+    """Defaults <- config file <- CLI options that were given (not None); "synth" only where data is "synth"."""
     config = json.loads(json.dumps(DEFAULTS))
     file_config = dict(file_config or {})
     recorded = file_config.get("dataset", {}).get("dir") if isinstance(file_config.get("dataset"), dict) else None
@@ -88,6 +89,10 @@ def resolve(file_config=None, **cli):
         raise UserError(f"--synth-subjects applies to --data synth only (SynthFER generated into the run); "
                         f"{config['data']!r} is a prepared folder, whose subjects are its own.")
     _validate(config)
+    if config["data"] != "synth":
+        # No SynthFER is generated for a prepared folder (its manifest's params say how it was made): config.json,
+        # written from this, would show the generator settings as if they had made the run's data.
+        del config["synth"]
     return config
 
 

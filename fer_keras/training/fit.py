@@ -73,24 +73,11 @@ def load_dataset(config, run_dir, *, quiet=False):
     if config["data"] == "synth":
         from fer_keras.data_prep.synth import prepare_synth
 
-        s = config["synth"]
         data_dir = pathlib.Path(run_dir) / "data"
         if not (data_dir / records.MANIFEST).exists():
-            prepare_synth(
-                data_dir,
-                kind=wanted,
-                subjects=s["subjects"],
-                samples_per_emotion=s["samples_per_emotion"],
-                sequences_per_emotion=s["sequences_per_emotion"],
-                size=s["size"],
-                grey=s["grey"],
-                label_set=s["label_set"],
-                flow=s["flow"] or "flow" in config["streams"],
-                seed=s["seed"],
-                capture=s.get("capture", "wild"),
-                quiet=quiet,
-            )
-        manifest = records.read_manifest(data_dir)
+            prepare_synth(data_dir, **synth_arguments(config), quiet=quiet)
+        # Verified as a prepared folder is: a resume finds the set the run generated, which may have been damaged since.
+        manifest = records.read_manifest(data_dir, verify=True, remedy=regenerate_advice(run_dir, config))
     else:
         manifest = records.read_manifest(config["data"], verify=True)
     if manifest["kind"] != wanted:
@@ -107,6 +94,30 @@ def load_dataset(config, run_dir, *, quiet=False):
             f"compute on a new photo); prepare it again with dlib's detection and landmarks, the default."
         )
     return manifest
+
+
+def synth_arguments(config):
+    """The `prepare_synth` arguments of the SynthFER set that a --data synth run generates into ``RUN/data``."""
+    s = config["synth"]
+    return dict(kind="still" if get_spec(config["model"]).kind == "still" else "sequence", subjects=s["subjects"],
+                samples_per_emotion=s["samples_per_emotion"], sequences_per_emotion=s["sequences_per_emotion"],
+                size=s["size"], grey=s["grey"], label_set=s["label_set"], flow=s["flow"] or "flow" in config["streams"],
+                seed=s["seed"], capture=s.get("capture", "wild"))
+
+
+def regenerate_advice(run_dir, config):
+    """What to do about a damaged ``RUN/data`` of a --data synth run: no one prepared it, so `fer-keras prepare synth`
+    with the run's own generator settings writes it again, the same samples (they depend only on the settings)."""
+    import shlex
+
+    a = synth_arguments(config)
+    data_dir = pathlib.Path(run_dir) / "data"
+    command = (f"fer-keras prepare synth --out {shlex.quote(str(data_dir))} --kind {a['kind']} --subjects {a['subjects']} "
+               f"--samples-per-emotion {a['samples_per_emotion']} --sequences-per-emotion {a['sequences_per_emotion']} "
+               f"--size {a['size']} {'--grey' if a['grey'] else '--rgb'} --label-set {a['label_set']}"
+               f"{' --flow' if a['flow'] else ''} --seed {a['seed']} --capture {a['capture']}")
+    return (f"it is the SynthFER set run {pathlib.Path(run_dir).name!r} generated: delete {str(data_dir)!r} and "
+            f"generate it again as the run did, with `{command}`.")
 
 
 def make_split(config, manifest):
@@ -832,7 +843,8 @@ def load_run(run_dir, *, needs_data=True):
     data_dir = run_data_dir(run_dir, config)
     try:
         # Commands that read the samples check the shards first: a damaged one is then said to be that (train does too).
-        manifest = records.read_manifest(data_dir, verify=bool(needs_data))
+        remedy = regenerate_advice(run_dir, config) if config.get("data") == "synth" else None
+        manifest = records.read_manifest(data_dir, verify=bool(needs_data), remedy=remedy)
         replaced = _replaced_data(run_dir, config, manifest)
         if replaced:
             raise UserError(replaced)
