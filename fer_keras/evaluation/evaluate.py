@@ -38,7 +38,8 @@ def evaluate_run(run_dir, *, side="test", quiet=True):
     split = Split.from_dict(config["split_subjects"])
     spec = get_spec(config["model"])
     if spec.evaluator:
-        metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=config, manifest=manifest, split=split, quiet=quiet)
+        metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=config, manifest=manifest, split=split, model=model,
+                                               quiet=quiet)
         _write_metrics(run_dir, metrics)
         return metrics
     dataset = fit.make_dataset(config, manifest, split, side, with_meta=True)
@@ -93,7 +94,7 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
     spec = get_spec(config["model"])
     target = records.read_manifest(data_dir, verify=True)
     if spec.evaluator:
-        return _evaluation_set(run_dir, data_dir, config, manifest, target, spec, quiet)
+        return _evaluation_set(run_dir, data_dir, config, manifest, target, spec, model, quiet)
     if target["kind"] != manifest["kind"]:
         raise UserError(f"{str(data_dir)!r} holds {target['kind']} records; {config['model']!r} was trained on "
                         f"{manifest['kind']} records.")
@@ -177,7 +178,7 @@ def evaluate_cross(run_dir, data_dir, *, quiet=False):
     return metrics
 
 
-def _evaluation_set(run_dir, data_dir, config, manifest, target, spec, quiet):
+def _evaluation_set(run_dir, data_dir, config, manifest, target, spec, model, quiet):
     """A run scored by its own evaluator (vae_swap) on another folder of its own dataset: paper 004's evaluation set.
 
     Paper 004 (sec. 5.1) trains on frames sampled along whole sequences and scores the stills that show the labelled
@@ -196,7 +197,7 @@ def _evaluation_set(run_dir, data_dir, config, manifest, target, spec, quiet):
     # At the run's own input size and channels, whatever the folder's (as cross-dataset evaluation does)
     size, channels = fit.input_geometry(config, manifest)
     metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=dict(config, image_size=size, channels=channels),
-                                           manifest=target, split=split, quiet=quiet)
+                                           manifest=target, split=split, model=model, quiet=quiet)
     metrics.update(data=str(data_dir.resolve()), data_fingerprint=fit.data_fingerprint(target),
                    trained_on=_dataset_name(manifest), target_label_set=target["label_set"],
                    evaluation_set=data_dir.name, protocol=f"evaluation set {data_dir.name}: {split.description}",

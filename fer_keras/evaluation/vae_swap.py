@@ -155,11 +155,15 @@ def evaluate_model(vae, train, test, *, trials=100, seed=0, k=None, num_classes=
     return metrics
 
 
-def evaluate(*, run_dir, config, manifest, split, quiet=True):
-    """The `vae_swap` evaluator hook of `fer-keras evaluate`: the metrics dict for metrics.json."""
+def evaluate(*, run_dir, config, manifest, split, model=None, quiet=True):
+    """The `vae_swap` evaluator hook of `fer-keras evaluate`: the metrics dict for metrics.json.
+
+    `model`: the run's VAE where the caller has loaded it with the run (`fit.load_run`), else loaded here.
+    """
     from fer_keras.training import fit
 
-    _, _, vae = fit.load_run(run_dir, needs_data=False)  # the caller read `manifest` (the run's data, or another set)
+    # needs_data=False: `manifest` is the caller's (the run's data, or another set)
+    vae = model if model is not None else fit.load_run(run_dir, needs_data=False)[2]
     size, channels = fit.input_geometry(config, manifest)
     train = training.load_stills(manifest, split.train, size, channels)
     test = training.load_stills(manifest, split.test, size, channels)

@@ -207,6 +207,28 @@ def test_evaluation_set_scores_the_runs_subjects_on_another_folder(vae_run, tmp_
     assert "is paper 004's training set (--protocol spread)" in expect_user_error(invoke("evaluate", vae_run, "--data", spread))
 
 
+def test_evaluate_loads_the_run_model_once(vae_run, tmp_path, monkeypatch):
+    """The evaluator hook scores the model `load_run` loaded, on the run's own data and on an evaluation set."""
+    from fer_keras.training import fit
+
+    run = tmp_path / "run"
+    shutil.copytree(vae_run, run, ignore=shutil.ignore_patterns("cross", "metrics.json"))
+    evalset = tmp_path / "apex"
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", evalset, "--kind", "still", "--subjects", 6, "--size", 48))
+    loaded, load_model = [], fit.load_model
+
+    def counting_load_model(path):  # the real loader: the hook still gets the trained VAE
+        loaded.append(str(path))
+        return load_model(path)
+
+    monkeypatch.setattr(fit, "load_model", counting_load_model)
+    for extra in ((), ("--data", evalset)):
+        loaded.clear()
+        expect_ok(invoke("--quiet", "evaluate", run, *extra))
+        assert loaded == [str(run / "model.keras")], extra
+    assert json.loads((run / "metrics.json").read_text())["kmeans_test"]["images"] > 0
+
+
 def _train_tiny(out, model, name):
     """`fer-keras train --model MODEL --data synth` at the smallest size that trains: 6 subjects, 48 px, 1 epoch."""
     config = out / "config.json"
