@@ -355,6 +355,24 @@ def prepare_folder_cmd(ctx, root, out, kind, label_set, subject_pattern, size, g
     _echo(ctx, summary(manifest))
 
 
+@prepare_group.command("merge")
+@click.option("--from", "sources", required=True, multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="A prepared folder; give two or more (same record kind, image size and channels).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Folder for the merged shards.")
+@click.option("--label-set", type=click.Choice(["basic7", "ckplus7", "ckplus8", "ravdess8"]), default=None,
+              help="The merged label set (default: the folders' own, when they share one); records of an emotion it "
+                   "lacks are skipped.")
+@click.pass_context
+def prepare_merge_cmd(ctx, sources, out, label_set):
+    """Prepared folders of several datasets as one, for training on their union (paper 004's MUG + CK+ + RAVDESS).
+
+    Subject ids become <dataset>/<id>, so two datasets' subjects stay apart in the subject split."""
+    from fer_keras.data_prep.merge import merge_prepared, summary
+
+    manifest = merge_prepared(sources, out, label_set=label_set, quiet=ctx.find_root().params["quiet"])
+    _echo(ctx, summary(manifest))
+
+
 # --- train / evaluate ---------------------------------------------------------------------
 
 

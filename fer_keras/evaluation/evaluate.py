@@ -187,10 +187,20 @@ def _evaluation_set(run_dir, data_dir, config, manifest, target, spec, model, qu
     """
     recorded = (config.get("dataset") or {}).get("people") or manifest["dataset"]
     if target["kind"] != "still" or fit.people(target) != recorded:
+        whose = ("the datasets it was merged from, e.g. a `prepare merge` of their --protocol still folders"
+                 if recorded == fit.MERGED else f"{recorded}, e.g. `prepare mug --protocol still`")
         raise UserError(f"{config['model']!r} is scored by its own evaluator: --data takes its evaluation set, stills of "
-                        f"the people it trained on ({recorded}, e.g. `prepare mug --protocol still`); "
+                        f"the people it trained on ({whose}); "
                         f"{str(data_dir)!r} holds {target['kind']}s of {fit.people(target)}.")
-    if target.get("params", {}).get("protocol") == "spread":
+    if recorded == fit.MERGED:  # the people of the datasets merged, each of them one the run trained on
+        ours = {fit.subject_key(recorded, s)[0] for side in ("train", "val", "test")
+                for s in config["split_subjects"].get(side, ())}
+        others = sorted({fit.subject_key(recorded, s)[0] for s in target["counts_per_subject"]} - ours)
+        if others:
+            raise UserError(f"{str(data_dir)!r} holds people of {', '.join(others)}, which {str(run_dir)!r} did not "
+                            "train on: its evaluation set is a merge of the same datasets' --protocol still folders.")
+    sources = [target.get("params", {})] + target.get("merged_from", [])
+    if any(source.get("protocol") == "spread" for source in sources):
         raise UserError(f"{str(data_dir)!r} is paper 004's training set (--protocol spread): its evaluation set is the same "
                         f"dataset prepared with --protocol still.")
     split = Split.from_dict(config["split_subjects"])

@@ -20,6 +20,7 @@ Beyond the paper, with SynthFER's exact ground truth (test subjects):
 import numpy as np
 from sklearn.cluster import KMeans
 
+from fer_keras.errors import UserError
 from fer_keras.training import vae_swap as training
 
 
@@ -135,6 +136,10 @@ def evaluate_model(vae, train, test, *, trials=100, seed=0, k=None, num_classes=
     if vae.subtract_subject_mean:
         del sides["test"]  # eq. 6 needs the subject ids, unknown for test subjects by the paper's assumption
     ks = sorted({k, num_classes})
+    for name, (z, _) in sides.items():
+        if len(z) < ks[-1]:
+            raise UserError(f"The run's {name} subjects have {len(z)} images here; k-means++ with k={ks[-1]} needs at "
+                            f"least {ks[-1]}: train with fewer --folds (more subjects a fold), or score a larger set.")
     with progress(total=len(sides) * len(ks) * 2 * trials, desc="k-means++ trials", unit="fit", quiet=quiet) as bar:
         for name, (z, side) in sides.items():
             if vae.subtract_subject_mean:

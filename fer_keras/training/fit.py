@@ -245,9 +245,15 @@ def initialise_from(model, config, source_run, *, dataset=None, test_subjects=()
     return copied, kept
 
 
+MERGED = "merged"  # the people of a `prepare merge` folder: each subject id names its own (`subject_key`)
+
+
 def people(manifest):
     """Who a dataset's subject ids name. SynthFER draws each identity from (seed, subject id), so two SynthFER sets
-    of other seeds are other people under the same ids; in every other dataset an id is one person."""
+    of other seeds are other people under the same ids; in every other dataset an id is one person. A merged folder's
+    ids carry their dataset's people (`MERGED`, `subject_key`)."""
+    if manifest.get("merged_from"):
+        return MERGED
     name = manifest.get("dataset") or manifest.get("name", "")
     if name == "synthfer":
         return f"synthfer seed {manifest.get('params', {}).get('seed', manifest.get('seed'))}"
@@ -284,7 +290,7 @@ def seen_subjects(run_dir, _visited=None):
     config = read_run_config(run_dir)
     sides = config.get("split_subjects", {})
     who = _run_people(run_dir, config)
-    seen = {(who, str(s)) for s in (*sides.get("train", ()), *sides.get("val", ()))}
+    seen = {subject_key(who, s) for s in (*sides.get("train", ()), *sides.get("val", ()))}
     for source in (config.get("init_from"), (config.get("model_args") or {}).get("rgb_run")):
         if not source:
             continue
@@ -298,10 +304,24 @@ def seen_subjects(run_dir, _visited=None):
     return seen
 
 
+def subject_key(who, subject):
+    """(people, id) of one person: `subject` of data whose people are `who`. A merged folder's id is ``<people>/<id>``
+    (`data_prep.merge`), so a person is the same in it and in the folder it was merged from."""
+    subject = str(subject)
+    if who == MERGED and "/" in subject:
+        person, _, subject = subject.partition("/")
+        return person, subject
+    return who, subject
+
+
 def leaked_subjects(source_run, who, test_subjects):
     """The `test_subjects` (of people `who`) that `source_run`'s weights, or those it started from, have seen."""
-    seen = {s for p, s in seen_subjects(source_run) if p == who or (p is None and who.startswith("synthfer"))}
-    return sorted(seen & {str(t) for t in test_subjects})
+    seen = seen_subjects(source_run)
+
+    def known(key):  # a SynthFER run of unknown seed (people None) counts as every seed
+        return key in seen or (key[0] or "").startswith("synthfer") and (None, key[1]) in seen
+
+    return sorted(str(t) for t in test_subjects if known(subject_key(who, t)))
 
 
 def refuse_leak(source_run, what, who, test_subjects):
@@ -311,7 +331,7 @@ def refuse_leak(source_run, what, who, test_subjects):
     leaked = leaked_subjects(source_run, who, test_subjects)
     if leaked:
         raise UserError(
-            f"{what} was trained on {who.split(' seed ')[0]} subjects that this run tests on "
+            f"{what} was trained on {'' if who == MERGED else who.split(' seed ')[0] + ' '}subjects that this run tests on "
             f"({', '.join(leaked[:5])}{' ...' if len(leaked) > 5 else ''}), itself or through the runs its weights "
             "started from, so the scores would not be subject-independent. Start from a run of other subjects, or of "
             "the same split."

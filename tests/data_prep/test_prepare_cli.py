@@ -112,7 +112,7 @@ def test_each_dataset_is_offered_only_the_options_it_can_use(tmp_path):
     from fer_keras.data_prep.common import Options
 
     datasets = [name for name in ADAPTERS if name != "folder"]
-    assert set(prepare_group.commands) == set(datasets) | {"folder", "synth"}
+    assert set(prepare_group.commands) == set(datasets) | {"folder", "synth", "merge"}
     makes_sequences = {name for name in datasets
                        if any(ADAPTERS[name].kind(Options(protocol=p)) == "sequence"
                               for p in getattr(ADAPTERS[name], "protocols", (None,)))}
