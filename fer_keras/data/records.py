@@ -294,10 +294,11 @@ def read_manifest(data_dir, *, verify=False, remedy=None):
     prepare it again, which fits a folder the user prepared; a run's generated SynthFER set says how to regenerate it).
     """
     data_dir = pathlib.Path(data_dir)
+    given_remedy = remedy is not None
     remedy = remedy or f"delete {str(data_dir)!r} and prepare it again."
     if not data_dir.is_dir():
         state = "is a file, not a prepared dataset folder" if data_dir.exists() else "does not exist"
-        raise UserError(f"Data folder {str(data_dir)!r} {state}.")
+        raise UserError(f"Data folder {str(data_dir)!r} {state}" + (f"; {remedy}" if given_remedy else "."))
     path = data_dir / MANIFEST
     if not path.exists():
         if data_dir.name.endswith(".partial") and (data_dir / "progress.json").exists():

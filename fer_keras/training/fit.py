@@ -79,7 +79,7 @@ def load_dataset(config, run_dir, *, quiet=False):
         # Verified as a prepared folder is: a resume finds the set the run generated, which may have been damaged since.
         manifest = records.read_manifest(data_dir, verify=True, remedy=regenerate_advice(run_dir, config))
     else:
-        manifest = records.read_manifest(config["data"], verify=True)
+        manifest = records.read_manifest(config["data"], verify=True, remedy=data_remedy(config["data"]))
     if manifest["kind"] != wanted:
         raise UserError(
             f"Model {spec.name!r} takes {spec.kind}s but {manifest['_dir']!r} holds {manifest['kind']} records."
@@ -118,6 +118,20 @@ def regenerate_advice(run_dir, config):
                f"{' --flow' if a['flow'] else ''} --seed {a['seed']} --capture {a['capture']}")
     return (f"it is the SynthFER set run {pathlib.Path(run_dir).name!r} generated: delete {str(data_dir)!r} and "
             f"generate it again as the run did, with `{command}`.")
+
+
+def data_remedy(data_dir):
+    """What to do about a missing, damaged or replaced data folder `data_dir`, or None: prepare it again (the words
+    of `records.read_manifest`). The SynthFER set a --data synth run generated into ``RUN/data`` (which its k-fold
+    folds train on too) is generated again with the run's settings (`regenerate_advice`)."""
+    owner = pathlib.Path(data_dir).parent
+    if pathlib.Path(data_dir).name != "data" or not (owner / "config.json").is_file():
+        return None
+    try:
+        config = read_run_config(owner)
+        return regenerate_advice(owner, config) if config.get("data") == "synth" and config.get("synth") else None
+    except (UserError, KeyError, TypeError):
+        return None
 
 
 def make_split(config, manifest):
@@ -863,9 +877,9 @@ def load_run(run_dir, *, needs_data=True):
     data_dir = run_data_dir(run_dir, config)
     try:
         # Commands that read the samples check the shards first: a damaged one is then said to be that (train does too).
-        remedy = regenerate_advice(run_dir, config) if config.get("data") == "synth" else None
+        remedy = regenerate_advice(run_dir, config) if config.get("data") == "synth" else data_remedy(data_dir)
         manifest = records.read_manifest(data_dir, verify=bool(needs_data), remedy=remedy)
-        replaced = _replaced_data(run_dir, config, manifest)
+        replaced = _replaced_data(run_dir, config, manifest, remedy)
         if replaced:
             raise UserError(replaced)
     except UserError as e:
@@ -891,14 +905,14 @@ def data_fingerprint(manifest):
         return None
 
 
-def _replaced_data(run_dir, config, manifest):
+def _replaced_data(run_dir, config, manifest, remedy=None):
     """Why the run's data folder no longer holds the data it was trained on, or None.
 
     Compared with what config.json recorded: its people, record kind, labels, image size and channels, and the
     fingerprint of its shards (other samples of the same people); a run made before a key was recorded skips it.
 
     Scoring such a folder as the run's held-out subjects would report other people, or other images under the same
-    sample ids, as its result.
+    sample ids, as its result. `remedy`: what to do instead of preparing it again (`data_remedy`).
     """
     recorded = config.get("dataset") or {}
     theirs = {"people": people(manifest), "kind": manifest.get("kind"), "labels": manifest.get("labels"),
@@ -910,8 +924,8 @@ def _replaced_data(run_dir, config, manifest):
     what = ", ".join(f"{k} {theirs[k]!r}, not {recorded[k]!r}" for k in differ if k != "fingerprint") or (
         "other samples: its shards' fingerprint differs")
     return (f"Data folder {str(manifest['_dir'])!r} was replaced since run {pathlib.Path(run_dir).name!r} trained on it "
-            f"({what}): prepare it again as it was, or score the run on it as another dataset with `fer-keras evaluate "
-            f"RUN --data {manifest['_dir']}`.")
+            f"({what}): {remedy[:-1] if remedy else 'prepare it again as it was'}, or score the run on it as another "
+            f"dataset with `fer-keras evaluate RUN --data {manifest['_dir']}`.")
 
 
 def check_version(run_dir, config):

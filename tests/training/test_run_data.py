@@ -8,6 +8,7 @@ import shutil
 import pytest
 
 from fer_keras.data import records
+from fer_keras.errors import UserError
 from fer_keras.training import config as config_lib
 from fer_keras.training import fit
 from tests.conftest import expect_ok, expect_user_error, invoke
@@ -91,3 +92,25 @@ def test_a_folder_run_config_with_or_without_the_generator_settings_is_read(runs
     assert ("synth" in fit.read_run_config(run)) == with_block  # a resume rewrites config.json as it found it
     expect_ok(invoke(*TRAIN, "--config", run / "config.json", "--out", tmp_path, "--name", "again"))
     assert "synth" not in fit.read_run_config(tmp_path / "again")
+
+
+def test_a_kfold_fold_and_a_missing_or_replaced_generated_set_get_the_regenerate_advice(runs, tmp_path):
+    """A k-fold fold of a --data synth run trains on RUN/data as a folder: its damage is the run's generated set too;
+    so is RUN/data deleted outright, or replaced by another set."""
+    run = tmp_path / "run"
+    shutil.copytree(runs["synth"], run)
+    advice = f"it is the SynthFER set run 'run' generated: delete {str(run / 'data')!r} and generate it again"
+    fold = dict(fit.read_run_config(run), data=str(run / "data"))
+    fold.pop("synth")
+    _damage(run / "data")
+    with pytest.raises(UserError, match="generate it again as the run did") as caught:
+        fit.load_dataset(config_lib.resolve(fold), tmp_path / "fold")
+    assert advice in str(caught.value)
+    shutil.rmtree(run / "data")
+    line = expect_user_error(invoke("evaluate", run))
+    assert line.startswith(f"Error: Data folder {str(run / 'data')!r} does not exist; {advice}")
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", run / "data", "--subjects", 4, "--samples-per-emotion", 1,
+                     "--size", 48, "--seed", 1))
+    line = expect_user_error(invoke("evaluate", run))
+    assert "was replaced since run 'run' trained on it (people 'synthfer seed 1', not 'synthfer seed 0')" in line
+    assert advice in line and "prepare it again" not in line
