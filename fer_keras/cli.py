@@ -338,6 +338,9 @@ for _name, _help in (
 @click.option("--subject-pattern", default=None,
               help="Regular expression searched in each file (or sequence folder) name; its first group is the subject "
                    "id. Without it each image (or sequence) is its own subject.")
+@click.option("--name", default=None,
+              help="The dataset's name (default: ROOT's folder name). Folders of one name hold the same people under "
+                   "the same subject ids, as far as the subject-leak checks of --init-from and evaluate --data go.")
 @click.option("--size", default=112, show_default=True, type=click.IntRange(32, 512), help="Aligned face size in pixels.")
 @click.option("--grey", is_flag=True, help="Store grey images.")
 @click.option("--flow", is_flag=True, help="Optical flow between consecutive frames (--kind sequence).")
@@ -345,13 +348,13 @@ for _name, _help in (
               help="Detect faces with dlib (default), or take each whole image as the face.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.pass_context
-def prepare_folder_cmd(ctx, root, out, kind, label_set, subject_pattern, size, grey, flow, detect, workers):
+def prepare_folder_cmd(ctx, root, out, kind, label_set, subject_pattern, name, size, grey, flow, detect, workers):
     """Any dataset as one folder per emotion (happy/, sad/ ... or train|val|test/happy/ ...): your own data."""
     from fer_keras.data_prep.adapters import prepare_dataset, summary
 
     manifest = prepare_dataset("folder", root, out, size=size, grey=grey, flow=flow, workers=workers, detect=detect,
                                protocol=kind, label_set=label_set, subject_pattern=subject_pattern,
-                               quiet=ctx.find_root().params["quiet"])
+                               dataset_name=name, quiet=ctx.find_root().params["quiet"])
     _echo(ctx, summary(manifest))
 
 

@@ -50,6 +50,7 @@ def prepare_dataset(
     label_set=None,
     subject_pattern=None,
     vocal=None,
+    dataset_name=None,
     quiet=False,
     on_shard_done=None,
 ):
@@ -77,6 +78,8 @@ def prepare_dataset(
         label_set: folder: the label set (default basic7); RAVDESS: default ravdess8 (basic7 skips calm).
         subject_pattern: folder: regular expression whose first group is the subject id.
         vocal: RAVDESS: "speech", "song" or "both" (default).
+        dataset_name: folder: the dataset's name (default: the root folder's), which says who its subject ids are: two
+            folders of one name hold the same people under the same ids, for the subject-leak checks.
         quiet: no progress bar.
         on_shard_done: optional callback(index, num_shards) after each finished shard.
 
@@ -87,7 +90,7 @@ def prepare_dataset(
     options = adapter.resolve(
         size=size, grey=grey, flow=flow, landmarks=landmarks, detect=detect, angles=angles,
         protocol=protocol, items_per_shard=items_per_shard, label_set=label_set, subject_pattern=subject_pattern,
-        vocal=vocal,
+        vocal=vocal, dataset_name=dataset_name,
     )
     return common.run(adapter, root, out, options, workers=workers, quiet=quiet, on_shard_done=on_shard_done)
 

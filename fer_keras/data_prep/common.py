@@ -84,6 +84,7 @@ class Options:
         label_set: the folder adapter's label set (default basic7).
         subject_pattern: the folder adapter's regular expression for subject ids.
         vocal: RAVDESS's vocal channel, "speech", "song" or "both" (None: both).
+        dataset_name: the folder adapter's dataset name (None: the root folder's name).
     """
 
     size: int = 112
@@ -97,6 +98,7 @@ class Options:
     label_set: str = None
     subject_pattern: str = None
     vocal: str = None
+    dataset_name: str = None
 
     @property
     def channels(self):
@@ -109,7 +111,8 @@ class Options:
     def params(self):
         d = dataclasses.asdict(self)
         d["angles"] = list(self.angles)
-        for key in ("label_set", "subject_pattern", "vocal"):  # the folder's and RAVDESS's; unset for the others
+        # the folder's and RAVDESS's; unset for the others, so that their fingerprints stay as they were
+        for key in ("label_set", "subject_pattern", "vocal", "dataset_name"):
             if d[key] is None:
                 del d[key]
         return d
@@ -337,7 +340,8 @@ class DatasetAdapter:
         return "basic7"
 
     def resolve(self, *, size=112, grey=False, flow=False, landmarks="dlib", detect=None, angles=("S",),
-                protocol=None, items_per_shard=None, label_set=None, subject_pattern=None, vocal=None):
+                protocol=None, items_per_shard=None, label_set=None, subject_pattern=None, vocal=None,
+                dataset_name=None):
         """Checks the options for this dataset and fills in its defaults -> `Options`."""
         if not isinstance(size, int) or not 16 <= size <= 1024:
             raise UserError(f"--size must be an integer in 16..1024. Received: size={size!r}")
@@ -371,6 +375,7 @@ class DatasetAdapter:
             label_set=label_set,
             subject_pattern=subject_pattern,
             vocal=vocal,
+            dataset_name=dataset_name,
         )
         if items_per_shard is None:
             options = dataclasses.replace(options, items_per_shard=16 if self.kind(options) == "sequence" else 512)

@@ -66,6 +66,8 @@ class FolderAdapter(common.DatasetAdapter):
 
         if self.label_set(options) not in LABEL_SETS:
             raise UserError(f"--label-set must be one of {sorted(LABEL_SETS)}. Received: {options.label_set!r}")
+        if options.dataset_name is not None and not re.fullmatch(r"[\w.-]+", options.dataset_name):
+            raise UserError(f"--name takes letters, digits, '.', '-' and '_'. Received: {options.dataset_name!r}")
         if options.subject_pattern is not None:
             try:
                 re.compile(options.subject_pattern)
@@ -158,5 +160,6 @@ class FolderAdapter(common.DatasetAdapter):
         return common.sequence_sample(item, frames, points, options)
 
     def manifest_extra(self, options):
-        """The manifest names the data by its folder ("folder:my_faces"), so metrics name it too."""
-        return {"dataset": f"folder:{self.dataset_name}"}
+        """The manifest names the data by --name or its folder ("folder:my_faces"), so metrics name it too, and the
+        subject-leak checks take two folders of one name for the same people."""
+        return {"dataset": f"folder:{options.dataset_name or self.dataset_name}"}

@@ -193,3 +193,32 @@ def test_entries_beside_the_split_folders_are_reported(tmp_path):
     assert dict(common.read_skipped(tmp_path / "out")) == {
         "happy": "beside the train/val/test folders: not used",
         "train/stray.png": "a file outside the emotion folders: not used"}
+
+
+def test_name_says_two_folders_hold_the_same_people(tmp_path):
+    """`--name`: two folders of one dataset under other root names (stills here, a copy there) are the same people
+    for the leak checks; by default each root's name is a dataset of its own, so no leak is seen between them."""
+    for root in ("lab_2024", "lab_copy"):
+        make_still_tree(tmp_path / root)
+    common_args = ["--subject-pattern", r"^(S\d+)_", "--size", 48, "--grey", "--no-detect"]
+    for root, name in (("lab_2024", "lab"), ("lab_copy", "lab")):
+        expect_ok(invoke("--quiet", "prepare", "folder", "--root", tmp_path / root, "--out", tmp_path / f"{root}_named",
+                         "--name", name, *common_args))
+    expect_ok(invoke("--quiet", "prepare", "folder", "--root", tmp_path / "lab_copy", "--out", tmp_path / "unnamed",
+                     *common_args))
+    assert common.read_skipped(tmp_path / "lab_copy_named")  # prepared as before: the name only names it
+    from fer_keras.data import records
+
+    assert records.read_manifest(tmp_path / "lab_copy_named")["dataset"] == "folder:lab"
+    assert records.read_manifest(tmp_path / "unnamed")["dataset"] == "folder:lab_copy"
+    train = ["train", "--model", "frame_cnn", "--epochs", 1, "--batch-size", 16, "--image-size", 32, "--folds", 3,
+             "--out", tmp_path]
+    expect_ok(invoke(*train, "--fold", 0, "--data", tmp_path / "lab_2024_named", "--name", "first"))  # trains on S012
+    line = expect_user_error(invoke(*train, "--fold", 2, "--data", tmp_path / "lab_copy_named", "--init-from",
+                                    tmp_path / "first", "--name", "second"))  # tests on S012
+    assert "was trained on folder:lab subjects that this run tests on (S012)" in line
+    expect_ok(invoke(*train, "--fold", 2, "--data", tmp_path / "unnamed", "--init-from", tmp_path / "first",
+                     "--name", "third"))
+    line = expect_user_error(invoke("prepare", "folder", "--root", tmp_path / "lab_copy", "--out", tmp_path / "x",
+                                    "--name", "my/lab"))
+    assert line == "Error: --name takes letters, digits, '.', '-' and '_'. Received: 'my/lab'"
