@@ -332,6 +332,7 @@ class DatasetAdapter:
     protocols = (None,)
     official_split = False
     items_per_shard = None
+    quiet = True  # no progress bar in list_items; `run` sets it from its own
 
     def kind(self, options):
         return "still"
@@ -710,6 +711,7 @@ def run(adapter, root, out, options, *, workers=1, quiet=False, on_shard_done=No
     kind, label_set = adapter.kind(options), adapter.label_set(options)
     labels = get_label_set(label_set)
 
+    adapter.quiet = quiet  # for a listing that takes long enough to show a bar (RAVDESS's videos)
     listed, skipped = adapter.list_items(root, options)
     skipped = [list(s) for s in skipped]
     items = []

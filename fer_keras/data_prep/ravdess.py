@@ -98,8 +98,13 @@ class RAVDESSAdapter(common.DatasetAdapter):
             recordings.setdefault(key, {})[modality] = (path, rel)
         if not recordings:
             raise self._no_videos(root, audio, options)
+        from fer_keras.progress import progress
+
         items = []
+        bar = progress(total=len(recordings) if options.protocol == "spread" else None, desc="RAVDESS videos' frame counts",
+                       unit="video", quiet=self.quiet or options.protocol != "spread")
         for key in sorted(recordings):
+            bar.update(1)
             copies = recordings[key]
             path, rel = copies.get("02") or copies["01"]
             if "02" in copies and "01" in copies:
@@ -117,6 +122,7 @@ class RAVDESSAdapter(common.DatasetAdapter):
             for index in common.spread_indices(count):
                 source = f"{rel}#frame={index + 1}"
                 items.append(dict(item, id=source, source_path=source, frame=index))
+        bar.close()
         return items, skipped
 
     def _no_videos(self, root, audio, options):
