@@ -209,7 +209,7 @@ def prepare_group():
 @click.option("--sequences-per-emotion", default=1, show_default=True, type=click.IntRange(1, 100))
 @click.option("--size", default=64, show_default=True, type=click.IntRange(48, 224))
 @click.option("--grey/--rgb", default=True, show_default=True)
-@click.option("--label-set", type=click.Choice(["basic7", "ckplus7"]), default="basic7", show_default=True)
+@click.option("--label-set", type=click.Choice(["basic7", "ckplus7", "ckplus8"]), default="basic7", show_default=True)
 @click.option("--flow", is_flag=True, help="Store optical flow per frame (sequences).")
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--capture", type=click.Choice(["wild", "lab"]), default="wild", show_default=True,

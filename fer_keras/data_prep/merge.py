@@ -7,11 +7,12 @@ of folders made by ``fer-keras prepare`` into one, unchanged but for two fields:
 * the subject id becomes ``<people>/<id>`` (``ckplus/S005``, ``mug/001``, ``synthfer seed 0/s0003``),
   where people is `fit.people` of the source: two datasets' subjects never share an id, and the
   subject-leak checks map each merged subject back to its dataset's person;
+* a sample's source path and a video's id become ``<people>/<path>`` and ``<people>/<id>`` as well;
 * the label is re-indexed into one label set, by emotion name (a record whose emotion the set
   lacks, such as CK+'s contempt in basic7, is listed in skipped.csv).
 
-The sources must hold the same kind of record at the same image size and channels, and all or
-none optical flow. The merged folder is split by subject at train time (the sources' own splits,
+The sources must hold the same kind of record at the same image size and channels, all or none
+optical flow, and (stills) all or none 68 landmarks. The merged folder is split by subject at train time (the sources' own splits,
 such as RAF-DB's, are not kept). Its manifest lists the sources (``merged_from``).
 
 Example (paper 004's training set, and its evaluation set):
@@ -72,6 +73,13 @@ def merge_prepared(sources, out, *, label_set=None, quiet=False):
         raise UserError(f"--label-set must be one of {sorted(LABEL_SETS)}. Received: {label_set!r}")
     names = get_label_set(label_set)
     who = [people(m) for m in manifests]
+    if first["kind"] == "still":  # all or none: landmark_arm checks the first records for them (`stills_with_landmarks`)
+        with_points = [bool(records.stills_with_landmarks(m, limit=1)) for m in manifests]
+        if any(with_points) and not all(with_points):
+            bare = [str(d) for d, has in zip(dirs, with_points) if not has]
+            raise UserError(f"{', '.join(map(repr, bare))} {'holds' if len(bare) == 1 else 'hold'} no 68 landmarks and "
+                            "the other folders do; landmark_arm would draw black heatmaps for part of the merge. Prepare "
+                            "them alike (dlib's detection and landmarks, the default).")
     sources_record = [{"dir": str(d), "dataset": m["dataset"], "people": p, "label_set": m["label_set"],
                        "protocol": m.get("params", {}).get("protocol"), "num_examples": m["num_examples"],
                        "data_fingerprint": data_fingerprint(m)}
@@ -115,6 +123,11 @@ def merge_prepared(sources, out, *, label_set=None, quiet=False):
                         continue
                     subject = f"{person}/{features['subject/id'].bytes_list.value[0].decode()}"
                     features["subject/id"].bytes_list.value[:] = [subject.encode()]
+                    # a sample's and a video's id too: two datasets (or SynthFER seeds) may use the same
+                    features["source/path"].bytes_list.value[:] = [f"{person}/{source}".encode()]
+                    if kind == "sequence":
+                        video = features["sequence/id"].bytes_list.value[0].decode()
+                        features["sequence/id"].bytes_list.value[:] = [f"{person}/{video}".encode()]
                     features["label/index"].int64_list.value[:] = [names.index(emotion)]
                     features["label/set"].bytes_list.value[:] = [label_set.encode()]
                     writer.add(record.SerializeToString(deterministic=True), emotion, subject)

@@ -95,11 +95,17 @@ class RAVDESSAdapter(common.DatasetAdapter):
             if vocal not in VOCAL[options.vocal or "both"]:
                 continue
             key = (vocal, emotion, intensity, statement, repetition, actor)
-            recordings.setdefault(key, {})[modality] = (path, rel)
+            copies = recordings.setdefault(key, {})
+            if modality in copies:  # the same file name twice (an archive unpacked into two folders)
+                skipped.append((rel, f"the same recording as {copies[modality][1]}"))
+                continue
+            copies[modality] = (path, rel)
         if not recordings:
             raise self._no_videos(root, audio, options)
+        from fer_keras.labels import get_label_set
         from fer_keras.progress import progress
 
+        labels = get_label_set(self.label_set(options))
         items = []
         bar = progress(total=len(recordings) if options.protocol == "spread" else None, desc="RAVDESS videos' frame counts",
                        unit="video", quiet=self.quiet or options.protocol != "spread")
@@ -110,6 +116,9 @@ class RAVDESSAdapter(common.DatasetAdapter):
             if "02" in copies and "01" in copies:
                 skipped.append((copies["01"][1], f"the same frames as its video-only copy {path.name}"))
             vocal, emotion, _, _, _, actor = key
+            if EMOTIONS[emotion] not in labels:  # said once per video, not once per spread frame
+                skipped.append((rel, f"label {EMOTIONS[emotion]} is not in label set {self.label_set(options)}"))
+                continue
             item = {"id": rel, "source_path": rel, "subject_id": f"Actor_{actor}", "sequence_id": path.stem,
                     "emotion": EMOTIONS[emotion], "video": str(path)}
             if options.protocol == "sequence":

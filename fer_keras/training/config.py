@@ -11,6 +11,9 @@ import pathlib
 from fer_keras.errors import UserError
 from fer_keras.json_files import read_json_object
 
+# The label sets SynthFER draws (every emotion in them is one of `labels.EMOTIONS`; ravdess8's calm is not).
+SYNTH_LABEL_SETS = ("basic7", "ckplus7", "ckplus8")
+
 LR_SCHEDULES = ("constant", "cosine")
 
 DEFAULTS = {
@@ -136,7 +139,15 @@ def _validate(c):
     if c["size"] not in spec.sizes:
         raise UserError(f"Model {c['model']!r} has no size {c['size']!r}. Sizes: {', '.join(sorted(spec.sizes))}.")
     s = c["synth"]
-    if s["subjects"] < 2:
-        raise UserError(f"synth.subjects must be at least 2. Received: {s['subjects']}")
-    if not 48 <= s["size"] <= 224:
-        raise UserError(f"synth.size must be in 48..224. Received: {s['size']}")
+    # the ranges and choices of `fer-keras prepare synth`, whose command a damaged RUN/data is regenerated with
+    for key, low, high in (("subjects", 2, 100000), ("samples_per_emotion", 1, 1000), ("sequences_per_emotion", 1, 100),
+                           ("size", 48, 224)):
+        if not isinstance(s.get(key), int) or isinstance(s[key], bool) or not low <= s[key] <= high:
+            raise UserError(f"synth.{key} must be an integer in {low}..{high}. Received: {s.get(key)!r}")
+    if not isinstance(s.get("seed"), int) or isinstance(s["seed"], bool):
+        raise UserError(f"synth.seed must be an integer. Received: {s.get('seed')!r}")
+    if s.get("label_set") not in SYNTH_LABEL_SETS:
+        raise UserError(f"synth.label_set must be one of {list(SYNTH_LABEL_SETS)} (SynthFER draws no other emotion). "
+                        f"Received: {s.get('label_set')!r}")
+    if s.get("capture", "wild") not in ("wild", "lab"):
+        raise UserError(f"synth.capture must be 'wild' or 'lab'. Received: {s.get('capture')!r}")

@@ -46,7 +46,8 @@ def test_records_keep_their_images_under_dataset_prefixed_subjects_and_one_label
     assert len(merged) == manifest["num_examples"] == 3 * 7 + 2 * 6  # b's contempt is not in basic7
     for r in merged:
         person, subject = r["subject"].split("/")
-        original = sources[(person, subject, r["source"])]
+        assert r["source"].startswith(f"{person}/")  # a's and b's sample ids are the same: kept apart too
+        original = sources[(person, subject, r["source"][len(person) + 1:])]
         np.testing.assert_array_equal(r["image"], original["image"])
         assert r["name"] == original["name"] and r["label"] == names.index(r["name"])
     assert sorted(manifest["counts_per_subject"]) == [f"synthfer seed 0/synth000{i}" for i in range(3)] + [
@@ -174,3 +175,32 @@ def test_paper_004_union_trains_vae_swap_and_scores_it_on_a_merge_of_the_same_da
     expect_ok(invoke(*train, "--folds", 8, "--name", "few"))  # one test subject: 7 images, for k = 9 clusters
     line = expect_user_error(invoke("evaluate", tmp_path / "few", "--data", tmp_path / "eval_set"))
     assert "The run's test subjects have 7 images here; k-means++ with k=9 needs at least 9" in line
+
+
+def test_sequences_keep_apart_the_videos_of_two_datasets_under_the_same_ids(tmp_path):
+    """Per-video scores group clips by their video's id: two SynthFER seeds name their videos alike."""
+    first, second = tmp_path / "first", tmp_path / "second"
+    prepare_synth(first, kind="sequence", subjects=2, size=48, flow=True, quiet=True)
+    prepare_synth(second, kind="sequence", subjects=2, size=48, flow=True, seed=1, quiet=True)
+    manifest = merge_prepared([first, second], tmp_path / "m", quiet=True)
+    assert manifest["kind"] == "sequence" and manifest["flow_bound"] == records.DEFAULT_FLOW_BOUND
+    merged = [records.parse_sequence(r) for r in tf.data.TFRecordDataset(records.shard_paths(manifest))]
+    videos = [r["video"].numpy().decode() for r in merged]
+    assert len(videos) == len(set(videos)) == manifest["num_examples"] == 2 * 2 * 7
+    originals = {r["video"].numpy().decode() for r in (records.parse_sequence(x) for x in
+                 tf.data.TFRecordDataset(records.shard_paths(records.read_manifest(first))))}
+    assert {v.partition("/")[2] for v in videos if v.startswith("synthfer seed 0/")} == originals
+    assert {r["subject"].numpy().decode().partition("/")[0] for r in merged} == {"synthfer seed 0", "synthfer seed 1"}
+
+
+def test_stills_with_and_without_landmarks_are_not_merged(folders, tmp_path):
+    """landmark_arm refuses data without 68 landmarks by its first records: a merge holds all or none."""
+    from fer_keras.data_prep.adapters import prepare_dataset
+    from tests.data_prep.test_folder import make_still_tree
+
+    _, a, _ = folders
+    make_still_tree(tmp_path / "faces")
+    prepare_dataset("folder", tmp_path / "faces", tmp_path / "bare", size=48, grey=True, detect=False, quiet=True)
+    with pytest.raises(UserError, match="bare' holds no 68 landmarks and the other folders do"):
+        merge_prepared([a, tmp_path / "bare"], tmp_path / "m", label_set="basic7", quiet=True)
+    assert not (tmp_path / "m").exists()

@@ -40,6 +40,7 @@ def tree(tmp_path_factory):
     (root / "Actor_03/02-01-07-01-01-01-03.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))  # corrupt
     (root / "Actor_03/03-01-07-01-01-01-03.wav").write_bytes(b"RIFF" + bytes(40))  # audio only: not read
     write_video(root / "Actor_03/holiday.mp4")
+    write_video(root / "again/Actor_02/02-01-05-02-01-01-02.mp4")  # an archive unpacked a second time elsewhere
     return root
 
 
@@ -86,7 +87,8 @@ def test_copies_corrupt_videos_and_strangers_are_skipped_with_reasons(sequences)
     assert skipped["Actor_02/01-01-05-02-01-01-02.mp4"] == "the same frames as its video-only copy 02-01-05-02-01-01-02.mp4"
     assert skipped["Actor_03/02-01-07-01-01-01-03.mp4"].startswith("not a readable video")
     assert skipped["Actor_03/holiday.mp4"].startswith("not a RAVDESS video name")
-    assert len(skipped) == manifest["num_skipped"] == 3  # the .wav is not read, nor listed
+    assert skipped["again/Actor_02/02-01-05-02-01-01-02.mp4"] == "the same recording as Actor_02/02-01-05-02-01-01-02.mp4"
+    assert len(skipped) == manifest["num_skipped"] == 4  # the .wav is not read, nor listed
 
 
 def test_spread_protocol_gives_8_stills_at_equal_intervals_per_video(tree, tmp_path):
@@ -117,6 +119,10 @@ def test_vocal_channel_and_label_set(tree, tmp_path):
     assert basic["label_set"] == "basic7" and basic["counts_per_class"]["anger"] == 1 and basic["num_examples"] == 1
     skipped = dict(common.read_skipped(tmp_path / "basic7"))
     assert skipped["Actor_02/02-01-02-01-01-02-02.mp4"] == "label calm is not in label set basic7"
+    prepare_dataset("ravdess", tree, tmp_path / "spread7", size=SIZE, detect=False, protocol="spread",
+                    label_set="basic7", quiet=True)
+    calm = [p for p, reason in common.read_skipped(tmp_path / "spread7") if "calm" in reason]
+    assert calm == ["Actor_02/02-01-02-01-01-02-02.mp4"]  # once for the video, not for each of its frames
 
 
 def test_defaults_spelled_out_find_the_same_preparation(tree, tmp_path):

@@ -61,6 +61,13 @@ def test_unknown_cli_key():
     ({"channels": 2}, "channels must be 1 or 3"),
     ({"synth": {"subjects": 1}}, "synth.subjects"),
     ({"synth": {"size": 32}}, "synth.size"),
+    # the choices and ranges of `prepare synth`, whose command regenerates a run's damaged data
+    ({"synth": {"label_set": "ravdess8"}}, r"synth.label_set must be one of \['basic7', 'ckplus7', 'ckplus8'\]"),
+    ({"synth": {"samples_per_emotion": 0}}, "synth.samples_per_emotion must be an integer in 1..1000"),
+    ({"synth": {"sequences_per_emotion": 101}}, "synth.sequences_per_emotion must be an integer in 1..100"),
+    ({"synth": {"subjects": 100001}}, "synth.subjects must be an integer in 2..100000"),
+    ({"synth": {"seed": 1.5}}, "synth.seed must be an integer"),
+    ({"synth": {"capture": "studio"}}, "synth.capture must be 'wild' or 'lab'"),
     ({"fold": 5}, "fold must be in 0..4 for 5 folds"),
     ({"fold": -1}, "fold must be in 0..4"),
     ({"model": "resnet50"}, "Unknown model 'resnet50'"),

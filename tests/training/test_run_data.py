@@ -114,3 +114,20 @@ def test_a_kfold_fold_and_a_missing_or_replaced_generated_set_get_the_regenerate
     line = expect_user_error(invoke("evaluate", run))
     assert "was replaced since run 'run' trained on it (people 'synthfer seed 1', not 'synthfer seed 0')" in line
     assert advice in line and "prepare it again" not in line
+
+
+@pytest.mark.parametrize("model, synth", [
+    ("frame_cnn", {"label_set": "ckplus8", "seed": 7, "grey": False}),
+    ("convgru", {"label_set": "ckplus7", "capture": "lab", "flow": True, "sequences_per_emotion": 2}),
+])
+def test_the_regenerate_command_is_one_prepare_synth_takes_and_writes_the_same_set(model, synth, tmp_path):
+    """Every generator setting a config may hold is one `prepare synth` accepts, so the advice always runs."""
+    config = config_lib.resolve({"model": model, "data": "synth",
+                                 "synth": dict(subjects=2, samples_per_emotion=1, size=48, **synth)})
+    command = shlex.split(fit.regenerate_advice(tmp_path / "run", config).split("`")[1])
+    expect_ok(invoke("--quiet", *command[1:]))
+    from fer_keras.data_prep.synth import prepare_synth
+
+    expected = prepare_synth(tmp_path / "expected", **fit.synth_arguments(config), quiet=True)
+    assert [s["sha256"] for s in records.read_manifest(tmp_path / "run" / "data")["shards"]] == [
+        s["sha256"] for s in expected["shards"]]
