@@ -24,6 +24,7 @@ Example (paper 004's training set, and its evaluation set):
 import os
 import pathlib
 import shutil
+import sys
 
 from fer_keras.errors import UserError
 
@@ -73,6 +74,21 @@ def merge_prepared(sources, out, *, label_set=None, quiet=False):
         raise UserError(f"--label-set must be one of {sorted(LABEL_SETS)}. Received: {label_set!r}")
     names = get_label_set(label_set)
     who = [people(m) for m in manifests]
+    prints = [data_fingerprint(m) for m in manifests]
+    for i in range(len(dirs)):
+        for j in range(i):
+            if prints[i] == prints[j]:
+                raise UserError(f"{str(dirs[j])!r} and {str(dirs[i])!r} hold the same records (one is a copy of the "
+                                "other); merge each dataset once.")
+            if who[i] == who[j]:
+                hint = (" If they are other people, prepare one of them again with `prepare folder --name`."
+                        if who[i].startswith("folder:") else "")
+                print(f"Note: {str(dirs[j])!r} and {str(dirs[i])!r} hold the same people ({who[i]}): a subject id in "
+                      f"both is one person in the merge, and a sample in both is counted twice.{hint}", file=sys.stderr)
+    official = [str(d) for d, m in zip(dirs, manifests) if m.get("official_split")]
+    if official:
+        print(f"Note: the merge is split by subject at train time; the official split of {', '.join(official)} is not "
+              "kept (its test samples join the folds).", file=sys.stderr)
     if first["kind"] == "still":  # all or none: landmark_arm checks the first records for them (`stills_with_landmarks`)
         with_points = [bool(records.stills_with_landmarks(m, limit=1)) for m in manifests]
         if any(with_points) and not all(with_points):
@@ -88,14 +104,16 @@ def merge_prepared(sources, out, *, label_set=None, quiet=False):
     out = pathlib.Path(out).expanduser().absolute()
     if any(out.resolve() == d or d in out.resolve().parents for d in dirs):
         raise UserError(f"--out {str(out)!r} is inside a --from folder; write the merge beside them.")
+    why = ""
     if (out / records.MANIFEST).exists():
         done = records.read_manifest(out)
         if done.get("merged_from") == sources_record and done.get("label_set") == label_set:
             done["_already"] = True
             return done
+        why = f" ({_what_differs(done, sources_record, label_set)})"
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"Output folder {str(out)!r} already exists and is not this merge; choose another --out or "
-                        "delete it.")
+        raise UserError(f"Output folder {str(out)!r} already exists and is not this merge{why}; choose another --out "
+                        "or delete it.")
     partial = out.with_name(out.name + ".partial")
     if partial.exists():
         raise UserError(f"{str(partial)!r} exists (a merge that stopped, or not fer-keras's); delete it, then run the "
@@ -143,6 +161,20 @@ def merge_prepared(sources, out, *, label_set=None, quiet=False):
         shutil.rmtree(partial, ignore_errors=True)
         raise
     return records.read_manifest(out)
+
+
+def _what_differs(done, sources, label_set):
+    """Why the merge finished in a folder is not the one asked for, in a few words."""
+    before = done.get("merged_from") or []
+    if not before:
+        return "it is a prepared dataset, not a merge"
+    if [s["dir"] for s in before] != [s["dir"] for s in sources]:
+        same = sorted(s["dir"] for s in before) == sorted(s["dir"] for s in sources)
+        return "its --from folders were given in another order" if same else "its --from folders were others"
+    changed = [s["dir"] for s, b in zip(sources, before) if s != b]
+    if changed:
+        return f"{', '.join(changed)} changed since it was made: merge again into another --out"
+    return f"its label set is {done.get('label_set')}, not {label_set}"
 
 
 def summary(manifest):

@@ -101,7 +101,7 @@ class RAVDESSAdapter(common.DatasetAdapter):
                 continue
             copies[modality] = (path, rel)
         if not recordings:
-            raise self._no_videos(root, audio, options)
+            raise self._no_videos(root, audio, options, [path for path, reason in skipped if reason.startswith("an archive")])
         from fer_keras.labels import get_label_set
         from fer_keras.progress import progress
 
@@ -114,7 +114,7 @@ class RAVDESSAdapter(common.DatasetAdapter):
             copies = recordings[key]
             path, rel = copies.get("02") or copies["01"]
             if "02" in copies and "01" in copies:
-                skipped.append((copies["01"][1], f"the same frames as its video-only copy {path.name}"))
+                skipped.append((copies["01"][1], f"the same frames as its video-only copy {rel}"))
             vocal, emotion, _, _, _, actor = key
             if EMOTIONS[emotion] not in labels:  # said once per video, not once per spread frame
                 skipped.append((rel, f"label {EMOTIONS[emotion]} is not in label set {self.label_set(options)}"))
@@ -134,7 +134,10 @@ class RAVDESSAdapter(common.DatasetAdapter):
         bar.close()
         return items, skipped
 
-    def _no_videos(self, root, audio, options):
+    def _no_videos(self, root, audio, options, archives):
+        if archives:
+            return UserError(f"{root} holds RAVDESS archives still packed ({archives[0]}{' ...' if len(archives) > 1 else ''}); "
+                             "unpack them under --root first.")
         if audio:
             return UserError(f"{root} holds RAVDESS audio files only ({audio} .wav); prepare needs the videos: unpack "
                              "the Video_Speech_Actor_NN.zip and Video_Song_Actor_NN.zip archives under --root.")

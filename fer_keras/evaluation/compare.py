@@ -182,8 +182,10 @@ def _paired_tests(rows):
                           if row["accuracy"] is not None else "not scored by class labels")
     best = _read_predictions(rows[0]["predictions"]) if rows and rows[0]["predictions"] else None
     if best is None:
+        why = ("the best run's predictions.csv names a sample twice or cannot be read" if rows and rows[0]["predictions"]
+               else "the best run has no predictions.csv: evaluate it again")
         for row in rows[1:]:
-            row["no_test"] = row["no_test"] or "the best run has no predictions.csv: evaluate it again"
+            row["no_test"] = row["no_test"] or why
         return
     for row in rows[1:]:
         other = _read_predictions(row["predictions"]) if row["predictions"] else None

@@ -186,15 +186,23 @@ def _evaluation_set(run_dir, data_dir, config, manifest, target, spec, model, qu
     --protocol spread` and `--protocol still` make the two folders. The run's own split picks the subjects.
     """
     recorded = (config.get("dataset") or {}).get("people") or manifest["dataset"]
-    if target["kind"] != "still" or fit.people(target) != recorded:
+    split = Split.from_dict(config["split_subjects"])
+    theirs = fit.people(target)
+    keys = {side: [fit.subject_key(recorded, s) for s in getattr(split, side)] for side in ("train", "val", "test")}
+    if recorded == fit.MERGED and theirs != fit.MERGED and any(p == theirs for side in keys.values() for p, _ in side):
+        # one of the datasets merged, on its own (MUG's apex stills): the run's subjects of it, under its own ids
+        split = Split(**{side: tuple(s for p, s in keys[side] if p == theirs) for side in keys},
+                      description=f"{split.description}, its {theirs} subjects", official=split.official)
+        recorded = theirs
+    if target["kind"] != "still" or theirs != recorded:
         whose = ("the datasets it was merged from, e.g. a `prepare merge` of their --protocol still folders"
-                 if recorded == fit.MERGED else f"{recorded}, e.g. `prepare mug --protocol still`")
+                 + " or the still folder of one of them" if recorded == fit.MERGED
+                 else f"{recorded}, e.g. `prepare mug --protocol still`")
         raise UserError(f"{config['model']!r} is scored by its own evaluator: --data takes its evaluation set, stills of "
                         f"the people it trained on ({whose}); "
-                        f"{str(data_dir)!r} holds {target['kind']}s of {fit.people(target)}.")
+                        f"{str(data_dir)!r} holds {target['kind']}s of {theirs}.")
     if recorded == fit.MERGED:  # the people of the datasets merged, each of them one the run trained on
-        ours = {fit.subject_key(recorded, s)[0] for side in ("train", "val", "test")
-                for s in config["split_subjects"].get(side, ())}
+        ours = {p for side in keys.values() for p, _ in side}
         others = sorted({fit.subject_key(recorded, s)[0] for s in target["counts_per_subject"]} - ours)
         if others:
             raise UserError(f"{str(data_dir)!r} holds people of {', '.join(others)}, which {str(run_dir)!r} did not "
@@ -203,7 +211,6 @@ def _evaluation_set(run_dir, data_dir, config, manifest, target, spec, model, qu
     if any(source.get("protocol") == "spread" for source in sources):
         raise UserError(f"{str(data_dir)!r} is paper 004's training set (--protocol spread): its evaluation set is the same "
                         f"dataset prepared with --protocol still.")
-    split = Split.from_dict(config["split_subjects"])
     # At the run's own input size and channels, whatever the folder's (as cross-dataset evaluation does)
     size, channels = fit.input_geometry(config, manifest)
     metrics = resolve_hook(spec.evaluator)(run_dir=run_dir, config=dict(config, image_size=size, channels=channels),

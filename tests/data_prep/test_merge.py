@@ -64,8 +64,32 @@ def test_the_same_merge_again_is_found_finished(folders, tmp_path):
     first = merge_prepared([a, b], tmp_path / "m", label_set="ckplus8", quiet=True)
     again = merge_prepared([a, b], tmp_path / "m", label_set="ckplus8", quiet=True)
     assert again.get("_already") and again["shards"] == first["shards"]
-    with pytest.raises(UserError, match="already exists and is not this merge"):
+    with pytest.raises(UserError, match=r"is not this merge \(its label set is ckplus8, not basic7\); choose another"):
         merge_prepared([a, b], tmp_path / "m", label_set="basic7", quiet=True)
+    with pytest.raises(UserError, match=r"is not this merge \(its --from folders were given in another order\)"):
+        merge_prepared([b, a], tmp_path / "m", label_set="ckplus8", quiet=True)
+
+
+def test_a_copy_is_refused_and_the_same_people_twice_or_an_official_split_are_noted(folders, tmp_path, capsys):
+    import shutil
+
+    _, a, b = folders
+    shutil.copytree(a, tmp_path / "a_copy")
+    with pytest.raises(UserError, match="hold the same records \\(one is a copy of the other\\)"):
+        merge_prepared([a, tmp_path / "a_copy", b], tmp_path / "m", label_set="basic7", quiet=True)
+    assert not (tmp_path / "m").exists()
+    prepare_synth(tmp_path / "a_more", subjects=3, samples_per_emotion=2, size=48, quiet=True)  # seed 0: a's people
+    manifest = merge_prepared([a, tmp_path / "a_more"], tmp_path / "m", quiet=True)
+    assert "hold the same people (synthfer seed 0): a subject id in both is one person" in capsys.readouterr().err
+    assert len(manifest["counts_per_subject"]) == 3 and manifest["num_examples"] == 3 * 7 * 3
+    from fer_keras.data_prep.adapters import prepare_dataset
+    from tests.data_prep.test_folder import make_still_tree
+
+    make_still_tree(tmp_path / "raw" / "train")
+    make_still_tree(tmp_path / "raw" / "test")
+    prepare_dataset("folder", tmp_path / "raw", tmp_path / "official", size=48, grey=True, quiet=True)
+    merge_prepared([a, tmp_path / "official"], tmp_path / "m2", quiet=True)
+    assert f"the official split of {tmp_path / 'official'} is not kept" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case, message", [
@@ -152,7 +176,7 @@ def test_paper_004_union_trains_vae_swap_and_scores_it_on_a_merge_of_the_same_da
     from tests.training.test_vae_swap import TINY
 
     first, second = tmp_path / "first", tmp_path / "second"
-    prepare_synth(first, subjects=4, samples_per_emotion=1, size=48, quiet=True)
+    prepare_synth(first, subjects=4, samples_per_emotion=2, size=48, quiet=True)
     prepare_synth(second, subjects=4, samples_per_emotion=1, size=48, seed=5, quiet=True)
     merge_prepared([first, second], tmp_path / "train_set", quiet=True)
     merge_prepared([first, second], tmp_path / "eval_set", quiet=True)  # SynthFER: one folder serves both
@@ -164,15 +188,21 @@ def test_paper_004_union_trains_vae_swap_and_scores_it_on_a_merge_of_the_same_da
     expect_ok(invoke(*train, "--folds", 4, "--name", "vae"))
     expect_ok(invoke("--quiet", "evaluate", tmp_path / "vae", "--data", tmp_path / "eval_set"))
     metrics = json.loads((tmp_path / "vae" / "cross" / "eval_set" / "metrics.json").read_text())
-    assert metrics["kmeans_test"]["images"] == 2 * 7 and metrics["kmeans_train"]["images"] == 4 * 7  # of 8 subjects
+    # 4-fold over 8 subjects: seed 0's and seed 5's synth0000 test, their synth0002-3 train (14 images a seed-0 subject)
+    assert metrics["kmeans_test"]["images"] == 14 + 7 and metrics["kmeans_train"]["images"] == 2 * 14 + 2 * 7
+    expect_ok(invoke("--quiet", "evaluate", tmp_path / "vae", "--data", first))  # one of the datasets merged, alone
+    metrics = json.loads((tmp_path / "vae" / "cross" / "first" / "metrics.json").read_text())
+    assert metrics["kmeans_test"]["images"] == 14 and metrics["kmeans_train"]["images"] == 2 * 14
+    assert metrics["protocol"].endswith("its synthfer seed 0 subjects")
     third = tmp_path / "third"
     prepare_synth(third, subjects=2, samples_per_emotion=1, size=48, seed=9, quiet=True)
     merge_prepared([second, third], tmp_path / "other_people", quiet=True)
     line = expect_user_error(invoke("evaluate", tmp_path / "vae", "--data", tmp_path / "other_people"))
     assert "holds people of synthfer seed 9, which" in line
-    line = expect_user_error(invoke("evaluate", tmp_path / "vae", "--data", first))
+    line = expect_user_error(invoke("evaluate", tmp_path / "vae", "--data", third))
     assert "stills of the people it trained on (the datasets it was merged from" in line
-    expect_ok(invoke(*train, "--folds", 8, "--name", "few"))  # one test subject: 7 images, for k = 9 clusters
+    assert "or the still folder of one of them); " in line and "holds stills of synthfer seed 9" in line
+    expect_ok(invoke(*train, "--folds", 8, "--fold", 4, "--name", "few"))  # one test subject of 7 images, for k = 9
     line = expect_user_error(invoke("evaluate", tmp_path / "few", "--data", tmp_path / "eval_set"))
     assert "The run's test subjects have 7 images here; k-means++ with k=9 needs at least 9" in line
 

@@ -84,7 +84,8 @@ def test_first_and_last_frames_are_the_decoded_video_aligned_once(tree, sequence
 def test_copies_corrupt_videos_and_strangers_are_skipped_with_reasons(sequences):
     out, manifest, _ = sequences
     skipped = dict(common.read_skipped(out))
-    assert skipped["Actor_02/01-01-05-02-01-01-02.mp4"] == "the same frames as its video-only copy 02-01-05-02-01-01-02.mp4"
+    assert skipped["Actor_02/01-01-05-02-01-01-02.mp4"] == (
+        "the same frames as its video-only copy Actor_02/02-01-05-02-01-01-02.mp4")
     assert skipped["Actor_03/02-01-07-01-01-01-03.mp4"].startswith("not a readable video")
     assert skipped["Actor_03/holiday.mp4"].startswith("not a RAVDESS video name")
     assert skipped["again/Actor_02/02-01-05-02-01-01-02.mp4"] == "the same recording as Actor_02/02-01-05-02-01-01-02.mp4"
@@ -135,6 +136,7 @@ def test_defaults_spelled_out_find_the_same_preparation(tree, tmp_path):
 @pytest.mark.parametrize("files, message", [
     (["Actor_01/03-01-01-01-01-01-01.wav"], "holds RAVDESS audio files only (1 .wav)"),
     (["Actor_01/clip.avi"], "does not look like RAVDESS: no videos named like 02-01-03-01-01-01-01.mp4"),
+    (["Video_Song_Actor_01.zip", "Audio_Song_Actors_01-24.zip"], "holds RAVDESS archives still packed (Audio_Song"),
 ])
 def test_folders_without_ravdess_videos_are_refused_in_one_line(tmp_path, files, message):
     for name in files:

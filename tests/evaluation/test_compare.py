@@ -185,6 +185,13 @@ def test_a_run_given_twice_is_one_row_and_a_missing_test_says_why(evaluated, tmp
     (bare / "metrics.json").write_text(json.dumps(dict(metrics, accuracy=-1.0)))  # ranked below still_run
     result = expect_ok(invoke("compare", still_run, bare))
     assert "n/a (no predictions.csv: evaluate the run again)" in result.output
+    twice = tmp_path / "twice"  # the best run's file names a sample twice: evaluating it again would not help
+    shutil.copytree(still_run, twice, ignore=shutil.ignore_patterns("cross"))
+    lines = (twice / "predictions.csv").read_text().splitlines()
+    (twice / "predictions.csv").write_text("\n".join(lines + lines[-1:]) + "\n")
+    (twice / "metrics.json").write_text(json.dumps(dict(metrics, accuracy=2.0)))  # ranked first
+    result = expect_ok(invoke("compare", twice, still_run))
+    assert "n/a (the best run's predictions.csv names a sample twice or cannot be read)" in result.output
 
 
 def test_clip_runs_rank_by_the_units_mcnemar_pairs(evaluated, tmp_path):
