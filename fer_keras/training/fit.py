@@ -86,6 +86,11 @@ def load_dataset(config, run_dir, *, quiet=False):
         )
     if "flow" in str(config["streams"]) and not manifest.get("flow_bound"):
         raise UserError(f"{manifest['_dir']!r} has no optical flow, which --streams rgb,flow takes; prepare it with --flow.")
+    bare = [s["dir"] for s in manifest.get("merged_from") or () if s.get("landmarks") is False]
+    if manifest["kind"] == "still" and builder_takes(spec.name, "num_landmarks") and bare:
+        raise UserError(f"Model {spec.name!r} draws its heatmaps from dlib's 68 landmarks, and {manifest['_dir']!r} "
+                        f"merges stills without them ({', '.join(bare)}); merge folders prepared with dlib's detection "
+                        "and landmarks, the default.")
     if manifest["kind"] == "still" and builder_takes(spec.name, "num_landmarks") and not records.stills_with_landmarks(manifest):
         # Without them every heatmap is black and the landmark branch learns a constant, silently.
         raise UserError(
@@ -116,21 +121,34 @@ def regenerate_advice(run_dir, config):
                f"--samples-per-emotion {a['samples_per_emotion']} --sequences-per-emotion {a['sequences_per_emotion']} "
                f"--size {a['size']} {'--grey' if a['grey'] else '--rgb'} --label-set {a['label_set']}"
                f"{' --flow' if a['flow'] else ''} --seed {a['seed']} --capture {a['capture']}")
-    return (f"it is the SynthFER set run {pathlib.Path(run_dir).name!r} generated: delete {str(data_dir)!r} and "
-            f"generate it again as the run did, with `{command}`.")
+    return (f"it is the SynthFER set run {pathlib.Path(run_dir).name!r} generated: remove what is left of "
+            f"{str(data_dir)!r} and generate it again as the run did, with `{command}`.")
 
 
-def data_remedy(data_dir):
+def data_remedy(data_dir, expected=None):
     """What to do about a missing, damaged or replaced data folder `data_dir`, or None: prepare it again (the words
     of `records.read_manifest`). The SynthFER set a --data synth run generated into ``RUN/data`` (which its k-fold
-    folds train on too) is generated again with the run's settings (`regenerate_advice`)."""
-    owner = pathlib.Path(data_dir).parent
-    if pathlib.Path(data_dir).name != "data" or not (owner / "config.json").is_file():
+    folds train on too) is generated again with the run's settings (`regenerate_advice`).
+
+    It is that set only where the run above it recorded it as its own ``data`` and with the same samples: the
+    fingerprint `expected` (what the calling run recorded), else the one of the manifest found there. A folder the
+    user prepared and named ``data`` beside a copy of some run's config.json is not.
+    """
+    data_dir = pathlib.Path(data_dir)
+    owner = data_dir.parent
+    if data_dir.name != "data" or not (owner / "config.json").is_file():
         return None
     try:
         config = read_run_config(owner)
-        return regenerate_advice(owner, config) if config.get("data") == "synth" and config.get("synth") else None
-    except (UserError, KeyError, TypeError):
+        recorded = config.get("dataset") or {}
+        if config.get("data") != "synth" or not config.get("synth") or recorded.get("dir") != "data":
+            return None
+        if expected is None and (data_dir / records.MANIFEST).is_file():
+            expected = data_fingerprint(read_json_object(data_dir / records.MANIFEST))
+        if expected is None or expected != recorded.get("fingerprint"):
+            return None
+        return regenerate_advice(owner, config)
+    except (UserError, KeyError, TypeError, AttributeError):
         return None
 
 
@@ -877,7 +895,8 @@ def load_run(run_dir, *, needs_data=True):
     data_dir = run_data_dir(run_dir, config)
     try:
         # Commands that read the samples check the shards first: a damaged one is then said to be that (train does too).
-        remedy = regenerate_advice(run_dir, config) if config.get("data") == "synth" else data_remedy(data_dir)
+        remedy = (regenerate_advice(run_dir, config) if config.get("data") == "synth"
+                  else data_remedy(data_dir, (config.get("dataset") or {}).get("fingerprint")))
         manifest = records.read_manifest(data_dir, verify=bool(needs_data), remedy=remedy)
         replaced = _replaced_data(run_dir, config, manifest, remedy)
         if replaced:

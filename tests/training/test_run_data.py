@@ -44,7 +44,7 @@ def test_a_damaged_shard_of_generated_data_says_how_to_generate_it_again(runs, t
     line = expect_user_error(invoke("evaluate", run))
     assert line.startswith(f"Error: Shard {shard} is corrupt: its sha256 does not match the manifest")
     assert "prepare it again" not in line  # nobody prepared it: the run generated it
-    assert f"it is the SynthFER set run 'run' generated: delete {str(run / 'data')!r} and generate it again" in line
+    assert f"it is the SynthFER set run 'run' generated: remove what is left of {str(run / 'data')!r} and generate it again" in line
     # A resume checks the data it finds in the run as well, before it touches the run.
     resumed = expect_user_error(invoke("train", "--resume", run, "--epochs", 2))
     assert resumed == line
@@ -99,7 +99,7 @@ def test_a_kfold_fold_and_a_missing_or_replaced_generated_set_get_the_regenerate
     so is RUN/data deleted outright, or replaced by another set."""
     run = tmp_path / "run"
     shutil.copytree(runs["synth"], run)
-    advice = f"it is the SynthFER set run 'run' generated: delete {str(run / 'data')!r} and generate it again"
+    advice = f"it is the SynthFER set run 'run' generated: remove what is left of {str(run / 'data')!r} and generate it again"
     fold = dict(fit.read_run_config(run), data=str(run / "data"))
     fold.pop("synth")
     _damage(run / "data")
@@ -131,3 +131,19 @@ def test_the_regenerate_command_is_one_prepare_synth_takes_and_writes_the_same_s
     expected = prepare_synth(tmp_path / "expected", **fit.synth_arguments(config), quiet=True)
     assert [s["sha256"] for s in records.read_manifest(tmp_path / "run" / "data")["shards"]] == [
         s["sha256"] for s in expected["shards"]]
+
+
+def test_a_users_data_folder_beside_a_copied_config_is_not_taken_for_a_generated_set(runs, tmp_path):
+    """`train --config runs/x/config.json` copied beside the user's own ./data: its damage is theirs to prepare again."""
+    project = tmp_path / "project"
+    project.mkdir()
+    shutil.copy(runs["synth"] / "config.json", project / "config.json")
+    expect_ok(invoke("--quiet", "prepare", "synth", "--out", project / "data", "--subjects", 4, "--samples-per-emotion", 1,
+                     "--size", 48, "--seed", 7))
+    expect_ok(invoke(*TRAIN, "--config", project / "config.json", "--data", project / "data", "--out", tmp_path,
+                     "--name", "mine"))
+    _damage(project / "data")
+    line = expect_user_error(invoke("evaluate", tmp_path / "mine"))
+    assert line.endswith(f"delete {str(project / 'data')!r} and prepare it again.") and "SynthFER set run" not in line
+    with pytest.raises(UserError, match="and prepare it again"):
+        fit.load_dataset(config_lib.resolve({"model": "frame_cnn", "data": str(project / "data")}), tmp_path / "new")
