@@ -160,7 +160,7 @@ def synth_group(ctx):
 @click.option("--out", "out", default="synthfer_preview.png", show_default=True, type=click.Path(dir_okay=False))
 @click.option("--subjects", default=6, show_default=True, type=click.IntRange(1, 20))
 @click.option("--size", default=96, show_default=True, type=click.IntRange(48, 224))
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--grey", is_flag=True, help="Grey instead of RGB.")
 @click.option("--capture", type=click.Choice(["wild", "lab"]), default="wild", show_default=True,
               help="wild: every image its own scene and pose; lab: one session per subject (row).")
@@ -180,7 +180,7 @@ def synth_preview(ctx, out, subjects, size, seed, grey, capture):
 @click.option("--per-emotion", default=1, show_default=True, type=click.IntRange(1, 1000))
 @click.option("--size", default=128, show_default=True, type=click.IntRange(48, 224))
 @click.option("--grey/--rgb", default=False, show_default=True)
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--capture", type=click.Choice(["wild", "lab"]), default="wild", show_default=True,
               help="wild: every image its own scene and pose (RAF-DB-like); lab: one session per subject (CK+/MUG/JAFFE-like).")
 @click.pass_context
@@ -211,7 +211,7 @@ def prepare_group():
 @click.option("--grey/--rgb", default=True, show_default=True)
 @click.option("--label-set", type=click.Choice(["basic7", "ckplus7", "ckplus8"]), default="basic7", show_default=True)
 @click.option("--flow", is_flag=True, help="Store optical flow per frame (sequences).")
-@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--seed", default=0, show_default=True, type=click.IntRange(0))
 @click.option("--capture", type=click.Choice(["wild", "lab"]), default="wild", show_default=True,
               help="wild: every image its own scene and pose (RAF-DB-like); lab: one session per subject (CK+/MUG/JAFFE-like).")
 @click.pass_context

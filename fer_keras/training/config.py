@@ -138,14 +138,20 @@ def _validate(c):
     spec = get_spec(c["model"])
     if c["size"] not in spec.sizes:
         raise UserError(f"Model {c['model']!r} has no size {c['size']!r}. Sizes: {', '.join(sorted(spec.sizes))}.")
-    s = c["synth"]
-    # the ranges and choices of `fer-keras prepare synth`, whose command a damaged RUN/data is regenerated with
+    if c["data"] == "synth":  # a prepared folder's run drops the block unread (`resolve`)
+        _validate_synth(c["synth"])
+
+
+def _validate_synth(s):
+    """The generator settings of a --data synth run, as `fer-keras prepare synth` takes them: a damaged RUN/data is
+    regenerated with that command (`fit.regenerate_advice`)."""
     for key, low, high in (("subjects", 2, 100000), ("samples_per_emotion", 1, 1000), ("sequences_per_emotion", 1, 100),
-                           ("size", 48, 224)):
+                           ("size", 48, 224), ("seed", 0, 2**31 - 1)):
         if not isinstance(s.get(key), int) or isinstance(s[key], bool) or not low <= s[key] <= high:
             raise UserError(f"synth.{key} must be an integer in {low}..{high}. Received: {s.get(key)!r}")
-    if not isinstance(s.get("seed"), int) or isinstance(s["seed"], bool):
-        raise UserError(f"synth.seed must be an integer. Received: {s.get('seed')!r}")
+    for key in ("grey", "flow"):
+        if not isinstance(s.get(key), bool):
+            raise UserError(f"synth.{key} must be true or false. Received: {s.get(key)!r}")
     if s.get("label_set") not in SYNTH_LABEL_SETS:
         raise UserError(f"synth.label_set must be one of {list(SYNTH_LABEL_SETS)} (SynthFER draws no other emotion). "
                         f"Received: {s.get('label_set')!r}")

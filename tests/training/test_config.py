@@ -68,6 +68,8 @@ def test_unknown_cli_key():
     ({"synth": {"subjects": 100001}}, "synth.subjects must be an integer in 2..100000"),
     ({"synth": {"seed": 1.5}}, "synth.seed must be an integer"),
     ({"synth": {"capture": "studio"}}, "synth.capture must be 'wild' or 'lab'"),
+    ({"synth": {"seed": -1}}, r"synth.seed must be an integer in 0\.\."),
+    ({"synth": {"grey": "no"}}, "synth.grey must be true or false"),
     ({"fold": 5}, "fold must be in 0..4 for 5 folds"),
     ({"fold": -1}, "fold must be in 0..4"),
     ({"model": "resnet50"}, "Unknown model 'resnet50'"),
@@ -162,3 +164,9 @@ def test_a_run_config_with_a_relative_data_folder_resolves_to_the_folder_the_run
     assert config_lib.resolve(old)["data"] == str(tmp_path / "data" / "still")
     assert config_lib.resolve(old, data="elsewhere")["data"] == "elsewhere"  # the command line still wins
     assert config_lib.resolve(dict(old, data="synth"))["data"] == "synth"
+
+
+def test_a_prepared_folders_run_ignores_a_leftover_synth_block():
+    """The block is dropped unread where no SynthFER is generated: its values cannot refuse the run."""
+    config = config_lib.resolve({"data": "some/folder", "synth": {"label_set": "ravdess8", "samples_per_emotion": 0}})
+    assert "synth" not in config
