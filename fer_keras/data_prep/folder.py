@@ -66,8 +66,10 @@ class FolderAdapter(common.DatasetAdapter):
 
         if self.label_set(options) not in LABEL_SETS:
             raise UserError(f"--label-set must be one of {sorted(LABEL_SETS)}. Received: {options.label_set!r}")
-        if options.dataset_name is not None and not re.fullmatch(r"[\w.-]+", options.dataset_name):
-            raise UserError(f"--name takes letters, digits, '.', '-' and '_'. Received: {options.dataset_name!r}")
+        name = options.dataset_name
+        if name is not None and (not name.strip() or "/" in name or "\\" in name or not name.isprintable()):
+            # a merged subject id is <people>/<id> (`fit.subject_key`): a name must not hold the separator
+            raise UserError(f"--name must be a non-empty name without '/' or '\\'. Received: {name!r}")
         if options.subject_pattern is not None:
             try:
                 re.compile(options.subject_pattern)

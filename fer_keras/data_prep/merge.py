@@ -11,8 +11,9 @@ of folders made by ``fer-keras prepare`` into one, unchanged but for two fields:
 * the label is re-indexed into one label set, by emotion name (a record whose emotion the set
   lacks, such as CK+'s contempt in basic7, is listed in skipped.csv).
 
-The sources must hold the same kind of record at the same image size and channels, all or none
-optical flow, and (stills) all or none 68 landmarks. The merged folder is split by subject at train time (the sources' own splits,
+The sources must hold the same kind of record at the same image size and channels, and all or
+none optical flow. Stills of some sources without 68 landmarks are merged with a note (landmark_arm
+then refuses the merge). The merged folder is split by subject at train time (the sources' own splits,
 such as RAF-DB's, are not kept). Its manifest lists the sources (``merged_from``).
 
 Example (paper 004's training set, and its evaluation set):
@@ -89,17 +90,17 @@ def merge_prepared(sources, out, *, label_set=None, quiet=False):
     if official:
         print(f"Note: the merge is split by subject at train time; the official split of {', '.join(official)} is not "
               "kept (its test samples join the folds).", file=sys.stderr)
-    if first["kind"] == "still":  # all or none: landmark_arm checks the first records for them (`stills_with_landmarks`)
-        with_points = [bool(records.stills_with_landmarks(m, limit=1)) for m in manifests]
-        if any(with_points) and not all(with_points):
-            bare = [str(d) for d, has in zip(dirs, with_points) if not has]
-            raise UserError(f"{', '.join(map(repr, bare))} {'holds' if len(bare) == 1 else 'hold'} no 68 landmarks and "
-                            "the other folders do; landmark_arm would draw black heatmaps for part of the merge. Prepare "
-                            "them alike (dlib's detection and landmarks, the default).")
+    # stills: whether each source has 68 landmarks (a folder has them all, or none), for landmark_arm's check in train
+    with_points = [bool(records.stills_with_landmarks(m, limit=1)) if m["kind"] == "still" else None for m in manifests]
+    if any(with_points) and not all(with_points):
+        bare = [str(d) for d, has in zip(dirs, with_points) if not has]
+        print(f"Note: {', '.join(map(repr, bare))} {'holds' if len(bare) == 1 else 'hold'} no 68 landmarks and the "
+              "other folders do: landmark_arm, which draws its heatmaps from them, will not train on this merge.",
+              file=sys.stderr)
     sources_record = [{"dir": str(d), "dataset": m["dataset"], "people": p, "label_set": m["label_set"],
                        "protocol": m.get("params", {}).get("protocol"), "num_examples": m["num_examples"],
-                       "data_fingerprint": data_fingerprint(m)}
-                      for d, m, p in zip(dirs, manifests, who)]
+                       "data_fingerprint": data_fingerprint(m), "landmarks": points}
+                      for d, m, p, points in zip(dirs, manifests, who, with_points)]
 
     out = pathlib.Path(out).expanduser().absolute()
     if any(out.resolve() == d or d in out.resolve().parents for d in dirs):

@@ -189,6 +189,9 @@ def _paired_tests(rows):
         return
     for row in rows[1:]:
         other = _read_predictions(row["predictions"]) if row["predictions"] else None
+        if other is None and row["predictions"]:
+            row["no_test"] = row["no_test"] or "its predictions.csv names a sample twice or cannot be read"
+            continue
         if other is None or other.keys() != best.keys() or any(other[k][0] != best[k][0] for k in best):
             row["no_test"] = row["no_test"] or "other test samples than the best run"
             continue

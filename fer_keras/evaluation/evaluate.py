@@ -193,6 +193,10 @@ def _evaluation_set(run_dir, data_dir, config, manifest, target, spec, model, qu
         # one of the datasets merged, on its own (MUG's apex stills): the run's subjects of it, under its own ids
         split = Split(**{side: tuple(s for p, s in keys[side] if p == theirs) for side in keys},
                       description=f"{split.description}, its {theirs} subjects", official=split.official)
+        missing = [side for side in ("train", "test") if not getattr(split, side)]
+        if missing:
+            raise UserError(f"{str(run_dir)!r} has no {' or '.join(missing)} subjects of {theirs} ({split.description}): "
+                            f"score it on a merge of its datasets' evaluation sets instead.")
         recorded = theirs
     if target["kind"] != "still" or theirs != recorded:
         whose = ("the datasets it was merged from, e.g. a `prepare merge` of their --protocol still folders"

@@ -221,4 +221,7 @@ def test_name_says_two_folders_hold_the_same_people(tmp_path):
                      "--name", "third"))
     line = expect_user_error(invoke("prepare", "folder", "--root", tmp_path / "lab_copy", "--out", tmp_path / "x",
                                     "--name", "my/lab"))
-    assert line == "Error: --name takes letters, digits, '.', '-' and '_'. Received: 'my/lab'"
+    assert line == "Error: --name must be a non-empty name without '/' or '\\'. Received: 'my/lab'"
+    expect_ok(invoke("--quiet", "prepare", "folder", "--root", tmp_path / "lab_copy", "--out", tmp_path / "spaced",
+                     "--name", "My Faces (CK+)", *common_args))
+    assert records.read_manifest(tmp_path / "spaced")["dataset"] == "folder:My Faces (CK+)"

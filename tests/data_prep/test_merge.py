@@ -205,6 +205,8 @@ def test_paper_004_union_trains_vae_swap_and_scores_it_on_a_merge_of_the_same_da
     expect_ok(invoke(*train, "--folds", 8, "--fold", 4, "--name", "few"))  # one test subject of 7 images, for k = 9
     line = expect_user_error(invoke("evaluate", tmp_path / "few", "--data", tmp_path / "eval_set"))
     assert "The run's test subjects have 7 images here; k-means++ with k=9 needs at least 9" in line
+    line = expect_user_error(invoke("evaluate", tmp_path / "few", "--data", first))  # it tests seed 5's synth0000 only
+    assert "has no test subjects of synthfer seed 0 (" in line and "score it on a merge of its datasets'" in line
 
 
 def test_sequences_keep_apart_the_videos_of_two_datasets_under_the_same_ids(tmp_path):
@@ -223,14 +225,20 @@ def test_sequences_keep_apart_the_videos_of_two_datasets_under_the_same_ids(tmp_
     assert {r["subject"].numpy().decode().partition("/")[0] for r in merged} == {"synthfer seed 0", "synthfer seed 1"}
 
 
-def test_stills_with_and_without_landmarks_are_not_merged(folders, tmp_path):
-    """landmark_arm refuses data without 68 landmarks by its first records: a merge holds all or none."""
+def test_stills_with_and_without_landmarks_are_merged_but_not_for_landmark_arm(folders, tmp_path, capsys):
+    """landmark_arm checks the first records for 68 landmarks: a merge of folders with and without them is refused
+    for it by the merge's own record of its sources, and trains the other models."""
     from fer_keras.data_prep.adapters import prepare_dataset
     from tests.data_prep.test_folder import make_still_tree
 
     _, a, _ = folders
     make_still_tree(tmp_path / "faces")
     prepare_dataset("folder", tmp_path / "faces", tmp_path / "bare", size=48, grey=True, detect=False, quiet=True)
-    with pytest.raises(UserError, match="bare' holds no 68 landmarks and the other folders do"):
-        merge_prepared([a, tmp_path / "bare"], tmp_path / "m", label_set="basic7", quiet=True)
-    assert not (tmp_path / "m").exists()
+    manifest = merge_prepared([a, tmp_path / "bare"], tmp_path / "m", label_set="basic7", quiet=True)
+    assert "bare' holds no 68 landmarks and the other folders do" in capsys.readouterr().err
+    assert [s["landmarks"] for s in manifest["merged_from"]] == [True, False]
+    assert records.stills_with_landmarks(manifest) > 0  # the first records have them: the merge must say
+    train = ["train", "--epochs", 1, "--batch-size", 16, "--image-size", 32, "--data", tmp_path / "m", "--out", tmp_path]
+    line = expect_user_error(invoke(*train, "--model", "landmark_arm", "--name", "arm"))
+    assert f"merges stills without them ({tmp_path / 'bare'})" in line
+    expect_ok(invoke(*train, "--model", "frame_cnn", "--name", "cnn"))

@@ -192,6 +192,9 @@ def test_a_run_given_twice_is_one_row_and_a_missing_test_says_why(evaluated, tmp
     (twice / "metrics.json").write_text(json.dumps(dict(metrics, accuracy=2.0)))  # ranked first
     result = expect_ok(invoke("compare", twice, still_run))
     assert "n/a (the best run's predictions.csv names a sample twice or cannot be read)" in result.output
+    (twice / "metrics.json").write_text(json.dumps(dict(metrics, accuracy=-2.0)))  # ranked last
+    result = expect_ok(invoke("compare", still_run, twice))
+    assert "n/a (its predictions.csv names a sample twice or cannot be read)" in result.output
 
 
 def test_clip_runs_rank_by_the_units_mcnemar_pairs(evaluated, tmp_path):
