@@ -267,7 +267,8 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
 
     Faces are found and aligned as `fer-keras predict` does (dlib), and one face is followed through the
     frames (`_followed_face`): the largest of the first frame with a face, then the face overlapping it
-    most from frame to frame. A frame where it is not found ends a run of frames; clips of T frames are
+    most from frame to frame; once it has not been found for T frames, the largest face seen next (one
+    wrong first detection does not lose the rest of the video, and no clip mixes the two). A frame where it is not found ends a run of frames; clips of T frames are
     cut from each run counted back from its last frame (the apex of a CK+ or MUG sequence), so that a clip
     never spans a gap nor mixes two people, and the last `count` of them are kept (only their crops stay
     in memory). Runs shorter than T give no clip unless no run makes one: then the longest gives one
@@ -301,6 +302,7 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
     wholes = collections.deque(maxlen=kept)  # whole frames, used when no frame has a face
     followed = None  # the box of the followed face where it was last found
     first, several = None, None  # frame indices: the followed face's first, the first showing more than one face
+    lost, switched = 0, None  # frames since the followed face was last found; the first frame a new one was taken
 
     def end_run():
         nonlocal longest
@@ -318,24 +320,30 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
             if len(found) > 1 and several is None:
                 several = index
             face = _followed_face(found, followed)
+            if face is None and found and lost >= steps:  # lost for a clip's length: the largest face seen now
+                face, switched = found[0], switched if switched is not None else index
             if face is not None:
                 first = index if first is None else first
-                followed = face[0]
+                followed, lost = face[0], 0
                 run.append((index, face[2]))
-            elif run:
-                end_run()
-            elif followed is None:
-                wholes.append((index, crop_faces(rgb, size, channels, detect="none")[0][2]))
+            else:
+                lost += 1
+                if run:
+                    end_run()
+                elif followed is None:
+                    wholes.append((index, crop_faces(rgb, size, channels, detect="none")[0][2]))
             bar.update(1)
     if read == 0:
         raise UserError(f"Cannot read video {str(path)!r}: it holds no readable frame.")
     if total and total - read >= max(2, 0.05 * total):  # as predict says of it (containers state the count roughly)
         print(f"Note: {path} ends after {read} of the {total} frames it states (truncated or damaged); the frames "
               "read are explained.", file=sys.stderr)
-    if several is not None:
-        print(f"Note: {path} shows more than one face (from frame {several}); the clips follow one, the largest in "
-              f"frame {first}, by its overlap from frame to frame, and leave out the frames where it is not found.",
-              file=sys.stderr)
+    if several is not None or switched is not None:
+        print(f"Note: {path} shows more than one face (from frame {several if several is not None else switched}); "
+              f"the clips follow one, the largest in frame {first}, by its overlap from frame to frame, and leave out "
+              "the frames where it is not found"
+              + (f"; lost for a clip's length, the largest face seen then is followed instead (from frame {switched})"
+                 if switched is not None else "") + ".", file=sys.stderr)
     end_run()
     if not clips:
         if followed is None:

@@ -102,3 +102,17 @@ def test_without_any_face_the_whole_frames_are_explained(tmp_path, capsys):
     assert ids == ["none_f0"] and x.shape == (1,) + SHAPE
     assert [float(f.mean()) for f in x[0]] == [0.0, 60.0, 120.0, 120.0]
     assert "dlib found no face in " in capsys.readouterr().err
+
+
+def test_a_face_lost_for_a_clips_length_gives_way_to_the_largest_face_seen_then(tmp_path, capsys):
+    """One wrong first face (here: a face that leaves after 3 frames) does not cost the rest of the video."""
+    count = 3 + 2 * CLIP_LENGTH
+    left, right = _faces(2, "surprise", count), _faces(3, "happiness", count)
+    frames = [_canvas({0: (left[t], 1.0)}, slots=2) if t < 3 else _canvas({1: (right[t], 1.0)}, slots=2)
+              for t in range(count)]
+    x, ids = sequence_clips(_folder(tmp_path / "leaves", frames), SHAPE, 8, quiet=True)
+    first_right = 3 + CLIP_LENGTH  # the right face, someone else, is taken once the left one is lost for T frames
+    assert ids == [f"leaves_f{first_right}"]
+    expected = np.stack([_crop(frames[t]) for t in range(first_right, first_right + CLIP_LENGTH)])
+    np.testing.assert_array_equal(x[0], expected.astype(np.float32))
+    assert f"the largest face seen then is followed instead (from frame {first_right})" in capsys.readouterr().err
