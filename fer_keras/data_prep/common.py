@@ -399,6 +399,10 @@ class DatasetAdapter:
     def manifest_extra(self, options):
         return {}
 
+    def group(self, item):
+        """Items of one group that follow each other are prepared in one worker process; None: each on its own."""
+        return None
+
 
 def still_sample(item, crop, points=None, **extra):
     sample = {
@@ -499,6 +503,34 @@ def _work(adapter, item, options):
         raise RuntimeError(f"preparing {item['source_path']} failed: {type(e).__name__}: {e}") from e
 
 
+def _work_group(adapter, items, options):
+    """`_work` of each of `items`, in one process (items that share a file: RAVDESS's stills of one video)."""
+    return [_work(adapter, item, options) for item in items]
+
+
+def _grouped_results(adapter, items, options, workers, uses_dlib):
+    """`_work` of each item, in order: runs of consecutive items of one `adapter.group(item)` go to one process
+    together, so that what they share (a decoded video) is read once."""
+    def groups():
+        batch, key = [], None
+        for item in items:
+            this = adapter.group(item)
+            if batch and (this is None or this != key):
+                yield (adapter, batch, options)
+                batch = []
+            batch.append(item)
+            key = this
+        if batch:
+            yield (adapter, batch, options)
+
+    results = _ordered_results(groups(), workers, uses_dlib, work=_work_group)
+    try:
+        for group in results:
+            yield from group
+    finally:
+        results.close()
+
+
 def _context(uses_dlib):
     """'forkserver' where the platform has it, else 'spawn'.
 
@@ -518,11 +550,11 @@ def _context(uses_dlib):
     return context
 
 
-def _ordered_results(jobs, workers, uses_dlib=True):
-    """Yields `_work(*job)` for each job, in order, computed by `workers` processes."""
+def _ordered_results(jobs, workers, uses_dlib=True, work=_work):
+    """Yields `work(*job)` for each job, in order, computed by `workers` processes."""
     if workers <= 1:  # in this process, leaving its OpenCV threads as they are
         for job in jobs:
-            yield _work(*job)
+            yield work(*job)
         return
     import concurrent.futures
 
@@ -539,7 +571,7 @@ def _ordered_results(jobs, workers, uses_dlib=True):
     try:
         try:
             for job in itertools.islice(jobs, 2 * workers + 2):
-                pending.append(executor.submit(_work, *job))
+                pending.append(executor.submit(work, *job))
         except concurrent.futures.process.BrokenProcessPool:
             raise broken() from None
         while pending:
@@ -547,7 +579,7 @@ def _ordered_results(jobs, workers, uses_dlib=True):
                 result = pending.popleft().result()
                 job = next(jobs, None)
                 if job is not None:
-                    pending.append(executor.submit(_work, *job))
+                    pending.append(executor.submit(work, *job))
             except concurrent.futures.process.BrokenProcessPool:
                 raise broken() from None
             yield result
@@ -778,7 +810,7 @@ def _write(adapter, root, out, partial, options, kind, label_set, labels, items,
     bar = progress_bar(total=len(items), desc=f"{adapter.title} {kind}s", unit="item", quiet=quiet)
     bar.update(sum(len(plan[k]) for k in done))
     uses_dlib = options.detect and not options.dataset_landmarks
-    results = _ordered_results(((adapter, item, options) for k in todo for item in plan[k]), workers, uses_dlib)
+    results = _grouped_results(adapter, (item for k in todo for item in plan[k]), options, workers, uses_dlib)
     writer = tmp = None
     try:
         for k in todo:

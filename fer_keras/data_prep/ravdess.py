@@ -147,6 +147,9 @@ class RAVDESSAdapter(common.DatasetAdapter):
         return UserError(f"{root} does not look like RAVDESS: no videos named like 02-01-03-01-01-01-01.mp4 (the "
                          "Actor_NN/ folders of Video_Speech_Actor_NN.zip and Video_Song_Actor_NN.zip) at any depth.")
 
+    def group(self, item):
+        return item["video"] if "frame" in item else None  # a video's spread stills: decoded once, in one process
+
     def load(self, item, options):
         if options.protocol == "sequence":
             count = _decodable_frames(item["video"])

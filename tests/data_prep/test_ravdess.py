@@ -160,3 +160,22 @@ def test_cli_prepares_the_spread_set_of_the_song_videos(tree, tmp_path):
     output = expect_ok(invoke("prepare", "ravdess", "--root", tree, "--out", tmp_path / "o", "--size", SIZE,
                               "--protocol", "spread", "--vocal", "song", "--grey")).output
     assert "Prepared 14 still records of 2 subjects (ravdess, label set ravdess8)" in output  # 8 + 6 frames
+
+
+def test_workers_prepare_the_same_spread_stills_decoding_each_video_in_one_process(tree, tmp_path, monkeypatch):
+    """A video's 8 stills go to one worker together (`DatasetAdapter.group`): decoded once, the same records."""
+    from fer_keras.data_prep import ravdess
+
+    decoded, batches = [], []
+    real_open, real_group = ravdess._open, common._work_group
+    monkeypatch.setattr(ravdess, "_open", lambda path: decoded.append(path) or real_open(path))
+    monkeypatch.setattr(common, "_work_group", lambda a, items, o: batches.append(items) or real_group(a, items, o))
+    one = prepare_dataset("ravdess", tree, tmp_path / "one", size=SIZE, detect=False, protocol="spread", quiet=True)
+    videos = {s.split("#")[0] for s in (r["source"] for r in trees.read_stills(tmp_path / "one")[1])}
+    assert len(decoded) == len(set(decoded)) == len(videos)  # each video opened once
+    assert all(len({item["video"] for item in batch}) == 1 for batch in batches)  # one video's stills a batch
+    assert sorted(batch[0]["video"] for batch in batches) == sorted(str(tree / v) for v in videos)
+    monkeypatch.undo()  # the spies cannot be sent to worker processes
+    two = prepare_dataset("ravdess", tree, tmp_path / "two", size=SIZE, detect=False, protocol="spread", workers=2,
+                          quiet=True)
+    assert [s["sha256"] for s in one["shards"]] == [s["sha256"] for s in two["shards"]]
