@@ -509,12 +509,14 @@ def _work_group(adapter, items, options):
 
 
 def _grouped_results(adapter, items, options, workers, uses_dlib):
-    """`_work` of each item, in order: runs of consecutive items of one `adapter.group(item)` go to one process
-    together, so that what they share (a decoded video) is read once."""
+    """`_work` of each item of `items` [(shard index, item)], in order: runs of consecutive items of one
+    `adapter.group(item)` within a shard go to one process together, so that what they share (a decoded video) is
+    read once; a group ends with its shard, so that a stop loses no finished shard."""
     def groups():
         batch, key = [], None
-        for item in items:
+        for shard, item in items:
             this = adapter.group(item)
+            this = None if this is None else (shard, this)
             if batch and (this is None or this != key):
                 yield (adapter, batch, options)
                 batch = []
@@ -810,7 +812,7 @@ def _write(adapter, root, out, partial, options, kind, label_set, labels, items,
     bar = progress_bar(total=len(items), desc=f"{adapter.title} {kind}s", unit="item", quiet=quiet)
     bar.update(sum(len(plan[k]) for k in done))
     uses_dlib = options.detect and not options.dataset_landmarks
-    results = _grouped_results(adapter, (item for k in todo for item in plan[k]), options, workers, uses_dlib)
+    results = _grouped_results(adapter, ((k, item) for k in todo for item in plan[k]), options, workers, uses_dlib)
     writer = tmp = None
     try:
         for k in todo:

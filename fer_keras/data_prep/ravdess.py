@@ -34,6 +34,7 @@ Example (paper 004's training set, with MUG's and CK+'s):
 """
 
 import dataclasses
+import os
 import re
 
 import cv2
@@ -212,12 +213,18 @@ class _FrameReader:
         self.capture.release()
 
 
-_LAST_VIDEO = {}  # {path: ({index: frame}, decoded count)} of the video read last in this process (spread items come in order)
+_LAST_VIDEO = {}  # {(path, size, mtime): ({index: frame}, decoded count)} of the video read last in this process
 
 
 def _frame(path, index):
-    """Frame `index` of the video at `path`: its spread frames are decoded once and kept for the next items."""
-    if path not in _LAST_VIDEO:
+    """Frame `index` of the video at `path`: its spread frames are decoded once and kept for the next items (of the
+    same file: a video written again at that path is read again)."""
+    try:
+        stat = os.stat(path)
+    except OSError:
+        raise common.Skip("not a readable video (it is gone)") from None
+    key = (path, stat.st_size, stat.st_mtime_ns)
+    if key not in _LAST_VIDEO:
         _LAST_VIDEO.clear()
         keep = set(common.spread_indices(_stated_frames(path)))
         if not keep:
@@ -230,8 +237,8 @@ def _frame(path, index):
                 count += 1
         finally:
             capture.release()
-        _LAST_VIDEO[path] = frames, count
-    frames, count = _LAST_VIDEO[path]
+        _LAST_VIDEO[key] = frames, count
+    frames, count = _LAST_VIDEO[key]
     if index not in frames:
         raise common.Skip(f"the video ends after {count} decodable frames, before frame {index + 1} its container states")
     return frames[index]

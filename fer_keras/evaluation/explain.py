@@ -339,11 +339,11 @@ def sequence_clips(path, input_shape, count, *, flow_bound=None, quiet=False):
         print(f"Note: {path} ends after {read} of the {total} frames it states (truncated or damaged); the frames "
               "read are explained.", file=sys.stderr)
     if several is not None or switched is not None:
-        print(f"Note: {path} shows more than one face (from frame {several if several is not None else switched}); "
-              f"the clips follow one, the largest in frame {first}, by its overlap from frame to frame, and leave out "
-              "the frames where it is not found"
-              + (f"; lost for a clip's length, the largest face seen then is followed instead (from frame {switched})"
-                 if switched is not None else "") + ".", file=sys.stderr)
+        seen = f"shows more than one face (from frame {several})" if several is not None else "loses its face"
+        print(f"Note: {path} {seen}; the clips follow one, the largest in frame {first}, by its overlap from frame to "
+              "frame, and leave out the frames where it is not found"
+              + (f"; missing for a clip's length, it gives way to the largest face seen then, another or the same one "
+                 f"elsewhere (from frame {switched})" if switched is not None else "") + ".", file=sys.stderr)
     end_run()
     if not clips:
         if followed is None:

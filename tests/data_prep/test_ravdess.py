@@ -179,3 +179,30 @@ def test_workers_prepare_the_same_spread_stills_decoding_each_video_in_one_proce
     two = prepare_dataset("ravdess", tree, tmp_path / "two", size=SIZE, detect=False, protocol="spread", workers=2,
                           quiet=True)
     assert [s["sha256"] for s in one["shards"]] == [s["sha256"] for s in two["shards"]]
+
+
+def test_a_group_ends_with_its_shard_and_a_video_written_again_is_read_again(tree, tmp_path, monkeypatch):
+    """A stop loses no finished shard to a video's group; the decoded-video cache holds the file it read, not a path."""
+    import shutil
+
+    batches = []
+    real_group = common._work_group
+    monkeypatch.setattr(common, "_work_group", lambda a, items, o: batches.append(items) or real_group(a, items, o))
+    prepare_dataset("ravdess", tree, tmp_path / "small", size=SIZE, detect=False, protocol="spread", items_per_shard=3,
+                    quiet=True)
+    position = 0
+    for batch in batches:
+        assert len({(position + i) // 3 for i in range(len(batch))}) == 1  # within one shard
+        position += len(batch)
+    assert max(len(b) for b in batches) == 3 and position == sum(len(b) for b in batches)
+    song = tmp_path / "raw/Actor_01/02-02-03-01-01-01-01.mp4"  # the one video: the last read, then the first
+    song.parent.mkdir(parents=True)
+    shutil.copy(tree / "Video_Song_Actor_01/Actor_01/02-02-03-01-01-01-01.mp4", song)
+    raw = tmp_path / "raw"
+    first = prepare_dataset("ravdess", raw, tmp_path / "first", size=SIZE, detect=False, protocol="spread", quiet=True)
+    writer = cv2.VideoWriter(str(song), cv2.VideoWriter_fourcc(*"mp4v"), 30, (300, 300))
+    for frame in trees.photo_sequence(11):
+        writer.write(255 - frame)  # other pixels, the same frame count
+    writer.release()
+    again = prepare_dataset("ravdess", raw, tmp_path / "again", size=SIZE, detect=False, protocol="spread", quiet=True)
+    assert [s["sha256"] for s in first["shards"]] != [s["sha256"] for s in again["shards"]]
