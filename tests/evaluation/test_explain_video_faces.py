@@ -8,23 +8,15 @@ from fer_keras.data_prep.flow import sequence_flow
 from fer_keras.evaluation.explain import sequence_clips
 from fer_keras.inference.predictor import crop_faces
 from tests.conftest import CLIP_LENGTH, MODEL_SIZE
+from tests.inference.test_predict_tracking import SIZE as TRACKING_SIZE
+from tests.inference.test_predict_tracking import _slots
 
-SIZE = 128  # dlib's HOG detector finds SynthFER faces at this size, and at 0.8 of it
+SIZE = TRACKING_SIZE  # dlib's HOG detector finds SynthFER faces at this size, and at 0.8 of it (`_slots` draws them)
 SHAPE = (CLIP_LENGTH, MODEL_SIZE, MODEL_SIZE, 1)
 
 
 def _faces(subject, emotion, count):
     return synth.render_sequence(synth.make_subject(subject), emotion, size=SIZE, grey=False, num_frames=count)["frames"]
-
-
-def _canvas(faces, slots=1):
-    """A grey frame of `slots` face-wide places, `faces` {place: (face, scale)} centred in theirs."""
-    canvas = np.full((SIZE, slots * SIZE, 3), 128, np.uint8)
-    for place, (face, scale) in faces.items():
-        side = int(round(SIZE * scale))
-        x0, y0 = place * SIZE + (SIZE - side) // 2, (SIZE - side) // 2
-        canvas[y0:y0 + side, x0:x0 + side] = cv2.resize(face, (side, side), interpolation=cv2.INTER_AREA)
-    return canvas
 
 
 def _folder(path, frames):
@@ -52,9 +44,9 @@ def test_the_clips_follow_the_largest_face_of_the_first_frame_and_not_another_pe
     for t in range(count):
         big, small = (1.0, 0.8) if t % 2 == 0 else (0.8, 1.0)  # the largest face changes side every frame
         if t in (4, 5):  # the left face gone: the right one alone is someone else, not the face followed
-            frames.append(_canvas({1: (right[t], big)}, slots=2))
+            frames.append(_slots({1: (right[t], big)}, slots=2))
         else:
-            frames.append(_canvas({0: (left[t], big), 1: (right[t], small)}, slots=2))
+            frames.append(_slots({0: (left[t], big), 1: (right[t], small)}, slots=2))
     x, ids = sequence_clips(_folder(tmp_path / "two", frames), SHAPE, 8, quiet=True)
     assert ids == ["two_f0", "two_f6"]
     expected = np.stack([_crop(frames[t], place=0) for t in (0, 1, 2, 3, 6, 7, 8, 9)])
@@ -108,7 +100,7 @@ def test_a_face_lost_for_a_clips_length_gives_way_to_the_largest_face_seen_then(
     """One wrong first face (here: a face that leaves after 3 frames) does not cost the rest of the video."""
     count = 3 + 2 * CLIP_LENGTH
     left, right = _faces(2, "surprise", count), _faces(3, "happiness", count)
-    frames = [_canvas({0: (left[t], 1.0)}, slots=2) if t < 3 else _canvas({1: (right[t], 1.0)}, slots=2)
+    frames = [_slots({0: (left[t], 1.0)}, slots=2) if t < 3 else _slots({1: (right[t], 1.0)}, slots=2)
               for t in range(count)]
     x, ids = sequence_clips(_folder(tmp_path / "leaves", frames), SHAPE, 8, quiet=True)
     first_right = 3 + CLIP_LENGTH  # the right face, someone else, is taken once the left one is lost for T frames
